@@ -1,0 +1,41 @@
+"""`edgeseg <verb>`: the command line. Imports nothing heavy, so `edgeseg --help` works anywhere."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseg import __version__
+
+app = typer.Typer(
+    name="edgeseg",
+    help=(
+        "Two-stage defect inspection (classifier gate -> ResUNet) from a trained PyTorch model "
+        "to a measured TensorRT / ONNX Runtime deployment on Jetson and discrete GPUs.\n\n"
+        "Typical flow: data synth -> train -> export -> calibrate -> build-engine -> run -> bench."
+    ),
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    """edgeseg: defect inspection at line speed."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Typer commands: thin shells over the source->target functions of each stage."""

@@ -1,0 +1,46 @@
+"""What every command shares: error reporting, consoles, output helpers, option aliases.
+
+Results go to stdout (tables for people, `--json` for machines); logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from typing_extensions import Annotated
+
+from edgeseg.errors import EdgesegError
+
+out = Console()  # results
+err = Console(stderr=True)  # logs, progress, errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cli_errors(func: F) -> F:
+    """Turn an EdgesegError into one red line on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgesegError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Machine output: one JSON document on stdout."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# Shared option aliases (fastapi-cli style): declare once, reuse in every command.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of a table.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")]
+OutDirOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]

@@ -1,0 +1,47 @@
+"""Optional heavy dependencies, imported on first use with install advice when missing.
+
+`edgeseg --help` and the ONNX Runtime path work without torch, tensorrt or pycuda; the module
+that needs one calls `require(...)` inside the function that uses it (Polygraphy's lazy_import
+idea). Nothing is ever pip-installed at run time.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from edgeseg.errors import EdgesegError
+
+# module -> what to install
+_ADVICE = {
+    "torch": "pip install torch (CPU: pip install torch==2.13.0; Jetson: NVIDIA's JetPack wheel), then pip install 'edgeseg[export]'",
+    "onnx": "pip install 'edgeseg[export]'",
+    "onnxslim": "pip install 'edgeseg[export]'",
+    "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
+    "onnxruntime.quantization": "pip install onnxruntime",
+    "tensorrt": "use JetPack's python3-libnvinfer on Jetson, or pip install tensorrt-cu12 / tensorrt-cu13 on a dGPU host",
+    "pycuda": "export PATH=/usr/local/cuda/bin:$PATH && pip install pycuda (needs cuda.h and nvcc)",
+    "pycuda.driver": "export PATH=/usr/local/cuda/bin:$PATH && pip install pycuda (needs cuda.h and nvcc)",
+    "polygraphy": "pip install 'edgeseg[trt]'",
+    "matplotlib": "pip install matplotlib",
+}
+
+
+def require(name: str, purpose: str = "") -> ModuleType:
+    """Import `name` or raise EdgesegError naming what needs it and how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        what = f" for {purpose}" if purpose else ""
+        raise EdgesegError(
+            f"{name} is needed{what} but could not be imported ({exc})",
+            hint=_ADVICE.get(name, f"pip install {name.split('.')[0]}"),
+        ) from exc
+
+
+def available(name: str) -> bool:
+    """True when `name` imports; never raises."""
+    try:
+        importlib.import_module(name)
+    except Exception:  # a broken install (missing libnvinfer, CUDA) counts as unavailable
+        return False
+    return True

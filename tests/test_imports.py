@@ -1,0 +1,33 @@
+"""The runtime install must not need torch: importing the package and the runtime loads none."""
+import subprocess
+import sys
+
+import pytest
+
+RUNTIME_MODULES = [
+    "edgeseg",
+    "edgeseg.cli",
+    "edgeseg.edge",
+    "edgeseg.edge.preprocess",
+    "edgeseg.edge.rle",
+    "edgeseg.edge.card",
+]
+
+
+@pytest.mark.parametrize("module", RUNTIME_MODULES)
+def test_runtime_module_does_not_import_torch(module):
+    code = f"import sys, {module}; heavy = [m for m in ('torch', 'tensorrt', 'pycuda') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"{module} pulled in {result.stdout.strip()} {result.stderr[-500:]}"
+
+
+def test_help_works_without_heavy_imports():
+    code = (
+        "import sys\n"
+        "from edgeseg.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "sys.exit(1 if 'torch' in sys.modules else 0)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
