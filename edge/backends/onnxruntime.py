@@ -1,0 +1,157 @@
+"""ONNX Runtime backend: the CPU path that runs everywhere, and CUDA when onnxruntime-gpu is there.
+
+IO binding keeps the inputs and outputs where the provider wants them: on CUDA the input copy is
+made (and timed as "h2d") when it is bound, the output copy back (timed as "d2h") after the run,
+so "compute" is the model alone, as TensorRT reports it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.errors import EdgesegError
+from edgeseg.files import PathLike
+from edgeseg.lazy import require
+
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+_ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+# ONNX Runtime's "tensor(float)" -> numpy names used in cards
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def default_providers() -> List[str]:
+    """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
+    ort = require("onnxruntime", "the ONNX Runtime backend")
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxRuntimeBackend(Backend):
+    """One ONNX model in one InferenceSession.
+
+    providers: None = CUDA when available, else CPU; or an explicit list.
+    intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
+    graph_optimization: "disable" | "basic" | "extended" | "all".
+    """
+
+    kind = "onnxruntime"
+
+    def __init__(
+        self,
+        artifact: PathLike,
+        card: ModelCard,
+        providers: Optional[Sequence[str]] = None,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        graph_optimization: str = "all",
+    ) -> None:
+        super().__init__(artifact, card)
+        if graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise EdgesegError(
+                f"unknown graph optimisation level {graph_optimization!r}", hint=f"use one of {', '.join(GRAPH_OPTIMIZATIONS)}"
+            )
+        if intra_op_threads < 0 or inter_op_threads < 0:
+            raise EdgesegError("thread counts must be >= 0 (0 lets ONNX Runtime choose)")
+        self.providers = list(providers) if providers is not None else None
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.graph_optimization = graph_optimization
+        self._session: Any = None
+        self._binding: Any = None
+        self._device = "cpu"
+        self._bound_shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def describe(self) -> str:
+        ort = require("onnxruntime", "the ONNX Runtime backend")
+        used = ", ".join(self._session.get_providers()) if self._session is not None else "inactive"
+        return f"onnxruntime {ort.__version__} ({used})"
+
+    def _activate_impl(self) -> None:
+        ort = require("onnxruntime", "the ONNX Runtime backend")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[self.graph_optimization])
+        providers = self.providers if self.providers is not None else default_providers()
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise EdgesegError(
+                f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})",
+                hint="install onnxruntime-gpu for CUDAExecutionProvider, or leave the providers to the default",
+            )
+        try:
+            self._session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgesegError(
+                f"ONNX Runtime cannot load {self.artifact}: {first_line}",
+                hint="the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
+            ) from exc
+        self._device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._binding = self._session.io_binding()
+        self._bound_shapes = {}
+
+    def _io_specs_impl(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        inputs = [_spec(node) for node in self._session.get_inputs()]
+        outputs = [_spec(node) for node in self._session.get_outputs()]
+        first = self._session.get_inputs()[0].shape[0] if self._session.get_inputs()[0].shape else None
+        self.max_batch = first if isinstance(first, int) and first > 0 else None
+        return inputs, outputs
+
+    def _infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        ort = require("onnxruntime", "the ONNX Runtime backend")
+        binding = self._binding
+        start = time.perf_counter()
+        shapes_changed = False
+        for name, array in feed.items():
+            if self._device == "cpu":
+                binding.bind_cpu_input(name, array)
+            else:
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+            if self._bound_shapes.get(name) != array.shape:
+                self._bound_shapes[name] = array.shape
+                shapes_changed = True
+        if shapes_changed:
+            # An output bound without a shape is allocated by the first run and then reused;
+            # a new input shape (another batch) needs fresh output allocations.
+            binding.clear_binding_outputs()
+            for spec in self.outputs:
+                binding.bind_output(spec.name, self._device)
+        bound = time.perf_counter()
+        self._session.run_with_iobinding(binding)
+        ran = time.perf_counter()
+        values = binding.copy_outputs_to_cpu()
+        done = time.perf_counter()
+        if self._device == "cpu":
+            self.timings = {"compute": done - start}
+        else:
+            self.timings = {"h2d": bound - start, "compute": ran - bound, "d2h": done - ran}
+        return {spec.name: value for spec, value in zip(self.outputs, values)}
+
+    def _deactivate_impl(self) -> None:
+        self._binding = None
+        self._session = None
+        self._bound_shapes = {}
+
+
+def _spec(node: Any) -> TensorSpec:
+    shape: List[Union[int, str]] = [d if isinstance(d, int) else str(d) for d in (node.shape or [])]
+    return TensorSpec(name=node.name, shape=shape, dtype=_DTYPES.get(node.type, node.type))
