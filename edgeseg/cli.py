@@ -37,5 +37,9 @@ def _root(
     """edgeseg: defect inspection at line speed."""
 
 
+from edgeseg.commands import info as _info  # noqa: E402
+
+app.command("info")(_info.info)
+
 def main() -> None:
     app()

@@ -1,0 +1,172 @@
+"""CUDA plumbing for the TensorRT path: which GPU this is, and the one thread that owns its context.
+
+Why a thread: pycuda's context is per thread. A context made in the main thread (pycuda.autoinit)
+is not current in a pipeline worker, and streams or buffers made in one context are invalid in
+another ("explicit_context_dependent failed: invalid device context", "invalid resource
+handle"). So one `CudaThread` retains the device's primary context — the context the CUDA
+runtime, and therefore TensorRT, uses — pushes it once, and runs every CUDA call submitted to it;
+any thread may submit. It frees what it made before popping and releasing the context, so pycuda
+never finds a non-empty context stack at exit.
+
+pycuda facts used (doc/driver.rst, src/cpp/cuda.hpp of inducer/pycuda): Device.retain_primary_context()
+(pycuda 2020.1+) returns a context that is *not* current; Context.push()/Context.pop(); detach()
+on a primary context calls cuDevicePrimaryCtxRelease.
+
+GPU identity comes from the CUDA driver API through ctypes (cuDeviceGetName, cuDeviceGetAttribute
+with CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR = 75/76, cuDriverGetVersion): no pycuda and
+no context needed, so `build-engine`, `edgeseg info` and the runtime's card check all read the same
+strings. Python 3.8-compatible.
+"""
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
+
+from edgeseg.errors import EdgesegError
+from edgeseg.lazy import require
+
+T = TypeVar("T")
+
+_CC_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR (cuda.h)
+_CC_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+
+
+@dataclass(frozen=True)
+class GpuIdentity:
+    """What an engine is tied to: the GPU model and its compute capability ("8.7")."""
+
+    index: int
+    name: str
+    compute_capability: str
+    total_memory: int
+
+
+def _driver() -> Optional[ctypes.CDLL]:
+    """libcuda initialised, or None when there is no NVIDIA driver / GPU."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    if lib.cuInit(0) != 0:
+        return None
+    return lib
+
+
+def driver_version() -> Optional[str]:
+    """The CUDA driver's version ("12.2"), or None without a driver."""
+    lib = _driver()
+    if lib is None:
+        return None
+    value = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(value)) != 0:
+        return None
+    return f"{value.value // 1000}.{(value.value % 1000) // 10}"
+
+
+def list_gpus() -> List[GpuIdentity]:
+    """Every CUDA device the driver sees; empty without a driver or GPU."""
+    lib = _driver()
+    if lib is None:
+        return []
+    count = ctypes.c_int(0)
+    if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    return [gpu for gpu in (_identity(lib, index) for index in range(count.value)) if gpu is not None]
+
+
+def gpu_identity(index: int = 0) -> Optional[GpuIdentity]:
+    """The identity of CUDA device `index`, or None when it does not exist."""
+    lib = _driver()
+    return None if lib is None else _identity(lib, index)
+
+
+def _identity(lib: ctypes.CDLL, index: int) -> Optional[GpuIdentity]:
+    device = ctypes.c_int(0)
+    if lib.cuDeviceGet(ctypes.byref(device), index) != 0:
+        return None
+    name = ctypes.create_string_buffer(256)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    memory = ctypes.c_size_t(0)
+    if (
+        lib.cuDeviceGetName(name, len(name), device) != 0
+        or lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device) != 0
+        or lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device) != 0
+    ):
+        return None
+    lib.cuDeviceTotalMem_v2(ctypes.byref(memory), device)
+    return GpuIdentity(index, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", memory.value)
+
+
+class CudaThread:
+    """A worker thread that owns device `device`'s primary CUDA context and runs submitted calls.
+
+    `call(fn, *args)` runs `fn` in the owner thread with the context current and returns its
+    result (or raises its exception) in the caller's thread. Owners free what they allocated
+    through `call` before `close()`, which pops and releases the context and ends the thread.
+    Use as a context manager.
+    """
+
+    def __init__(self, device: int = 0, name: str = "edgeseg-cuda") -> None:
+        self.device = device
+        self._jobs: "queue.Queue[Optional[Tuple[Callable[..., Any], Tuple[Any, ...], Future]]]" = queue.Queue()
+        started: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
+        self._thread.start()
+        started.result()  # re-raises a failed context creation here, in the caller
+
+    def _run(self, started: Future) -> None:
+        try:
+            cuda = require("pycuda.driver", "the TensorRT backend")
+            cuda.init()
+            if not 0 <= self.device < cuda.Device.count():
+                raise EdgesegError(f"no CUDA device {self.device} (this machine has {cuda.Device.count()})")
+            context = cuda.Device(self.device).retain_primary_context()
+            context.push()
+        except BaseException as exc:  # report to the constructor, then end the thread
+            started.set_exception(exc)
+            return
+        started.set_result(None)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                func, args, result = job
+                if result.set_running_or_notify_cancel():
+                    try:
+                        result.set_result(func(*args))
+                    except BaseException as exc:
+                        result.set_exception(exc)
+        finally:
+            cuda.Context.pop()
+            context.detach()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func(*args)` in the context-owning thread and wait for its result."""
+        if threading.current_thread() is self._thread:
+            return func(*args)
+        if not self.alive:
+            raise EdgesegError("the CUDA thread has stopped", hint="re-open the backend")
+        result: Future = Future()
+        self._jobs.put((func, args, result))
+        return result.result()
+
+    def close(self) -> None:
+        """Stop the thread after the calls already queued; pops and releases the context."""
+        if self.alive:
+            self._jobs.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> "CudaThread":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
