@@ -1,0 +1,161 @@
+"""What an ONNX graph does not say about itself, and the model card and report built from it.
+
+A `Contract` is the deployment meaning of a model: the task, how frames become its input
+(Preprocess), its class names, default thresholds and output activation. Checkpoints carry it;
+for a user's own model it comes from command-line flags or an existing card.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import onnx
+
+from edgeseg.edge.card import TASKS, ModelCard, card_path, write_card
+from edgeseg.edge.preprocess import Preprocess
+from edgeseg.errors import EdgesegError
+from edgeseg.export.graph import opset_of, tensor_spec
+from edgeseg.export.parity import Parity
+
+ACTIVATIONS = ("sigmoid", "none")
+
+
+@dataclass(frozen=True)
+class Contract:
+    task: str
+    preprocess: Preprocess
+    classes: List[str]
+    thresholds: Dict[str, Any]
+    output_activation: str = "sigmoid"  # "none": the model already outputs probabilities
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise EdgesegError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
+        if self.output_activation not in ACTIVATIONS:
+            raise EdgesegError(f"unknown output activation {self.output_activation!r}", hint=f"use one of {', '.join(ACTIVATIONS)}")
+
+    def check_output(self, shape: Sequence[int], where: str) -> None:
+        """The model's output must be what the runtime post-processes for this task."""
+        if self.task == "classifier":
+            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+                raise EdgesegError(
+                    f"{where}: a classifier must output one defect score per image (N, 1), got {tuple(shape)}",
+                    hint="export a single-logit head, or use --task segmenter for per-pixel maps",
+                )
+            return
+        if len(shape) != 4 or shape[1] != len(self.classes):
+            raise EdgesegError(
+                f"{where}: a segmenter must output (N, {len(self.classes)}, H, W) maps for classes "
+                f"{', '.join(self.classes)}, got {tuple(shape)}",
+                hint="give --classes with one name per output channel",
+            )
+
+
+def default_thresholds(task: str, classes: int) -> Dict[str, Any]:
+    """Card-convention thresholds for a model that came without any."""
+    if task == "classifier":
+        return {"defect": 0.5}
+    return {"probability": [0.5] * classes, "min_area": [0] * classes}
+
+
+def user_contract(
+    task: str,
+    size: Tuple[int, int],
+    *,
+    mean: float = 0.0,
+    std: float = 1.0,
+    geometry: str = "resize",
+    classes: Optional[Sequence[str]] = None,
+    thresholds: Optional[Dict[str, Any]] = None,
+    activation: str = "sigmoid",
+) -> Contract:
+    """The contract of a model that does not come with one (flags of `edgeseg export`)."""
+    names = list(classes) if classes else (["defect"] if task == "classifier" else ["1", "2", "3", "4"])
+    return Contract(
+        task,
+        Preprocess(size[0], size[1], mean, std, geometry),
+        names,
+        thresholds or default_thresholds(task, len(names)),
+        activation,
+    )
+
+
+def contract_from_card(path: Path) -> Tuple[Contract, Dict[str, str]]:
+    """(contract, {"input": name, "output": name}) from an existing card JSON (e.g. one written for
+    the same model elsewhere)."""
+    try:
+        card = ModelCard.from_dict(json.loads(Path(path).read_text()))
+    except OSError as exc:
+        raise EdgesegError(f"cannot read card {path}: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EdgesegError(f"card {path} is not a valid edgeseg model card ({exc!r})") from exc
+    contract = Contract(card.task, card.preprocess, card.classes, card.thresholds, card.output_activation)
+    return contract, {"input": card.input.name, "output": card.output.name}
+
+
+@dataclass
+class ExportReport:
+    """What one export step wrote and measured."""
+
+    task: str
+    onnx: Path
+    card: Path
+    precision: str  # "fp32" | "fp16"
+    opset: int
+    seconds: float
+    parity: List[Parity] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "task": self.task,
+            "onnx": str(self.onnx),
+            "card": str(self.card),
+            "precision": self.precision,
+            "opset": self.opset,
+            "seconds": round(self.seconds, 3),
+            "parity": [p.to_dict() for p in self.parity],
+        }
+
+
+def guard_card_path(onnx_path: Path) -> None:
+    """Refuse to overwrite a JSON beside the ONNX that is not an edgeseg model card (e.g. a training
+    metrics file called segmenter.json next to segmenter.pt)."""
+    target = card_path(onnx_path)
+    if not target.exists():
+        return
+    try:
+        schema = json.loads(target.read_text()).get("schema", "")
+    except (ValueError, OSError, AttributeError):
+        schema = ""
+    if not str(schema).startswith("edgeseg.card/"):
+        raise EdgesegError(
+            f"{target} exists and is not an edgeseg model card; exporting {onnx_path.name} would overwrite it",
+            hint="choose another --out or --name",
+        )
+
+
+def write_model_card(
+    onnx_path: Path,
+    model: onnx.ModelProto,
+    contract: Contract,
+    *,
+    precision: str,
+    source: Dict[str, Any],
+    input_name: Optional[str] = None,
+    output_name: Optional[str] = None,
+) -> Path:
+    """The card beside `onnx_path`: real tensor names and shapes read from the graph itself."""
+    card = ModelCard(
+        task=contract.task,
+        input=tensor_spec(model, input_name, "input"),
+        output=tensor_spec(model, output_name, "output"),
+        preprocess=contract.preprocess,
+        classes=list(contract.classes),
+        thresholds=dict(contract.thresholds),
+        output_activation=contract.output_activation,
+        artifact={"format": "onnx", "opset": opset_of(model), "precision": precision},
+        source=dict(source),
+    )
+    return write_card(onnx_path, card)

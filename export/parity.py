@@ -1,0 +1,122 @@
+"""Numerical parity checks: PyTorch vs ONNX Runtime, FP32 ONNX vs FP16 ONNX.
+
+Inputs are real frames (synthetic steel strips, or the user's images) and fresh random frames,
+turned into tensors by the one preprocessing (edgeseg.edge.preprocess) exactly as the runtime will.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from edgeseg.edge.preprocess import Preprocess, preprocess
+from edgeseg.errors import EdgesegError
+
+FP32_TOLERANCE = 1e-4  # relative L2: export must not change the model beyond float rounding
+FP16_TOLERANCE = 1e-2  # relative L2: FP16 keeps ~3 significant digits, errors grow through ~30 layers
+STRIP_SHAPE = (256, 1600)  # native Severstal strip: frames are made at this size and preprocessed down
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One comparison: `candidate` against `reference` on `samples` input tensors."""
+
+    check: str  # e.g. "torch vs onnx"
+    inputs: str  # "random", "strips", "images"
+    samples: int
+    max_abs: float
+    rel_l2: float
+    tolerance: float  # on rel_l2
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs) and self.rel_l2 <= self.tolerance)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def compare(check: str, inputs: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> Parity:
+    """max |a - b| and ||a - b|| / ||a||; NaN/inf in the candidate (FP16 overflow) counts as failure."""
+    if reference.shape != candidate.shape:
+        raise EdgesegError(f"{check}: output shapes differ ({reference.shape} vs {candidate.shape})")
+    ref = reference.astype(np.float64)
+    diff = candidate.astype(np.float64) - ref
+    if not np.all(np.isfinite(candidate)):
+        return Parity(check, inputs, len(reference), float("inf"), float("inf"), tolerance)
+    rel = float(np.linalg.norm(diff) / max(float(np.linalg.norm(ref)), 1e-12))
+    return Parity(check, inputs, len(reference), float(np.abs(diff).max()), rel, tolerance)
+
+
+def parity_inputs(
+    spec: Preprocess, *, seed: int = 0, strips: int = 4, random: int = 2, images: Sequence[Path] = ()
+) -> Dict[str, np.ndarray]:
+    """{"strips"|"images"|"random": float32 NCHW batch} from frames run through `preprocess`.
+
+    Strips come from the synthetic generator (defect shapes and steel texture, i.e. realistic
+    activations); random frames are uniform noise; `images` are the user's own strips.
+    """
+    from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
+
+    height = max(STRIP_SHAPE[0], spec.height)
+    width = max(STRIP_SHAPE[1], spec.width)
+    frames: Dict[str, List[np.ndarray]] = {}
+    if strips:
+        frames["strips"] = []
+        for index in range(strips):
+            rng = strip_rng(seed, index)
+            frames["strips"].append(make_strip(rng, sample_defect_classes(rng), height, width)[0])
+    if images:
+        frames["images"] = [_read_gray(path) for path in images]
+    if random:
+        rng = np.random.default_rng([seed, 1 << 20])
+        frames["random"] = [rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(random)]
+    return {name: np.concatenate([preprocess(f, spec) for f in batch]) for name, batch in frames.items()}
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise EdgesegError(f"cannot read image {path}", hint="pass PNG/JPEG strips to --images")
+    return image
+
+
+def onnx_session(model: Union[bytes, Path], threads: Optional[int] = None) -> Any:
+    """A CPU ONNX Runtime session (from bytes, so a model can be checked before it is written)."""
+    from edgeseg.lazy import require
+
+    ort = require("onnxruntime", "ONNX parity checks")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
+        first = str(exc).strip().splitlines()[0][:300]
+        raise EdgesegError(f"ONNX Runtime cannot load the model: {first}") from exc
+
+
+def run_session(session: Any, input_name: str, batch: np.ndarray) -> np.ndarray:
+    """Run one batch, one input, first output."""
+    try:
+        return np.asarray(session.run(None, {input_name: batch})[0])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise EdgesegError(f"ONNX Runtime failed on a {tuple(batch.shape)} input: {first}") from exc
+
+
+def require_parity(results: Sequence[Parity], what: str) -> None:
+    """EdgesegError naming the worst failing comparison, if any."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        worst = max(failed, key=lambda r: r.rel_l2)
+        raise EdgesegError(
+            f"{what}: {worst.check} parity failed on {worst.inputs} inputs "
+            f"(relative L2 {worst.rel_l2:.3g} > {worst.tolerance:g}, max abs {worst.max_abs:.3g}); nothing written",
+            hint="the graph computes something else than the model: check for ops that behave differently in eval/export",
+        )

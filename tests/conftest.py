@@ -1,0 +1,54 @@
+"""Shared fixtures.
+
+Model fixtures (export helper): tiny random-init models made through the real export API, so
+runtime, INT8 and benchmark tests run on genuine ONNX files with genuine cards in seconds.
+"""
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+# Tiny sizes: segmenter 64x320 (same 1:5 aspect as a 256x1600 strip), classifier 32x160.
+TINY_INPUT = {"segmenter": (64, 320), "classifier": (32, 160)}
+TINY_CLASSES = {"segmenter": ["1", "2", "3", "4"], "classifier": ["defect"]}
+TINY_THRESHOLDS = {
+    "segmenter": {"probability": [0.5] * 4, "min_area": [16] * 4},
+    "classifier": {"defect": 0.5},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Dict[str, Path]:
+    """{"classifier": Path, "segmenter": Path} to edgeseg checkpoints (.pt) of random-init
+    width-4 models (seeded), preprocess mean 0.5 / std 0.25 at TINY_INPUT sizes."""
+    torch = pytest.importorskip("torch")
+    from edgeseg.edge.preprocess import Preprocess
+    from edgeseg.models import MODEL_FOR_TASK, create_model, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoints")
+    paths = {}
+    for task in ("classifier", "segmenter"):
+        torch.manual_seed(0)
+        name = MODEL_FOR_TASK[task]
+        model = create_model(name, base_width=4)
+        paths[task] = save_checkpoint(
+            folder / f"{task}.pt",
+            model,
+            task=task,
+            model_config={"name": name, **model.config},
+            preprocess=Preprocess(*TINY_INPUT[task], mean=0.5, std=0.25),
+            classes=TINY_CLASSES[task],
+            thresholds=TINY_THRESHOLDS[task],
+        )
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_checkpoints, tmp_path_factory) -> Dict[str, Path]:
+    """{"classifier": Path, "segmenter": Path} to FP32 ONNX files (input "image" NCHW float32 with
+    dynamic batch, output "logits"), each with its model card beside it (`read_card(path)`),
+    exported with edgeseg.export.torch_onnx.torch_to_onnx."""
+    from edgeseg.export.torch_onnx import torch_to_onnx
+
+    folder = tmp_path_factory.mktemp("tiny_models")
+    return {task: torch_to_onnx(path, folder / f"{task}.onnx").onnx for task, path in tiny_checkpoints.items()}
