@@ -1,0 +1,406 @@
+"""Explicit INT8: FP32 ONNX + calibration set -> QDQ ONNX (onnxruntime quantize_static), two flavours.
+
+- "trt": what TensorRT's ONNX parser accepts and TensorRT 10.1+/11 require (implicit INT8 is
+  deprecated in 10.1 and gone in 11): INT8 activations and weights, symmetric (every zero point 0:
+  "TRT only supports symmetric quantization"), per-channel Conv weights (DequantizeLinear `axis`,
+  opset >= 13), Q/DQ only on the inputs of Conv/ConvTranspose/Gemm/MatMul and pooling, never on
+  outputs, no bias quantisation, float weights behind a Q/DQ pair, standard-domain ops only. These
+  are NVIDIA ModelOpt's options for TensorRT (shared/TENSORRT_NOTES.md, INT8).
+- "cpu": U8S8 (asymmetric uint8 activations, int8 per-channel weights) on every op ONNX Runtime's
+  CPU kernels fuse, the fast form on x86 (ONNX Runtime's own CPU guidance in quantize_static).
+
+Every extra_options key below is read by the installed onnxruntime (1.32: quantize.py,
+qdq_quantizer.py, base_quantizer.py, calibrate.py) and listed in quantize_static's docstring,
+except QuantizeBias, which qdq_quantizer.py reads (default True) and the documented
+static_quantize_runner exposes as --disable_quantize_bias.
+
+Not run: onnxruntime's quant_pre_process optimisation. Export already folded BatchNorm and
+constants (onnxslim); ORT's optimiser would only add fusions (and com.microsoft ops) TensorRT
+cannot parse. Shape inference happens inside quantize_static.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgeseg.calibration.calibration_set import CalibrationSet, load_calibration_set
+from edgeseg.edge.card import ModelCard, read_card, write_card
+from edgeseg.errors import EdgesegError
+from edgeseg.files import PathLike, atomic_output, sha256
+from edgeseg.lazy import require
+
+FLAVOURS = ("trt", "cpu")
+METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"
+MIN_OPSET = 13  # per-channel DequantizeLinear needs the `axis` attribute
+STANDARD_DOMAINS = ("", "ai.onnx")
+# Ops whose inputs TensorRT wants quantised: weighted layers and pooling (commutes with Q).
+TRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool")
+TRT_PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}  # output-channel axis of the weight
+PERCENTILE = 99.999
+
+
+def qdq_path(onnx_path: PathLike, flavour: str) -> Path:
+    """`model.onnx` -> `model.int8.trt.qdq.onnx` / `model.int8.cpu.qdq.onnx` (card: `... .qdq.json`)."""
+    check_flavour(flavour)
+    path = Path(onnx_path)
+    return path.with_name(f"{path.stem}.int8.{flavour}.qdq.onnx")
+
+
+def check_flavour(flavour: str) -> None:
+    if flavour not in FLAVOURS:
+        raise EdgesegError(f"unknown INT8 flavour {flavour!r}", hint=f"use one of {', '.join(FLAVOURS)} (trt: TensorRT, cpu: ONNX Runtime on x86)")
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise EdgesegError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+
+
+@dataclass
+class QdqResult:
+    """One quantised model: where it is, how it was made, and a first sanity figure."""
+
+    path: Path
+    card: Path
+    flavour: str
+    method: str
+    calibration_sha256: str
+    excluded: List[str]
+    quantized: Dict[str, int]  # op type -> nodes with Q/DQ inputs
+    first_batch_rel_l2: float  # QDQ vs FP32 on the first calibration batch (relative L2)
+    seconds: float
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "card": str(self.card),
+            "flavour": self.flavour,
+            "method": self.method,
+            "calibration_sha256": self.calibration_sha256,
+            "excluded": list(self.excluded),
+            "quantized": dict(self.quantized),
+            "first_batch_rel_l2": self.first_batch_rel_l2,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class _BatchReader:
+    """onnxruntime CalibrationDataReader over a calibration set, with `set_range` so that
+    quantize_static collects one batch at a time (CalibStridedMinMax=1): the histogram methods
+    then hold one batch of activations in memory, not the whole set's."""
+
+    def __init__(self, batches: Iterator[np.ndarray], count: int, input_name: str) -> None:
+        self._batches = batches
+        self._count = count
+        self._input_name = input_name
+        self._left = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # consecutive ranges only
+        self._left = end_index - start_index
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        if self._left <= 0:
+            return None
+        self._left -= 1
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input_name: batch}
+
+    def __iter__(self) -> "_BatchReader":
+        return self
+
+    def __next__(self) -> Dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def quantize_options(flavour: str, op_types: Sequence[str]) -> Dict[str, Any]:
+    """quantize_static keyword arguments (besides model, reader, method) for a flavour.
+
+    op_types: every op type in the graph (the trt flavour quantises no op's output).
+    """
+    quant = require("onnxruntime.quantization", "INT8 quantisation")
+    common: Dict[str, Any] = {"CalibStridedMinMax": 1}
+    if flavour == "trt":
+        return {
+            "quant_format": quant.QuantFormat.QDQ,
+            "op_types_to_quantize": list(TRT_OP_TYPES),
+            "per_channel": True,
+            "reduce_range": False,
+            "activation_type": quant.QuantType.QInt8,
+            "weight_type": quant.QuantType.QInt8,
+            "extra_options": {
+                **common,
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "AddQDQPairToWeight": True,
+                "DedicatedQDQPair": False,
+                "ForceQuantizeNoInputCheck": True,
+                "OpTypesToExcludeOutputQuantization": sorted(set(op_types)),
+                "QDQOpTypePerChannelSupportToAxis": dict(TRT_PER_CHANNEL_AXIS),
+                "CalibTensorRangeSymmetric": True,
+            },
+        }
+    return {
+        "quant_format": quant.QuantFormat.QDQ,
+        "op_types_to_quantize": None,  # every op ONNX Runtime can run quantised
+        "per_channel": True,
+        "reduce_range": True,
+        "activation_type": quant.QuantType.QUInt8,
+        "weight_type": quant.QuantType.QInt8,
+        "extra_options": {**common, "ActivationSymmetric": False, "WeightSymmetric": True},
+    }
+
+
+def onnx_to_qdq(
+    onnx_path: PathLike,
+    calibration: Union[CalibrationSet, PathLike],
+    out_path: Optional[PathLike] = None,
+    *,
+    flavour: str = "trt",
+    method: str = DEFAULT_METHOD,
+    exclude: Sequence[str] = (),
+    batch_size: int = 1,
+    progress: Optional[Callable[[int], None]] = None,
+) -> QdqResult:
+    """Quantise `onnx_path` (an FP32 ONNX with its card) to an INT8 QDQ ONNX + card.
+
+    calibration: a loaded CalibrationSet or its .npz; its frames go through the model card's
+    preprocess. exclude: node names kept in float (see `edgeseg calibrate --validation` for which
+    layers hurt most). batch_size: frames per calibration run (1 keeps the entropy/percentile
+    histograms' memory to one frame's activations). progress(1) after each calibration batch.
+    Nothing is written unless the quantised model passes onnx.checker, loads in ONNX Runtime
+    and (trt) passes `trt_qdq_problems`.
+    """
+    onnx = require("onnx", "INT8 quantisation")
+    quant = require("onnxruntime.quantization", "INT8 quantisation")
+    check_flavour(flavour)
+    check_method(method)
+    started = time.perf_counter()
+    source = Path(onnx_path)
+    out = Path(out_path) if out_path is not None else qdq_path(source, flavour)
+    if out.resolve() == source.resolve():
+        raise EdgesegError(f"the INT8 model would overwrite its source {source}", hint="choose another output path")
+    card = read_card(source)
+    calib = calibration if isinstance(calibration, CalibrationSet) else load_calibration_set(calibration)
+    if not calib.sha256:
+        raise EdgesegError("the calibration set has no file hash", hint="save it with save_calibration_set / load it from its .npz")
+
+    from edgeseg.export.graph import load_onnx, opset_of
+
+    model = load_onnx(source)
+    opset = opset_of(model)
+    if opset < MIN_OPSET:
+        raise EdgesegError(f"{source} is opset {opset}; per-channel INT8 needs opset >= {MIN_OPSET}", hint="re-export with `edgeseg export` (opset 17)")
+    nodes = {node.name for node in model.graph.node}
+    unknown = [name for name in exclude if name not in nodes]
+    if unknown:
+        sample = ", ".join(sorted(nodes)[:6])
+        raise EdgesegError(f"--exclude names no node of {source.name}: {', '.join(unknown)}", hint=f"node names look like: {sample}, ...")
+    options = quantize_options(flavour, [node.op_type for node in model.graph.node])
+    spec = card.preprocess
+    count = calib.batch_count(batch_size, spec)
+    batches = _counted(calib.batches(batch_size, spec), progress)
+    reader = _BatchReader(batches, count, card.input.name)
+    with atomic_output(out) as tmp:
+        with _quiet_quantizer():
+            quant.quantize_static(
+                model,
+                str(tmp),
+                reader,
+                calibrate_method=_method(quant, method),
+                nodes_to_exclude=list(exclude),
+                **_with_percentile(options, method),
+            )
+        quantized = onnx.load(str(tmp))
+        _strip_unused_domains(quantized)
+        onnx.checker.check_model(quantized)
+        if flavour == "trt":
+            problems = trt_qdq_problems(quantized)
+            if problems:
+                raise RuntimeError(f"trt-flavour QDQ graph breaks TensorRT rules: {'; '.join(problems[:5])}")
+        onnx.save(quantized, str(tmp))
+        first = next(calib.batches(batch_size, spec))
+        rel = _relative_l2(_run(source, card.input.name, first), _run(tmp, card.input.name, first))
+    card_file = write_card(out, _qdq_card(card, source, flavour, method, calib, list(exclude), opset))
+    return QdqResult(
+        path=out,
+        card=card_file,
+        flavour=flavour,
+        method=method,
+        calibration_sha256=calib.sha256,
+        excluded=list(exclude),
+        quantized=quantized_op_counts(quantized),
+        first_batch_rel_l2=rel,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _counted(batches: Iterator[np.ndarray], progress: Optional[Callable[[int], None]]) -> Iterator[np.ndarray]:
+    for batch in batches:
+        yield batch
+        if progress is not None:
+            progress(1)
+
+
+def _method(quant: Any, method: str) -> Any:
+    return {
+        "minmax": quant.CalibrationMethod.MinMax,
+        "entropy": quant.CalibrationMethod.Entropy,
+        "percentile": quant.CalibrationMethod.Percentile,
+    }[method]
+
+
+def _with_percentile(options: Dict[str, Any], method: str) -> Dict[str, Any]:
+    if method != "percentile":
+        return options
+    extra = dict(options["extra_options"], CalibPercentile=PERCENTILE)
+    return dict(options, extra_options=extra)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """quantize_static logs "consider pre-processing" on the root logger and prints per-batch
+    histogram notes; edgeseg shows its own progress instead."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(None):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _strip_unused_domains(model: Any) -> None:
+    """Drop opset imports of domains no node uses: TensorRT's parser has no use for them."""
+    used = {node.domain for node in model.graph.node}
+    keep = [entry for entry in model.opset_import if entry.domain in STANDARD_DOMAINS or entry.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def _run(model: Union[PathLike, bytes], input_name: str, batch: np.ndarray) -> np.ndarray:
+    ort = require("onnxruntime", "INT8 quantisation")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model) if not isinstance(model, bytes) else model, options, providers=["CPUExecutionProvider"])
+    return session.run(None, {input_name: batch})[0]
+
+
+def _relative_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float(np.linalg.norm(candidate - reference) / max(float(np.linalg.norm(reference)), 1e-12))
+
+
+def _qdq_card(
+    card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], opset: int
+) -> ModelCard:
+    artifact: Dict[str, Any] = {
+        "format": "onnx",
+        "opset": opset,
+        "precision": "int8",
+        "flavour": flavour,
+        "calibration_sha256": calib.sha256,
+        "calibration_frames": len(calib),
+        "calibration_method": method,
+        "quantization": {
+            "activations": "int8 symmetric" if flavour == "trt" else "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel" if flavour == "trt" else "int8 symmetric per-channel, 7-bit range",
+            "excluded_nodes": exclude,
+        },
+    }
+    origin = dict(card.source)
+    origin.update(onnx=source.name, onnx_sha256=card.artifact.get("sha256") or sha256(source))
+    return ModelCard(
+        task=card.task,
+        input=card.input,
+        output=card.output,
+        preprocess=card.preprocess,
+        classes=list(card.classes),
+        thresholds=dict(card.thresholds),
+        output_activation=card.output_activation,
+        artifact=artifact,
+        source=origin,
+    )
+
+
+# -- graph facts (tests, build-engine and reports use them) -------------------------------------
+def quantized_op_counts(model: Any) -> Dict[str, int]:
+    """op type -> how many nodes of it read at least one DequantizeLinear output."""
+    dq_outputs = {node.output[0] for node in model.graph.node if node.op_type == "DequantizeLinear"}
+    counts: Dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(name in dq_outputs for name in node.input):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def trt_qdq_problems(model: Any) -> List[str]:
+    """Why TensorRT would reject or mis-run this QDQ graph; [] when it follows the trt rules.
+
+    Checks: only standard-domain nodes; every zero point 0 (int8); per-channel Conv weights have
+    one scale per output channel and the axis attribute; every Q/DQ pair feeds at least one op
+    TensorRT quantises (none exists only for a Relu, Concat, Resize or Add); no quantised bias.
+    """
+    from onnx import numpy_helper
+
+    problems: List[str] = []
+    initializers = {init.name: init for init in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: Dict[str, List[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        if node.domain not in STANDARD_DOMAINS:
+            problems.append(f"node {node.name} is {node.domain}::{node.op_type}")
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(node.input) > 2 and node.input[2] in initializers:
+            zero = numpy_helper.to_array(initializers[node.input[2]])
+            if zero.dtype != np.int8 or np.any(zero != 0):
+                problems.append(f"{node.name}: zero point {zero.dtype} {zero.ravel()[:4]} (TensorRT needs int8, 0)")
+        if node.op_type != "DequantizeLinear":
+            continue
+        users = consumers.get(node.output[0], [])
+        if not any(user.op_type in TRT_OP_TYPES for user in users):
+            problems.append(f"{node.name} feeds only {sorted({u.op_type for u in users})}, which TensorRT keeps in float")
+        for user in users:
+            if user.op_type in ("Conv", "ConvTranspose", "Gemm") and len(user.input) > 2 and user.input[2] == node.output[0]:
+                problems.append(f"{user.name}: bias is quantised")
+            if user.op_type in TRT_PER_CHANNEL_AXIS and len(user.input) > 1 and user.input[1] == node.output[0]:
+                problems.extend(_per_channel_problems(node, user, producers, initializers))
+    return problems
+
+
+def _per_channel_problems(dq: Any, conv: Any, producers: Dict[str, Any], initializers: Dict[str, Any]) -> List[str]:
+    from onnx import numpy_helper
+
+    weight_name = _weight_source(dq, producers)
+    if weight_name not in initializers or dq.input[1] not in initializers:
+        return [f"{conv.name}: weight is not a constant behind Q/DQ"]
+    channels = numpy_helper.to_array(initializers[weight_name]).shape[TRT_PER_CHANNEL_AXIS[conv.op_type]]
+    scales = numpy_helper.to_array(initializers[dq.input[1]])
+    axis = next((attr.i for attr in dq.attribute if attr.name == "axis"), None)
+    if scales.size != channels or (channels > 1 and axis != TRT_PER_CHANNEL_AXIS[conv.op_type]):
+        return [f"{conv.name}: {scales.size} weight scale(s) on axis {axis} for {channels} output channels (want per-channel)"]
+    return []
+
+
+def _weight_source(dq: Any, producers: Dict[str, Any]) -> str:
+    """The float initializer behind DQ(Q(W)) (AddQDQPairToWeight) or the int8 one behind DQ(W)."""
+    q = producers.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
