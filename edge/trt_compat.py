@@ -1,0 +1,213 @@
+"""Every TensorRT version difference edgeseg depends on, decided in one place.
+
+Supported: 8.5/8.6 (JetPack 5 / 6.0), 10.x (JetPack 6.1+, dGPU), 11.x (dGPU; strongly typed only).
+The decisions are pure functions of the version string, so they are tested without TensorRT; the
+few helpers that touch a `tensorrt` module take it as an argument and only probe attributes.
+
+Sources (checked per version):
+- TensorRT 11 migration guide, "Removed Python APIs": BuilderFlag.FP16/INT8, IBuilderConfig.
+  int8_calibrator / set_calibration_profile, platform_has_fast_fp16/int8 and all weak typing are
+  gone; networks are always strongly typed (docs.nvidia.com/deeplearning/tensorrt/11.4.0/api/
+  migration/tensorrt-10x-to-11x-python-api-reference.html).
+- Explicit batch (needed on 8.x, deprecated on 10.x, absent on 11.x) is left to polygraphy 0.53,
+  whose CreateNetwork sets it only below 10.0 (polygraphy/backend/trt/loader.py).
+- Named-tensor I/O (set_input_shape, set_tensor_address, execute_async_v3) from 8.5: TensorRT
+  8.5.2 C++ IExecutionContext reference; polygraphy 0.53 requires tensorrt>=8.5 and calls them
+  unconditionally (polygraphy/mod/trt_importer.py, backend/trt/runner.py).
+- Version compatibility from 8.6, build and runtime both >= 8.6; a version-compatible plan runs on
+  later runtimes (8 -> 9/10, 10 -> 11), never older ones (TensorRT developer guide, "Version
+  Compatibility"; 11.1 "Engine Compatibility"). Hardware compatibility (AMPERE_PLUS) from 8.6.
+- Without either, a plan only loads on the exact TensorRT build and GPU it was made on
+  (TensorRT support matrix, "Engine Portability").
+- STRONGLY_TYPED network flag: opt-in on 10.x (weak typing deprecated in 10.12), "deprecated,
+  retained for API compatibility but ignored" on 11.0 (11.0 Python API, Builder page), so asking
+  for it on 11.x is harmless. builder.num_DLA_cores remains on 11.x.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from edgeseg.errors import EdgesegError
+
+MIN_VERSION = (8, 5)
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATIONS = ("qdq", "implicit")
+# Compute capability of Ampere, the oldest architecture HardwareCompatibilityLevel.AMPERE_PLUS covers.
+AMPERE = (8, 0)
+
+Version = Tuple[int, int, int]
+
+
+def parse_version(text: str) -> Version:
+    """"8.5.2.2" -> (8, 5, 2); "10.3.0" -> (10, 3, 0); "11.4" -> (11, 4, 0)."""
+    numbers = [int(part) for part in re.findall(r"\d+", str(text))[:3]]
+    if not numbers:
+        raise EdgesegError(f"cannot read a TensorRT version from {text!r}")
+    while len(numbers) < 3:
+        numbers.append(0)
+    return numbers[0], numbers[1], numbers[2]
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the installed TensorRT can do, from its version alone."""
+
+    version: str
+    weak_typing: bool  # BuilderFlag.FP16 / INT8 exist (< 11)
+    implicit_int8: bool  # IInt8*Calibrator + config.int8_calibrator (< 11; deprecated since 10.1)
+    platform_queries: bool  # builder.platform_has_fast_fp16 / _int8 (< 11)
+    version_compatible: bool  # BuilderFlag.VERSION_COMPATIBLE (>= 8.6)
+    hardware_compatible: bool  # config.hardware_compatibility_level (>= 8.6)
+
+
+def features(version: str) -> Features:
+    """Features of TensorRT `version`; refuses versions older than 8.5 (no named-tensor API)."""
+    parsed = parse_version(version)
+    if parsed[:2] < MIN_VERSION:
+        raise EdgesegError(
+            f"TensorRT {version} is too old: edgeseg needs 8.5 or newer (named-tensor API)",
+            hint="upgrade JetPack to 5.1+ or install tensorrt-cu12 >= 8.6",
+        )
+    return Features(
+        version=str(version),
+        weak_typing=parsed[0] < 11,
+        implicit_int8=parsed[0] < 11,
+        platform_queries=parsed[0] < 11,
+        version_compatible=parsed[:2] >= (8, 6),
+        hardware_compatible=parsed[:2] >= (8, 6),
+    )
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How one precision is obtained on one TensorRT version.
+
+    onnx: which ONNX variant to parse — "fp32" (the exported model), "fp16" (FP16 weights and
+    compute, FP32 I/O) or "qdq" (explicit INT8). builder_flags: BuilderFlag names to set (weakly
+    typed builds only). strongly_typed: parse with the STRONGLY_TYPED network flag (11.x always).
+    implicit_calibration: attach an IInt8 calibrator (8.5-10 only).
+    """
+
+    precision: str
+    onnx: str
+    strongly_typed: bool
+    builder_flags: Tuple[str, ...]
+    implicit_calibration: bool
+
+
+def plan_precision(precision: str, feats: Features, calibration: str = "qdq") -> PrecisionPlan:
+    """Decide how to build `precision` on this TensorRT, or say clearly why it cannot be built."""
+    if precision not in PRECISIONS:
+        raise EdgesegError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    if calibration not in CALIBRATIONS:
+        raise EdgesegError(f"unknown calibration {calibration!r}", hint=f"use one of {', '.join(CALIBRATIONS)}")
+    if precision != "int8" and calibration == "implicit":
+        raise EdgesegError("--calibration implicit only applies to --precision int8")
+    strong = not feats.weak_typing
+    if precision == "fp32":
+        return PrecisionPlan("fp32", "fp32", strong, (), False)
+    if precision == "fp16":
+        if strong:  # 11.x: no FP16 flag; FP16 comes from the model's own tensor types
+            return PrecisionPlan("fp16", "fp16", True, (), False)
+        return PrecisionPlan("fp16", "fp32", False, ("FP16",), False)
+    if calibration == "implicit":
+        if not feats.implicit_int8:
+            raise EdgesegError(
+                f"TensorRT {feats.version} has no implicit INT8 calibration (removed in 11.0)",
+                hint="build from the QDQ model instead: --precision int8 --calibration qdq",
+            )
+        return PrecisionPlan("int8", "fp32", False, ("INT8",), True)
+    if strong:
+        return PrecisionPlan("int8", "qdq", True, (), False)
+    # A weakly typed network still needs the INT8 flag for its Q/DQ layers to run in INT8.
+    return PrecisionPlan("int8", "qdq", False, ("INT8",), False)
+
+
+def check_portability_options(
+    feats: Features, version_compatible: bool, hardware_compatible: bool, compute_capability: Optional[str]
+) -> None:
+    """Refuse version/hardware-compatible builds where they cannot be made: TensorRT 8.5 (JetPack 5)
+    has neither; hardware compatibility (AMPERE_PLUS) also needs an Ampere or newer GPU."""
+    if version_compatible and not feats.version_compatible:
+        raise EdgesegError(
+            f"version-compatible engines need TensorRT 8.6 or newer; this is {feats.version} (JetPack 5)",
+            hint="drop --version-compatible, or build on JetPack 6 / TensorRT >= 8.6",
+        )
+    if hardware_compatible and not feats.hardware_compatible:
+        raise EdgesegError(
+            f"hardware-compatible engines need TensorRT 8.6 or newer; this is {feats.version} (JetPack 5)",
+            hint="drop --hardware-compatible",
+        )
+    if hardware_compatible and compute_capability is not None and _cc(compute_capability) < AMPERE:
+        raise EdgesegError(
+            f"hardware-compatible engines need an Ampere or newer GPU (compute 8.0+); this one is {compute_capability}",
+            hint="drop --hardware-compatible",
+        )
+
+
+def check_platform_precision(builder: Any, feats: Features, plan: PrecisionPlan) -> None:
+    """Stop, rather than silently build FP32, when the GPU lacks fast FP16/INT8 (8.5-10 can ask;
+    on 11.x the strongly typed build itself fails on such a GPU and that error is reported)."""
+    if not feats.platform_queries:
+        return
+    if "FP16" in plan.builder_flags and not builder.platform_has_fast_fp16:
+        raise EdgesegError("this GPU has no fast FP16: TensorRT would run the engine in FP32", hint="build --precision fp32")
+    if "INT8" in plan.builder_flags and not builder.platform_has_fast_int8:
+        raise EdgesegError("this GPU has no fast INT8", hint="build --precision fp16 or fp32")
+
+
+def enable_engine_host_code(runtime: Any) -> None:
+    """Version-compatible plans embed a lean runtime that the loader must be allowed to run
+    (IRuntime.engine_host_code_allowed, 8.6+)."""
+    if not hasattr(runtime, "engine_host_code_allowed"):
+        raise EdgesegError("this TensorRT cannot load version-compatible engines (needs 8.6+)")
+    runtime.engine_host_code_allowed = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine portability: the card written at build time against the machine loading the engine.
+# ---------------------------------------------------------------------------------------------
+
+
+def engine_mismatch(
+    artifact: Dict[str, Any],
+    running_tensorrt: str,
+    gpu_name: Optional[str],
+    compute_capability: Optional[str],
+) -> Optional[str]:
+    """Why an engine described by its card's `artifact` cannot load here, or None when it can.
+
+    Plain engines need the same TensorRT build and the same GPU (name and compute capability).
+    A version-compatible engine loads on the same or a newer TensorRT; a hardware-compatible one
+    on any GPU of compute capability 8.0 (Ampere) or newer.
+    """
+    flags = set(artifact.get("build_flags", []))
+    built_trt = str(artifact.get("tensorrt_version", "unknown"))
+    if "version_compatible" in flags:
+        if parse_version(running_tensorrt) < parse_version(built_trt):
+            return f"it is version-compatible from TensorRT {built_trt} up, but this machine has {running_tensorrt}"
+    elif built_trt != str(running_tensorrt):
+        return f"it was built with TensorRT {built_trt}, this machine has {running_tensorrt}"
+    built_gpu = artifact.get("gpu_name")
+    built_cc = str(artifact.get("compute_capability", "unknown"))
+    if gpu_name is None or compute_capability is None:
+        return "no CUDA GPU is visible on this machine"
+    if "hardware_compatible" in flags:
+        if _cc(compute_capability) < AMPERE:
+            return f"it is hardware-compatible for Ampere (8.0) and newer, this GPU {gpu_name} is {compute_capability}"
+        return None
+    if built_cc != compute_capability or built_gpu != gpu_name:
+        return f"it was built for {built_gpu} (compute {built_cc}), this machine has {gpu_name} (compute {compute_capability})"
+    return None
+
+
+def _cc(text: str) -> Tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return int(major), int(minor or 0)
+
+
+def builder_flag_names(plan: PrecisionPlan, extra: List[str]) -> List[str]:
+    """The card's build_flags: precision flags in lower case plus the portability/DLA options."""
+    return sorted({flag.lower() for flag in plan.builder_flags} | set(extra) | ({"strongly_typed"} if plan.strongly_typed else set()))
