@@ -40,6 +40,9 @@ def _root(
 from edgeseg.commands import info as _info  # noqa: E402
 
 app.command("info")(_info.info)
+from edgeseg.commands import export as _export  # noqa: E402
+
+app.command("export")(_export.export)
 from edgeseg.commands import engine as _engine  # noqa: E402
 
 app.command("build-engine")(_engine.build_engine)

@@ -24,7 +24,7 @@ STRIP_SHAPE = (256, 1600)  # native Severstal strip: frames are made at this siz
 class Parity:
     """One comparison: `candidate` against `reference` on `samples` input tensors."""
 
-    check: str  # e.g. "torch vs onnx"
+    check: str  # what is compared: "torch-onnx", "fp32-fp16", "nhwc-wrapper"
     inputs: str  # "random", "strips", "images"
     samples: int
     max_abs: float
@@ -101,13 +101,20 @@ def onnx_session(model: Union[bytes, Path], threads: Optional[int] = None) -> An
         raise EdgesegError(f"ONNX Runtime cannot load the model: {first}") from exc
 
 
-def run_session(session: Any, input_name: str, batch: np.ndarray) -> np.ndarray:
-    """Run one batch, one input, first output."""
+def run_session(session: Any, input_name: str, batch: np.ndarray, output_name: Optional[str] = None) -> np.ndarray:
+    """Run a batch through the named input; the named (else first) output. A model with a fixed
+    batch size (an outside ONNX exported at batch 1) is run in chunks of that size."""
+    fixed = next((i.shape[0] for i in session.get_inputs() if i.name == input_name), None)
+    step = fixed if isinstance(fixed, int) and fixed > 0 else len(batch)
+    if len(batch) % step:
+        raise EdgesegError(f"the model's fixed batch size {step} does not divide {len(batch)} inputs")
+    outputs = [output_name] if output_name else None
     try:
-        return np.asarray(session.run(None, {input_name: batch})[0])
+        chunks = [session.run(outputs, {input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise EdgesegError(f"ONNX Runtime failed on a {tuple(batch.shape)} input: {first}") from exc
+    return np.concatenate([np.asarray(c) for c in chunks])
 
 
 def require_parity(results: Sequence[Parity], what: str) -> None:

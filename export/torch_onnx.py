@@ -112,7 +112,7 @@ def module_to_onnx(
     graph = validate(clean(_trace(model, example, opset, torch)), out.name)
     session = onnx_session(graph.SerializeToString())
     results = [
-        compare("torch vs onnx", name, references[name], run_session(session, INPUT_NAME, batch), FP32_TOLERANCE)
+        compare("torch-onnx", name, references[name], run_session(session, INPUT_NAME, batch), FP32_TOLERANCE)
         for name, batch in inputs.items()
     ]
     require_parity(results, f"export of {out}")
