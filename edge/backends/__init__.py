@@ -6,7 +6,7 @@ TensorRT module (tensorrt + pycuda) is imported only when an engine is opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional
 
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import read_card
@@ -29,12 +29,18 @@ def artifact_backend(artifact: PathLike, card_format: str = "") -> str:
     return "tensorrt" if Path(artifact).suffix.lower() in ENGINE_SUFFIXES else "onnxruntime"
 
 
-def open_backend(artifact: PathLike, backend: str = "auto", **options: Any) -> Backend:
+def open_backend(
+    artifact: PathLike,
+    backend: str = "auto",
+    ort_options: Optional[Dict[str, Any]] = None,
+    trt_options: Optional[Dict[str, Any]] = None,
+) -> Backend:
     """A not-yet-activated backend for `artifact` (ONNX or engine, with its card beside it).
 
     backend: "auto" picks by artifact; naming one that cannot run the artifact is an error that
-    says what to pass instead. `options` go to the backend's constructor (e.g. ONNX Runtime's
-    providers / intra_op_threads, TensorRT's device options).
+    says what to pass instead. The options of the backend that is picked go to its constructor
+    (OnnxRuntimeBackend: providers, intra_op_threads, ...; TensorRTBackend: device, ...), so a
+    caller can pass both without knowing which artifact it was given.
     """
     path = Path(artifact)
     if backend not in BACKENDS:
@@ -59,7 +65,7 @@ def open_backend(artifact: PathLike, backend: str = "auto", **options: Any) -> B
             raise EdgesegError(
                 f"the TensorRT backend cannot be loaded ({exc})", hint="use JetPack's TensorRT and pip install pycuda, or run the ONNX model"
             ) from exc
-        return TensorRTBackend(path, card, **options)
+        return TensorRTBackend(path, card, **(trt_options or {}))
     from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(path, card, **options)
+    return OnnxRuntimeBackend(path, card, **(ort_options or {}))

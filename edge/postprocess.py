@@ -1,0 +1,134 @@
+"""Model outputs -> what a frame's result says: defect probability, masks, areas, RLE, boxes.
+
+Segmentation follows the Kaggle Severstal post-processing: per class, pixels whose probability
+exceeds the class threshold, then connected components smaller than the class's minimum area
+are removed. Both come from the segmenter's card (`thresholds.probability`, `.min_area`, in
+frame pixels) unless overridden. Thresholds are applied to logits (the inverse sigmoid of the
+probability threshold), so no per-pixel sigmoid is computed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from edgeseg.edge.card import ModelCard
+from edgeseg.edge.preprocess import to_frame
+from edgeseg.edge.rle import encode
+from edgeseg.errors import EdgesegError
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _logit(p: float) -> float:
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
+
+
+def defect_probability(output: np.ndarray, activation: str = "sigmoid") -> float:
+    """Classifier output for one frame (one score per tile) -> the frame's defect probability:
+    the most confident tile, since a defect in any tile makes the frame defective."""
+    top = float(np.max(output))
+    return _sigmoid(top) if activation == "sigmoid" else top
+
+
+@dataclass
+class Segmentation:
+    """Kept masks of one frame: per class name its area, RLE and uint8 mask (only classes with
+    pixels appear in `rle` / `masks`), and one box per kept component."""
+
+    areas: Dict[str, int]
+    rle: Dict[str, str] = field(default_factory=dict)
+    masks: Dict[str, np.ndarray] = field(default_factory=dict)
+    boxes: List[Dict[str, Any]] = field(default_factory=list)
+
+
+class MaskPostprocess:
+    """Segmenter logits (N, C, h, w) for one frame -> Segmentation in frame pixels."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        probability: Optional[Sequence[float]] = None,
+        min_area: Optional[Sequence[int]] = None,
+    ) -> None:
+        self.card = card
+        self.classes = list(card.classes)
+        count = len(self.classes)
+        probability = list(probability if probability is not None else card.thresholds.get("probability", [0.5] * count))
+        min_area = list(min_area if min_area is not None else card.thresholds.get("min_area", [0] * count))
+        if len(probability) != count or len(min_area) != count:
+            raise EdgesegError(
+                f"segmenter has {count} classes but {len(probability)} probability and {len(min_area)} min-area thresholds",
+                hint="give one threshold per class (card `thresholds`)",
+            )
+        self.probability = [float(p) for p in probability]
+        self.min_area = [int(a) for a in min_area]
+        sigmoid = card.output_activation == "sigmoid"
+        self._cut = [(_logit(p) if sigmoid else p) for p in self.probability]
+
+    def __call__(self, maps: np.ndarray, frame_shape: Tuple[int, int]) -> Segmentation:
+        if maps.ndim != 4 or maps.shape[1] != len(self.classes):
+            raise EdgesegError(f"segmenter output {maps.shape} does not have the card's {len(self.classes)} class maps")
+        result = Segmentation(areas={name: 0 for name in self.classes})
+        # A class whose maximum is under its cut has no pixel over it after interpolation either.
+        live = [c for c in range(len(self.classes)) if float(maps[:, c].max()) > self._cut[c]]
+        if not live:
+            return result
+        frame_maps = to_frame(maps[:, live], self.card.preprocess, frame_shape)
+        for row, c in enumerate(live):
+            name = self.classes[c]
+            binary = (frame_maps[row] > self._cut[c]).astype(np.uint8)
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+            kept = np.zeros(count, dtype=bool)
+            for label in range(1, count):
+                area = int(stats[label, cv2.CC_STAT_AREA])
+                if area >= self.min_area[c]:
+                    kept[label] = True
+                    x, y, w, h = (int(stats[label, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+                    result.boxes.append({"class": name, "box": [x, y, w, h], "area": area})
+            if not kept.any():
+                continue
+            mask = kept[labels].astype(np.uint8)
+            result.areas[name] = int(mask.sum())
+            result.masks[name] = mask
+            result.rle[name] = encode(mask)
+        return result
+
+
+@dataclass
+class FrameResult:
+    """Everything the sinks get for one frame. `latency` holds stage durations in seconds."""
+
+    index: int
+    source: str
+    timestamp: float
+    height: int
+    width: int
+    defect_probability: float
+    gated: bool
+    segmentation: Segmentation
+    latency: Dict[str, float] = field(default_factory=dict)
+
+    def to_json(self, t0: float = 0.0) -> Dict[str, Any]:
+        """The JSONL record: `time_s` is the capture time relative to `t0` (the run's start)."""
+        return {
+            "frame": self.index,
+            "source": self.source,
+            "time_s": round(self.timestamp - t0, 6),
+            "size": [self.height, self.width],
+            "defect_probability": round(self.defect_probability, 6),
+            "gated": self.gated,
+            "areas": self.segmentation.areas,
+            "masks": self.segmentation.rle,
+            "boxes": self.segmentation.boxes,
+            "latency_ms": {k: round(v * 1000.0, 3) for k, v in self.latency.items()},
+        }

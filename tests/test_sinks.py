@@ -1,0 +1,106 @@
+"""Sinks: JSONL flushed per line, annotated video playable, paths checked up front, window advice."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_media import count_video_frames, frames
+from edgeseg.edge.postprocess import FrameResult, Segmentation
+from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink, annotate
+from edgeseg.edge.sources import Frame
+from edgeseg.errors import EdgesegError
+
+CLASSES = ["1", "2", "3", "4"]
+
+
+def _pair(index, image, with_mask=True):
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), np.uint8)
+    if with_mask:
+        mask[10:30, 40:120] = 1
+    segmentation = Segmentation(
+        areas={"1": int(mask.sum()), "2": 0, "3": 0, "4": 0},
+        rle={"1": "x"} if with_mask else {},
+        masks={"1": mask} if with_mask else {},
+        boxes=[{"class": "1", "box": [40, 10, 80, 20], "area": int(mask.sum())}] if with_mask else [],
+    )
+    frame = Frame(index=index, image=image, timestamp=100.0 + index, source="test")
+    result = FrameResult(index, "test", frame.timestamp, height, width, 0.9, with_mask, segmentation, {"sink": 0.001})
+    return frame, result
+
+
+def test_jsonl_lines_are_flushed_as_written(tmp_path):
+    path = tmp_path / "out" / "frames.jsonl"
+    sink = JsonlSink(path)
+    for i, image in enumerate(frames(3)):
+        sink.write(*_pair(i, image))
+        lines = path.read_text().splitlines()  # readable before close: flushed per line
+        assert len(lines) == i + 1
+    sink.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert [r["time_s"] for r in records] == [0.0, 1.0, 2.0]
+
+
+def test_video_sink_writes_a_playable_annotated_video(tmp_path):
+    images = frames(6)
+    path = tmp_path / "annotated.mp4"
+    with VideoSink(path, CLASSES, fps=12) as sink:
+        for i, image in enumerate(images):
+            sink.write(*_pair(i, image, with_mask=i % 2 == 0))
+    assert count_video_frames(path) == 6
+    capture = cv2.VideoCapture(str(path))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
+    ok, first = capture.read()
+    assert ok and first.shape == images[0].shape
+    # the masked region is tinted red (BGR), the rest stays gray
+    tinted = first[14:26, 50:110].astype(int)
+    assert (tinted[..., 2] - tinted[..., 0]).mean() > 40
+    plain = first[60:80, 300:400].astype(int)
+    assert abs((plain[..., 2] - plain[..., 0]).mean()) < 10
+
+
+def test_video_sink_scales_frames_of_another_size(tmp_path):
+    path = tmp_path / "mixed.avi"
+    with VideoSink(path, CLASSES) as sink:
+        sink.write(*_pair(0, frames(1)[0]))
+        sink.write(*_pair(1, frames(1, height=48, width=240)[0]))
+    assert count_video_frames(path) == 2
+
+
+def test_unwritable_outputs_fail_before_any_frame(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(EdgesegError, match="cannot create output folder"):
+        JsonlSink(blocker / "frames.jsonl")
+    with pytest.raises(EdgesegError, match="cannot create output folder"):
+        VideoSink(blocker / "out.mp4", CLASSES)
+    with pytest.raises(EdgesegError, match="video format"):
+        VideoSink(tmp_path / "out.gif", CLASSES)
+
+
+def test_video_without_frames_leaves_no_empty_file(tmp_path):
+    path = tmp_path / "never.mp4"
+    VideoSink(path, CLASSES).close()
+    assert not path.exists()
+
+
+def test_annotate_marks_the_header_and_keeps_the_input():
+    image = frames(1)[0]
+    before = image.copy()
+    frame, result = _pair(0, image)
+    canvas = annotate(image, result, CLASSES)
+    assert np.array_equal(image, before) and canvas.shape == image.shape
+    assert not np.array_equal(canvas[:20, :200], image[:20, :200])  # header text drawn
+
+
+def test_window_sink_on_headless_opencv_says_what_to_install():
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV has a GUI (and maybe no display to test on)")
+    except cv2.error:
+        pass
+    with pytest.raises(EdgesegError, match="pip install opencv-python"):
+        WindowSink(CLASSES, on_quit=lambda: None)
