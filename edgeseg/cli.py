@@ -46,6 +46,10 @@ app.command("export")(_export.export)
 from edgeseg.commands import engine as _engine  # noqa: E402
 
 app.command("build-engine")(_engine.build_engine)
+from edgeseg.commands import data as _data, train as _train  # noqa: E402
+
+app.add_typer(_data.app, name="data")
+app.add_typer(_train.app, name="train")
 
 def main() -> None:
     app()

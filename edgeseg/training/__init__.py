@@ -1,0 +1,1 @@
+"""Training helpers: losses (torch) and validation metrics / threshold choice (torch-free)."""
