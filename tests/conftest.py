@@ -20,9 +20,14 @@ TINY_THRESHOLDS = {
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> Dict[str, Path]:
     """{"classifier": Path, "segmenter": Path} to edgeseg checkpoints (.pt) of random-init
-    width-4 models (seeded), preprocess mean 0.5 / std 0.25 at TINY_INPUT sizes."""
+    width-4 models (seeded), preprocess mean 0.5 / std 0.25 at TINY_INPUT sizes.
+
+    BatchNorm statistics are set from synthetic strips (one train-mode pass, no weight update), so
+    activations have the scale of a trained model instead of fading layer by layer: outputs differ
+    from frame to frame and INT8/FP16 checks see realistic ranges."""
     torch = pytest.importorskip("torch")
     from edgeseg.edge.preprocess import Preprocess
+    from edgeseg.export.parity import parity_inputs
     from edgeseg.models import MODEL_FOR_TASK, create_model, save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny_checkpoints")
@@ -31,12 +36,20 @@ def tiny_checkpoints(tmp_path_factory) -> Dict[str, Path]:
         torch.manual_seed(0)
         name = MODEL_FOR_TASK[task]
         model = create_model(name, base_width=4)
+        spec = Preprocess(*TINY_INPUT[task], mean=0.5, std=0.25)
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.momentum = None  # cumulative average: one pass sets the statistics of that batch
+        model.train()
+        with torch.no_grad():
+            model(torch.from_numpy(parity_inputs(spec, seed=1, strips=8, random=0)["strips"]))
+        model.eval()
         paths[task] = save_checkpoint(
             folder / f"{task}.pt",
             model,
             task=task,
             model_config={"name": name, **model.config},
-            preprocess=Preprocess(*TINY_INPUT[task], mean=0.5, std=0.25),
+            preprocess=spec,
             classes=TINY_CLASSES[task],
             thresholds=TINY_THRESHOLDS[task],
         )
