@@ -309,6 +309,8 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
             "graph_optimization": options.ort_level,
             "providers": ["CPUExecutionProvider"],
         }
+        if options.precision == "int8":
+            artifact.update(flavour=card.artifact.get("flavour"), calibration_sha256=card.artifact.get("calibration_sha256"))
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, optimised, new_card)
     return BuildResult(card.task, source, target, card_file, "onnxruntime", options.precision, time.perf_counter() - started)

@@ -86,6 +86,40 @@ def test_ort_artifact_matches_the_plain_model(tiny_models, tmp_path):
     assert read_card(result.artifact).artifact["graph_optimization"] == "all"
 
 
+def test_ort_fp16_artifact_is_the_fp16_variant_optimised(tiny_models, tmp_path):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    from edgeseg.export.engine import onnx_to_ort
+
+    fp32 = tiny_models["segmenter"]
+    result = onnx_to_ort(fp32, tmp_path, BuildOptions(precision="fp16"))
+    card = read_card(result.artifact)
+    assert card.artifact["precision"] == "fp16" and card.source["onnx"] == "segmenter.onnx"
+    assert result.artifact.stat().st_size < 0.7 * fp32.stat().st_size  # FP16 weights
+    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".edgeseg-build-*"))  # scratch removed
+    feeds = [{"image": np.random.default_rng(3).standard_normal((1, 1, 64, 320), dtype=np.float32)}]
+    runners = [OnnxrtRunner(SessionFromOnnx(str(fp32)), name="fp32"), OnnxrtRunner(SessionFromOnnx(str(result.artifact)), name="fp16")]
+    outputs = Comparator.run(runners, data_loader=feeds)
+    assert bool(Comparator.compare_accuracy(outputs, compare_func=SimpleCompareFunc(atol=3e-2, rtol=3e-2, check_error_stat="median")))
+
+
+def test_ort_int8_from_the_qdq_model(tiny_models, tmp_path):
+    from edgeseg.calibration.calibration_set import save_calibration_set
+    from edgeseg.calibration.qdq import onnx_to_qdq
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 160), dtype=np.uint8) for _ in range(8)]
+    calib = save_calibration_set(tmp_path / "calib.npz", frames, [str(i) for i in range(8)], "images")
+    qdq = onnx_to_qdq(tiny_models["classifier"], calib, tmp_path / "classifier.int8.cpu.qdq.onnx", flavour="cpu").path
+    out = tmp_path / "out"
+    result = build(qdq, "--backend", "onnxruntime", "--precision", "int8", "-o", out)
+    assert result.exit_code == 0, result.output
+    card = read_card(out / "classifier.int8.ort.onnx")
+    assert card.artifact["precision"] == "int8" and card.artifact["calibration_sha256"] == calib.sha256
+    assert card.source["onnx"] == qdq.name and card.source["fp32_onnx"] == "classifier.onnx"
+
+
 def test_checkpoint_is_exported_first(tiny_checkpoints, tmp_path):
     out = tmp_path / "out"
     result = build(tiny_checkpoints["classifier"], "--backend", "onnxruntime", "--precision", "fp32", "-o", out)

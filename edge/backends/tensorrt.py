@@ -1,0 +1,226 @@
+"""TensorRT backend: one engine, named-tensor I/O, pinned buffers, one stream, timed with CUDA events.
+
+Before anything is deserialised the engine's card is checked against the running TensorRT and
+GPU (trt_compat.engine_mismatch): a plan from another TensorRT build or GPU fails with one line
+that says how to rebuild, instead of a crash inside deserialize_cuda_engine.
+
+Every CUDA call — deserialising, buffer allocation, copies, execution, freeing — runs in a
+`CudaThread` that owns the primary context, so `infer` may be called from any thread (the
+pipeline's worker). Buffers are allocated once, at the profile's largest shape: pinned host
+arrays (pagelocked_empty) and device arrays (mem_alloc), bound once with set_tensor_address.
+Each `infer`: copy the feed into the pinned input, set_input_shape, async H2D -> execute_async_v3
+-> async D2H on the engine's stream, events between them for the h2d / compute / d2h timings.
+
+API facts (TensorRT 8.5 - 11.x, see trt_compat): num_io_tensors, get_tensor_name, get_tensor_mode,
+get_tensor_shape, get_tensor_dtype, get_tensor_profile_shape(name, profile) -> (min, opt, max),
+IExecutionContext.set_input_shape / set_tensor_address / get_tensor_shape / execute_async_v3(stream)
+exist from 8.5 (polygraphy 0.53's TrtRunner relies on exactly these; NVIDIA's samples/python/common
+uses get_tensor_profile_shape(name, 0)). pycuda: pagelocked_empty, mem_alloc, Stream, Event.record /
+time_since, memcpy_htod_async / memcpy_dtoh_async (pycuda doc/driver.rst). Python 3.8-compatible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from edgeseg.edge import trt_compat
+from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.cuda_context import CudaThread, gpu_identity
+from edgeseg.errors import EdgesegError
+from edgeseg.files import PathLike
+from edgeseg.lazy import require
+
+# trt.DataType member name -> numpy dtype (by name, so no version-specific helper is needed)
+_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+}
+
+
+@dataclass
+class _Binding:
+    """One I/O tensor: its pinned host array and device allocation, both at the maximum shape."""
+
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    shape: List[Union[int, str]]  # as the engine declares it; str = dynamic
+    min_shape: Tuple[int, ...]
+    max_shape: Tuple[int, ...]
+    host: np.ndarray
+    device: Any
+
+
+def rebuild_hint(card: ModelCard) -> str:
+    """The command that rebuilds this engine on the machine that failed to load it."""
+    onnx = card.source.get("onnx", "<model>.onnx")
+    return f"rebuild it here: edgeseg build-engine {onnx} --precision {card.artifact.get('precision', 'fp16')}"
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine (`model.<precision>.engine` with its card) behind the backend protocol.
+
+    device: CUDA device index. cuda_thread: share one context-owning thread between several
+    engines on the same GPU (e.g. classifier and segmenter); by default each backend has its own.
+    """
+
+    kind = "tensorrt"
+    reuses_output_buffers = True
+
+    def __init__(self, artifact: PathLike, card: ModelCard, device: int = 0, cuda_thread: Optional[CudaThread] = None) -> None:
+        super().__init__(artifact, card)
+        if card.artifact.get("format") != "tensorrt":
+            raise EdgesegError(f"{self.artifact}: its card does not describe a TensorRT engine", hint=rebuild_hint(card))
+        trt = require("tensorrt", "the TensorRT backend")
+        trt_compat.features(trt.__version__)  # refuses TensorRT < 8.5
+        gpu = gpu_identity(device)
+        reason = trt_compat.engine_mismatch(
+            card.artifact, trt.__version__, gpu.name if gpu else None, gpu.compute_capability if gpu else None
+        )
+        if reason:
+            raise EdgesegError(f"engine {self.artifact} cannot run here: {reason}", hint=rebuild_hint(card))
+        self.device = device
+        self.gpu_name = gpu.name if gpu else ""
+        self._shared_thread = cuda_thread
+        self._cuda: Optional[CudaThread] = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._events: List[Any] = []
+        self._bindings: List[_Binding] = []
+        self._shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def describe(self) -> str:
+        trt = require("tensorrt", "the TensorRT backend")
+        return f"tensorrt {trt.__version__} on {self.gpu_name} ({self.card.artifact.get('precision', '?')})"
+
+    # -- lifecycle (each step runs in the CUDA thread) ---------------------------------------------
+    def _activate_impl(self) -> None:
+        self._cuda = self._shared_thread or CudaThread(self.device)
+        try:
+            self._cuda.call(self._load)
+        except BaseException:
+            self._deactivate_impl()  # whatever _load made before it failed
+            raise
+
+    def _load(self) -> None:
+        trt = require("tensorrt", "the TensorRT backend")
+        cuda = require("pycuda.driver", "the TensorRT backend")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if "version_compatible" in self.card.artifact.get("build_flags", []):
+            trt_compat.enable_engine_host_code(runtime)
+        self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
+        if self._engine is None:
+            raise EdgesegError(f"TensorRT could not deserialise {self.artifact} (see its log above)", hint=rebuild_hint(self.card))
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda.Stream()
+        self._events = [cuda.Event() for _ in range(4)]
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        for name in inputs:  # at their largest shapes, so outputs resolve to their largest too
+            self._set_shape(name, self._profile(name)[1])
+        for name in names:
+            is_input = name in inputs
+            declared = [int(d) for d in self._engine.get_tensor_shape(name)]
+            low, high = self._profile(name) if is_input else (tuple(self._context.get_tensor_shape(name)),) * 2
+            if min(high, default=0) < 0:
+                raise EdgesegError(f"{self.artifact}: output {name!r} has a data-dependent shape {high}, which edgeseg does not support")
+            dtype = np.dtype(_DTYPES[self._engine.get_tensor_dtype(name).name])
+            shape: List[Union[int, str]] = [d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(declared)]
+            host = cuda.pagelocked_empty(int(np.prod(high)), dtype)
+            binding = _Binding(name, is_input, dtype, shape, tuple(low), tuple(high), host, cuda.mem_alloc(host.nbytes))
+            self._bindings.append(binding)  # owned from here on: _free releases it even if a later step fails
+            if not self._context.set_tensor_address(name, int(binding.device)):
+                raise EdgesegError(f"TensorRT refused the buffer for {name!r} in {self.artifact}")
+
+    def _profile(self, name: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """(min, max) input shape: profile 0's for dynamic inputs, the fixed shape otherwise."""
+        declared = tuple(int(d) for d in self._engine.get_tensor_shape(name))
+        if all(d >= 0 for d in declared):
+            return declared, declared
+        low, _, high = self._engine.get_tensor_profile_shape(name, 0)
+        return tuple(int(d) for d in low), tuple(int(d) for d in high)
+
+    def _set_shape(self, name: str, shape: Tuple[int, ...]) -> None:
+        if self._shapes.get(name) == shape:
+            return
+        if not self._context.set_input_shape(name, shape):
+            binding = next((b for b in self._bindings if b.name == name), None)
+            bounds = f" (the engine takes {binding.min_shape} to {binding.max_shape})" if binding else ""
+            raise EdgesegError(
+                f"{self.artifact}: input {name!r} cannot take shape {shape}{bounds}",
+                hint="rebuild the engine with a larger --max-batch, or feed fewer tiles per call",
+            )
+        self._shapes[name] = shape
+
+    def _io_specs_impl(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        specs = {True: [], False: []}  # type: Dict[bool, List[TensorSpec]]
+        for b in self._bindings:
+            specs[b.is_input].append(TensorSpec(b.name, list(b.shape), b.dtype.name))
+        first = next(b for b in self._bindings if b.is_input)
+        self.max_batch = first.max_shape[0] if first.max_shape else None
+        return specs[True], specs[False]
+
+    def _infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        assert self._cuda is not None
+        return self._cuda.call(self._run, feed)
+
+    def _run(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        cuda = require("pycuda.driver", "the TensorRT backend")
+        start, copied_in, computed, copied_out = self._events
+        for b in self._bindings:
+            if b.is_input:
+                array = feed[b.name]
+                self._set_shape(b.name, tuple(array.shape))
+                np.copyto(b.host[: array.size].reshape(array.shape), array, casting="same_kind")
+        start.record(self._stream)
+        for b in self._bindings:
+            if b.is_input:
+                cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)
+        copied_in.record(self._stream)
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise EdgesegError(f"TensorRT failed to run {self.artifact} (see its log above)")
+        computed.record(self._stream)
+        results: Dict[str, np.ndarray] = {}
+        for b in self._bindings:
+            if not b.is_input:
+                shape = tuple(self._context.get_tensor_shape(b.name))
+                view = b.host[: int(np.prod(shape))]
+                cuda.memcpy_dtoh_async(view, b.device, self._stream)
+                results[b.name] = view.reshape(shape)
+        copied_out.record(self._stream)
+        self._stream.synchronize()
+        self.timings = {
+            "h2d": copied_in.time_since(start) / 1e3,
+            "compute": computed.time_since(copied_in) / 1e3,
+            "d2h": copied_out.time_since(computed) / 1e3,
+        }
+        return results
+
+    def _deactivate_impl(self) -> None:
+        if self._cuda is None:
+            return
+        if self._cuda.alive:
+            self._cuda.call(self._free)
+        if self._shared_thread is None:
+            self._cuda.close()
+        self._cuda = None
+
+    def _free(self) -> None:
+        """Release in the owning thread, with the context current: pycuda objects freed elsewhere
+        would try to activate an out-of-thread context."""
+        for b in self._bindings:
+            b.device.free()
+            b.host.base.free()
+        self._bindings, self._shapes, self._events = [], {}, []
+        self._stream = None
+        self._context = None
+        self._engine = None
