@@ -226,6 +226,7 @@ def onnx_to_qdq(
                 **_with_percentile(options, method),
             )
         quantized = onnx.load(str(tmp))
+        _restore_excluded(quantized, model, exclude)
         _strip_unused_domains(quantized)
         onnx.checker.check_model(quantized)
         if flavour == "trt":
@@ -251,9 +252,9 @@ def onnx_to_qdq(
 
 def _counted(batches: Iterator[np.ndarray], progress: Optional[Callable[[int], None]]) -> Iterator[np.ndarray]:
     for batch in batches:
-        yield batch
         if progress is not None:
             progress(1)
+        yield batch
 
 
 def _method(quant: Any, method: str) -> Any:
@@ -283,6 +284,60 @@ def _quiet_quantizer() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
+
+
+def _restore_excluded(quantized: Any, source: Any, exclude: Sequence[str]) -> None:
+    """Feed excluded nodes float tensors again.
+
+    onnxruntime rewires EVERY reader of a quantised tensor to its DequantizeLinear output (and
+    onnxslim shares identical initializers, e.g. zero biases, between layers), so an excluded node
+    whose input also feeds a quantised node would still read fake-quantised values. Its inputs go
+    back to the float tensor before the Q/DQ (or the FP32 initializer), and Q/DQ nodes nobody reads
+    any more are dropped.
+    """
+    if not exclude:
+        return
+    from onnx import numpy_helper
+
+    producers = {out: node for node in quantized.graph.node for out in node.output}
+    initializers = {init.name for init in quantized.graph.initializer}
+    originals = {init.name: init for init in source.graph.initializer}
+    for node in quantized.graph.node:
+        if node.name not in exclude:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                continue
+            float_name = dq.input[0][: -len("_quantized")] if dq.input[0].endswith("_quantized") else dq.input[0]
+            if float_name not in originals:
+                raise RuntimeError(f"cannot find the float initializer behind {dq.input[0]} for excluded node {node.name}")
+            # a quantised bias's DequantizeLinear output keeps the float name: use a new one then
+            restored = float_name if float_name not in producers else f"{float_name}_float"
+            if restored not in initializers:
+                quantized.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(originals[float_name]), restored))
+                initializers.add(restored)
+            node.input[i] = restored
+    _drop_dead_nodes(quantized)
+
+
+def _drop_dead_nodes(model: Any) -> None:
+    outputs = {out.name for out in model.graph.output}
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [node for node in model.graph.node if not any(out in read for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    read = {name for node in model.graph.node for name in node.input}
+    unused = [init for init in model.graph.initializer if init.name not in read]
+    for init in unused:
+        model.graph.initializer.remove(init)
 
 
 def _strip_unused_domains(model: Any) -> None:
