@@ -40,6 +40,9 @@ def _root(
 from edgeseg.commands import info as _info  # noqa: E402
 
 app.command("info")(_info.info)
+from edgeseg.commands import run as _run  # noqa: E402
+
+app.command("run")(_run.run)
 from edgeseg.commands import export as _export  # noqa: E402
 
 app.command("export")(_export.export)

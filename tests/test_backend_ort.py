@@ -52,10 +52,13 @@ def test_outputs_survive_the_next_call(tiny_models):
 def test_options_reach_the_session(tiny_models):
     backend = open_backend(
         tiny_models["segmenter"],
-        ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"]},
+        ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"], "allow_spinning": False},
     )
     with backend:
         assert backend.describe().endswith("(CPUExecutionProvider)")
+        options = backend._session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(EdgesegError, match="graph optimisation"):
         open_backend(tiny_models["segmenter"], ort_options={"graph_optimization": "max"})
     with pytest.raises(EdgesegError, match="no CUDAExecutionProvider|no TensorrtExecutionProvider"):

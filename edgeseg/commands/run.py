@@ -1,0 +1,161 @@
+"""`edgeseg run`: stream a camera, video, folder or RTSP feed through classifier -> gate -> ResUNet.
+
+A thin shell over edgeseg.edge: open the backends (cards checked), the sinks (paths checked
+before the first frame) and the source, run the Pipeline, print the latency report. SIGINT and
+SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is finalised.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json
+from edgeseg.errors import EdgesegError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO_CLASSIFIER = ASSETS / "classifier.onnx"
+DEMO_SEGMENTER = ASSETS / "segmenter.onnx"
+DEMO_CLIP = ASSETS / "demo_clip.mp4"
+
+
+def _bundled(path: Path, flag: str) -> Path:
+    if not path.is_file():
+        raise EdgesegError(f"the bundled demo file {path} is missing", hint=f"pass {flag} yourself, or reinstall edgeseg")
+    return path
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[None]:
+    """SIGINT / SIGTERM call `stop` (finish queued frames, then end) instead of killing the run."""
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, lambda num, _frame: stop(f"stopped by {signal.Signals(num).name}"))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@cli_errors
+def run(
+    camera: Annotated[Optional[int], typer.Option("--camera", help="Camera index (V4L2 /dev/videoN on Linux).")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--source",
+            "-s",
+            help="Video file, image folder, glob ('strips/*.png'), /dev/videoN, csi://N, rtsp://... or a GStreamer "
+            "pipeline. Default: the bundled demo clip.",
+        ),
+    ] = None,
+    classifier: Annotated[
+        Optional[Path], typer.Option("--classifier", help="Classifier .onnx or .engine (card beside it). Default: bundled demo.")
+    ] = None,
+    segmenter: Annotated[
+        Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
+    ] = "auto",
+    gate: Annotated[
+        Optional[float],
+        typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
+    ] = None,
+    jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4 or .avi).")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
+    loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
+    rate: Annotated[
+        Optional[float],
+        typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Run the inspection cascade on a stream and report per-stage latency.
+
+    With no arguments it runs the bundled demo models over the bundled synthetic clip.
+
+    Examples:\n
+      edgeseg run\n
+      edgeseg run --camera 0 --show\n
+      edgeseg run --source line.mp4 --jsonl out.jsonl --video out.mp4\n
+      edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
+    """
+    from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.pipeline import Pipeline
+    from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
+    from edgeseg.edge.sources import SourceOptions, open_source
+
+    if camera is not None and source is not None:
+        raise typer.BadParameter("give --camera or --source, not both")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
+    ort_options = {"intra_op_threads": threads}
+    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
+    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+    uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
+    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
+
+    with contextlib.ExitStack() as stack:
+        pipeline_ref: List[Any] = []
+        sinks: List[Sink] = []
+        if jsonl is not None:
+            sinks.append(stack.enter_context(JsonlSink(jsonl)))
+        classes = seg_backend.card.classes
+        stream = stack.enter_context(open_source(uri, source_options))
+        if video is not None:
+            sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps)))
+        if show:
+            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
+        progress = stack.enter_context(_progress(json_output))
+        task = progress.add_task("frames", total=max_frames)
+        pipeline = Pipeline(
+            stream,
+            cls_backend,
+            seg_backend,
+            sinks,
+            gate=gate,
+            max_frames=max_frames,
+            on_result=lambda _result: progress.advance(task),
+        )
+        pipeline_ref.append(pipeline)
+        with _stop_on_signals(pipeline.stop):
+            report = pipeline.run()
+    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
+    if json_output:
+        print_json(report)
+    else:
+        from edgeseg.edge.latency import latency_table
+
+        title = f"edgeseg run · {report['source']['uri']} · {report['backends'].get('segmenter', '')}"
+        out.print(latency_table(report, title=title))
+        for kind, path in report["outputs"].items():
+            out.print(f"{kind}: {path}")
+    if report["source"]["error"]:
+        err.print(f"[bold red]error:[/] {report['source']['error']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _progress(quiet: bool) -> Any:
+    """Frames and rate on stderr while running (hidden with --json or off a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    )
