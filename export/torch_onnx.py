@@ -21,7 +21,7 @@ from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.export.contract import Contract, ExportReport, guard_card_path, write_model_card
 from edgeseg.export.graph import clean, save_onnx, validate
-from edgeseg.export.parity import FP32_TOLERANCE, compare, onnx_session, parity_inputs, require_parity, run_session
+from edgeseg.export.parity import FP32_ATOL, FP32_TOLERANCE, compare, onnx_session, parity_inputs, require_parity, run_session
 from edgeseg.files import PathLike, ensure_writable_dir, sha256
 from edgeseg.lazy import require
 
@@ -112,10 +112,13 @@ def module_to_onnx(
     graph = validate(clean(_trace(model, example, opset, torch)), out.name)
     session = onnx_session(graph.SerializeToString())
     results = [
-        compare("torch-onnx", name, references[name], run_session(session, INPUT_NAME, batch), FP32_TOLERANCE)
+        compare("torch-onnx", name, references[name], run_session(session, INPUT_NAME, batch), FP32_TOLERANCE, FP32_ATOL)
         for name, batch in inputs.items()
     ]
-    require_parity(results, f"export of {out}")
+    require_parity(
+        results, f"export of {out}", "the traced graph computes something else than eager PyTorch: look for Python "
+        "branches on tensor values or on torch.jit.is_tracing() in the model's forward",
+    )
     save_onnx(graph, out)
     card = write_model_card(out, graph, contract, precision="fp32", source=source)
     return ExportReport(contract.task, out, card, "fp32", opset, time.perf_counter() - started, results)

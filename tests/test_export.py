@@ -15,7 +15,7 @@ from edgeseg.edge.preprocess import preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.export.fp16 import onnx_to_fp16
 from edgeseg.export.outside import adopt_onnx
-from edgeseg.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, onnx_session
+from edgeseg.export.parity import FP16_TOLERANCE, FP32_ATOL, FP32_TOLERANCE, compare, onnx_session
 from edgeseg.export.torch_onnx import factory_to_onnx, torch_to_onnx
 from edgeseg.export.contract import user_contract
 from edgeseg.models import load_checkpoint
@@ -58,6 +58,18 @@ def test_export_report_prints_parity_under_threshold(tiny_checkpoints, tmp_path)
     for p in report.parity:
         assert p.ok and p.rel_l2 < FP32_TOLERANCE and p.max_abs < 1e-3 and p.samples > 0
     assert report.seconds > 0 and report.card == card_path(tmp_path / "seg.onnx")
+
+
+def test_parity_passes_on_relative_or_absolute_error_and_never_on_nan():
+    logits = np.linspace(-4, 4, 50, dtype=np.float32)
+    assert compare("c", "i", logits, logits * (1 + 5e-5), FP32_TOLERANCE, FP32_ATOL).ok
+    assert not compare("c", "i", logits, logits * (1 + 5e-3), FP32_TOLERANCE, FP32_ATOL).ok
+    near_zero = np.full(4, 1e-3, dtype=np.float32)  # relative error is meaningless here, absolute is tiny
+    shifted = compare("c", "i", near_zero, near_zero + 5e-6, FP32_TOLERANCE, FP32_ATOL)
+    assert shifted.rel_l2 > FP32_TOLERANCE and shifted.ok
+    broken = logits.copy()
+    broken[3] = np.nan
+    assert not compare("c", "i", logits, broken, 1.0, 1.0).ok
 
 
 def test_fp16_variant_has_fp16_weights_fp32_io_and_stays_close(tiny_models, tmp_path):
