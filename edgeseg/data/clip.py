@@ -20,7 +20,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
-DEMO_FRAMES = 48
+DEMO_FRAMES = 40
 DEMO_DEFECT_RATE = 0.5
 DEMO_SEED = 2024
 
