@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeseg.errors import EdgesegError
+
 
 def exporting() -> bool:
     """True while torch.onnx / torch.jit / torch.export trace the model: Python shape checks are skipped
@@ -22,8 +24,6 @@ def check_divisible(x: torch.Tensor, factor: int, model: str) -> None:
         return
     height, width = x.shape[-2:]
     if height % factor or width % factor:
-        from edgeseg.errors import EdgesegError
-
         raise EdgesegError(
             f"{model} input {height}x{width} is not divisible by {factor}",
             hint=f"resize or pad to a multiple of {factor}, e.g. {height - height % factor or factor}x{width - width % factor or factor}",
