@@ -1,7 +1,9 @@
 """Latency statistics: the one place percentiles are computed (pipeline report, benchmarks).
 
-Per frame the pipeline records how long each stage took and the glass-to-glass time (capture
-timestamp to the end of the sinks). `h2d` and `d2h` are the parts of the classifier and
+Per frame the pipeline records how long each stage took and the glass-to-glass time: from the
+frame's capture timestamp (its image handed to edgeseg by the device or decoder) to the end of
+its sinks, so it includes every wait in the newest-frame slot and the queues. "capture" is the
+time spent reading the frame (decode; for a camera, also the wait for the sensor). `h2d` and `d2h` are the parts of the classifier and
 segmenter time that the backend reports as copies (TensorRT, ONNX Runtime on CUDA); CPU
 backends have none, and a stage that never ran is left out of the report.
 """

@@ -10,7 +10,8 @@ Threading contract (backends/base.py): backends are constructed by the caller bu
 run and deactivated only by the inference thread, which therefore owns any CUDA context.
 
 `stop()` may be called from a signal handler: the capture thread stops taking frames and the
-frames already queued finish, so every captured frame reaches the sinks. An error in any thread
+frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
+abandons the queued frames (each thread leaves after its current step). An error in any thread
 stops the others and is re-raised by `run()`.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Pipeline:
         self.recorder = LatencyRecorder()
         self._queue_size = queue_size
         self._stop = threading.Event()  # stop taking frames, finish the queued ones
-        self._abort = threading.Event()  # an error: every thread leaves now
+        self._abort = threading.Event()  # an error or a second stop: every thread leaves now
         self._ready = threading.Event()  # backends active
         self._errors: List[BaseException] = []
         self._stopped_by = "end of source"
@@ -91,10 +92,13 @@ class Pipeline:
         self._dropped_before = 0
 
     def stop(self, reason: str = "stopped") -> None:
-        """Stop taking frames; the queued ones still finish. Safe from signal handlers."""
-        if not self._stop.is_set():
-            self._stopped_by = reason
-            self._stop.set()
+        """Stop taking frames; the queued ones still finish. A second call abandons them.
+        Safe from signal handlers."""
+        if self._stop.is_set():
+            self._abort.set()
+            return
+        self._stopped_by = reason
+        self._stop.set()
 
     def run(self) -> Dict[str, Any]:
         """Process until the source ends, `max_frames`, `stop()` or an error; return the report."""

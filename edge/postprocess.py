@@ -106,7 +106,9 @@ class MaskPostprocess:
 
 @dataclass
 class FrameResult:
-    """Everything the sinks get for one frame. `latency` holds stage durations in seconds."""
+    """Everything the sinks get for one frame. `latency` holds the stage durations in seconds
+    up to post-processing (the sink time and glass-to-glass are known only after the sinks, and
+    go to the run's latency report)."""
 
     index: int
     source: str

@@ -109,6 +109,22 @@ def test_max_frames_and_stop_end_the_run_with_complete_output(tiny_models, clip,
     assert [r["frame"] for r in records] == list(range(len(records)))
 
 
+def test_a_second_stop_abandons_the_queued_frames(tiny_models, clip, tmp_path):
+    jsonl = tmp_path / "out.jsonl"
+    with open_source(clip, SourceOptions(loop=True)) as source, JsonlSink(jsonl) as sink:
+        holder = []
+
+        def on_result(result):
+            if result.index == 2:
+                holder[0].stop("first")
+                holder[0].stop("second")
+
+        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]), [sink], on_result=on_result)
+        holder.append(pipeline)
+        report = pipeline.run()
+    assert report["frames"] == len(_records(jsonl)) == 3 and report["stopped_by"] == "first"
+
+
 class _SlowSink(Sink):
     def __init__(self, seconds):
         self.seconds = seconds

@@ -31,11 +31,17 @@ def _bundled(path: Path, flag: str) -> Path:
 
 @contextlib.contextmanager
 def _stop_on_signals(stop: Any) -> Iterator[None]:
-    """SIGINT / SIGTERM call `stop` (finish queued frames, then end) instead of killing the run."""
+    """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
+    run; a second signal skips the queued frames."""
     previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the queued frames (again to skip them)")
+        stop(f"stopped by {signal.Signals(signum).name}")
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
-        signal.signal(signum, lambda num, _frame: stop(f"stopped by {signal.Signals(num).name}"))
+        signal.signal(signum, handler)
     try:
         yield
     finally:
