@@ -97,7 +97,7 @@ class MaskPostprocess:
                     result.boxes.append({"class": name, "box": [x, y, w, h], "area": area})
             if not kept.any():
                 continue
-            mask = kept[labels].astype(np.uint8)
+            mask = binary if kept[1:].all() else kept[labels].astype(np.uint8)
             result.areas[name] = int(mask.sum())
             result.masks[name] = mask
             result.rle[name] = encode(mask)
