@@ -46,6 +46,9 @@ app.command("run")(_run.run)
 from edgeseg.commands import export as _export  # noqa: E402
 
 app.command("export")(_export.export)
+from edgeseg.commands import calibrate as _calibrate  # noqa: E402
+
+app.command("calibrate")(_calibrate.calibrate)
 from edgeseg.commands import engine as _engine  # noqa: E402
 
 app.command("build-engine")(_engine.build_engine)

@@ -1,0 +1,396 @@
+"""Accuracy of each precision (FP32, FP16, INT8 trt / cpu) on a validation set, through ONNX Runtime.
+
+The QDQ models run on CPU, so INT8 accuracy is known before any engine is built. Every model runs
+through the runtime's own path: `open_backend` (ONNX Runtime backend), `preprocess`, the
+classifier's `defect_probability` and gate, the segmenter's `MaskPostprocess` with the card
+thresholds. Scores are edgeseg.training.metrics' (Kaggle Dice: empty on empty = 1), so the numbers
+are the ones training reported and the runtime would produce.
+
+A precision that misses its budget is explained by `blame_layers`: the layers whose output error
+grows the most over the error already present at their inputs.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeseg.edge.card import read_card
+from edgeseg.edge.preprocess import preprocess
+from edgeseg.errors import EdgesegError
+from edgeseg.files import PathLike
+from edgeseg.lazy import require
+
+REFERENCE = "fp32"
+LAYER_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+TASKS = ("classifier", "segmenter")
+Progress = Optional[Callable[[int], None]]
+
+
+@dataclass
+class ValidationSet:
+    """Decoded strips (gray uint8, native size) with their (C, H, W) truth masks."""
+
+    names: List[str]
+    frames: List[np.ndarray]
+    truths: List[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def defective(self) -> np.ndarray:
+        return np.array([bool(t.any()) for t in self.truths])
+
+
+def load_validation(data: PathLike, count: Optional[int] = None, seed: int = 0) -> ValidationSet:
+    """A Severstal-layout folder (train.csv + train_images/); `count` strips, a seeded random choice."""
+    from edgeseg.data.severstal import load_image, scan
+
+    scanned = scan(Path(data))
+    samples = list(scanned.samples)
+    if count is not None and count < len(samples):
+        chosen = sorted(np.random.default_rng(seed).choice(len(samples), size=count, replace=False))
+        samples = [samples[i] for i in chosen]
+    names, frames, truths = [], [], []
+    for sample in samples:
+        try:
+            frame = load_image(sample.path, shape=None)
+        except EdgesegError:
+            continue
+        names.append(sample.image_id)
+        frames.append(frame)
+        truths.append(sample.masks(frame.shape))
+    if not frames:
+        raise EdgesegError(f"no readable validation strip in {data}", hint="pass a Severstal-layout folder (train.csv + train_images/)")
+    return ValidationSet(names, frames, truths)
+
+
+# -- running one precision ------------------------------------------------------------------------
+@dataclass
+class _Outputs:
+    """Per-image results of one precision, kept for cross-precision figures."""
+
+    probabilities: Optional[np.ndarray] = None  # classifier defect probability per image
+    gate: float = 0.5
+    dice: Optional[np.ndarray] = None  # (N, C) segmenter Dice per image and class
+    masks: List[np.ndarray] = field(default_factory=list)  # packed bits of (C, H, W) masks
+    classes: List[str] = field(default_factory=list)
+
+
+def _backend(path: Path) -> Any:
+    from edgeseg.edge.backends import open_backend
+
+    return open_backend(path, "onnxruntime", ort_options={"providers": ["CPUExecutionProvider"]})
+
+
+def _run_classifier(path: Path, data: ValidationSet, progress: Progress) -> Tuple[np.ndarray, float]:
+    from edgeseg.edge.postprocess import defect_probability
+
+    backend = _backend(path)
+    card = backend.card
+    probabilities = np.empty(len(data), dtype=np.float64)
+    with backend:
+        for i, frame in enumerate(data.frames):
+            scores = backend.infer({card.input.name: preprocess(frame, card.preprocess)})[card.output.name]
+            probabilities[i] = defect_probability(scores, card.output_activation)
+            if progress is not None:
+                progress(1)
+    return probabilities, float(card.thresholds.get("defect", 0.5))
+
+
+def _run_segmenter(path: Path, data: ValidationSet, progress: Progress) -> Tuple[np.ndarray, List[np.ndarray], List[str]]:
+    from edgeseg.edge.postprocess import MaskPostprocess
+    from edgeseg.training.metrics import dice
+
+    backend = _backend(path)
+    card = backend.card
+    post = MaskPostprocess(card)
+    scores = np.empty((len(data), len(card.classes)), dtype=np.float64)
+    packed: List[np.ndarray] = []
+    with backend:
+        for i, (frame, truth) in enumerate(zip(data.frames, data.truths)):
+            maps = backend.infer({card.input.name: preprocess(frame, card.preprocess)})[card.output.name]
+            segmentation = post(maps, frame.shape[:2])
+            masks = np.zeros((len(card.classes),) + frame.shape[:2], dtype=np.uint8)
+            for c, name in enumerate(card.classes):
+                if name in segmentation.masks:
+                    masks[c] = segmentation.masks[name]
+                scores[i, c] = dice(masks[c], truth[c])
+            packed.append(np.packbits(masks.astype(bool)))
+            if progress is not None:
+                progress(1)
+    return scores, packed, list(card.classes)
+
+
+def _run(models: Dict[str, Path], data: ValidationSet, progress: Progress) -> _Outputs:
+    outputs = _Outputs()
+    if "classifier" in models:
+        outputs.probabilities, outputs.gate = _run_classifier(models["classifier"], data, progress)
+    if "segmenter" in models:
+        outputs.dice, outputs.masks, outputs.classes = _run_segmenter(models["segmenter"], data, progress)
+    return outputs
+
+
+def _metrics(run: _Outputs, reference: Optional[_Outputs], data: ValidationSet) -> Dict[str, Any]:
+    from edgeseg.training.metrics import classification_metrics
+
+    truth = data.defective
+    row: Dict[str, Any] = {}
+    if run.probabilities is not None:
+        row["classifier"] = classification_metrics(run.probabilities, truth, run.gate)
+        if reference is not None and reference.probabilities is not None:
+            agree = (run.probabilities >= run.gate) == (reference.probabilities >= reference.gate)
+            row["classifier"]["decision_agreement"] = float(np.mean(agree))
+    if run.dice is not None:
+        per_class = run.dice.mean(axis=0)
+        row["segmenter"] = {
+            "dice_per_class": {name: float(v) for name, v in zip(run.classes, per_class)},
+            "mean_dice": float(per_class.mean()),
+            "images": len(data),
+        }
+        if reference is not None and reference.masks:
+            row["segmenter"]["mask_agreement"] = _mask_agreement(run.masks, reference.masks, len(run.classes), data)
+    if run.probabilities is not None and run.dice is not None:
+        gated = run.probabilities >= run.gate
+        empty = np.array([[1.0 if not t[c].any() else 0.0 for c in range(len(run.classes))] for t in data.truths])
+        cascade = np.where(gated[:, None], run.dice, empty)
+        row["cascade"] = {
+            "gate": run.gate,
+            "gate_recall": float(gated[truth].mean()) if truth.any() else float("nan"),
+            "gated_fraction": float(gated.mean()),
+            "mean_dice": float(cascade.mean(axis=0).mean()),
+        }
+    return row
+
+
+def _mask_agreement(masks: List[np.ndarray], reference: List[np.ndarray], classes: int, data: ValidationSet) -> float:
+    """Mean Kaggle Dice of this precision's masks against the reference precision's masks."""
+    from edgeseg.training.metrics import dice
+
+    scores = []
+    for mine, theirs, frame in zip(masks, reference, data.frames):
+        shape = (classes,) + frame.shape[:2]
+        count = int(np.prod(shape))
+        a = np.unpackbits(mine, count=count).reshape(shape)
+        b = np.unpackbits(theirs, count=count).reshape(shape)
+        scores.extend(dice(a[c], b[c]) for c in range(classes))
+    return float(np.mean(scores))
+
+
+# -- the report -----------------------------------------------------------------------------------
+@dataclass
+class LayerError:
+    """Relative L2 error of one layer's output against FP32, and how much of it the layer added."""
+
+    node: str
+    op_type: str
+    relative_error: float
+    added_error: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"node": self.node, "op_type": self.op_type, "relative_error": self.relative_error, "added_error": self.added_error}
+
+
+@dataclass
+class BudgetMiss:
+    variant: str
+    task: str
+    metric: str
+    reference: float
+    value: float
+    budget: float
+    layers: List[LayerError] = field(default_factory=list)
+
+    @property
+    def drop(self) -> float:
+        return self.reference - self.value
+
+    def describe(self) -> str:
+        line = (
+            f"{self.variant} {self.task} {self.metric} {self.value:.4f} vs {REFERENCE} {self.reference:.4f}: "
+            f"drop {self.drop:.4f} > budget {self.budget:.4f}"
+        )
+        if self.layers:
+            line += "; layers most responsible: " + ", ".join(f"{e.node} (+{e.added_error:.3f})" for e in self.layers)
+        return line
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "variant": self.variant, "task": self.task, "metric": self.metric, "reference": self.reference,
+            "value": self.value, "drop": self.drop, "budget": self.budget, "layers": [e.to_dict() for e in self.layers],
+        }
+
+
+@dataclass
+class AccuracyReport:
+    """rows: precision label -> {"classifier": {...}, "segmenter": {...}, "cascade": {...}};
+    unavailable: precision label -> why it could not be evaluated."""
+
+    images: int
+    defective: int
+    rows: Dict[str, Dict[str, Any]]
+    models: Dict[str, Dict[str, str]]
+    unavailable: Dict[str, str] = field(default_factory=dict)
+    misses: List[BudgetMiss] = field(default_factory=list)
+
+    def delta(self, variant: str, task: str, metric: str) -> Optional[float]:
+        """reference - variant for one metric (a positive number is a loss); None when absent."""
+        try:
+            return float(self.rows[REFERENCE][task][metric]) - float(self.rows[variant][task][metric])
+        except KeyError:
+            return None
+
+    def to_dict(self) -> Dict[str, Any]:
+        deltas = {
+            label: {
+                "classifier_recall_drop": self.delta(label, "classifier", "recall"),
+                "classifier_accuracy_drop": self.delta(label, "classifier", "accuracy"),
+                "segmenter_mean_dice_drop": self.delta(label, "segmenter", "mean_dice"),
+                "cascade_mean_dice_drop": self.delta(label, "cascade", "mean_dice"),
+            }
+            for label in self.rows
+            if label != REFERENCE
+        }
+        return {
+            "reference": REFERENCE,
+            "images": self.images,
+            "defective": self.defective,
+            "models": self.models,
+            "results": self.rows,
+            "deltas": deltas,
+            "unavailable": self.unavailable,
+            "budget_misses": [m.to_dict() for m in self.misses],
+            "within_budget": not self.misses,
+        }
+
+
+def accuracy_report(
+    variants: Dict[str, Dict[str, Path]],
+    data: ValidationSet,
+    unavailable: Optional[Dict[str, str]] = None,
+    progress: Progress = None,
+) -> AccuracyReport:
+    """Evaluate every precision of `variants` (label -> {task: ONNX path}); must include "fp32".
+
+    progress(1) after each image of each model.
+    """
+    if REFERENCE not in variants:
+        raise ValueError(f"variants must include the {REFERENCE!r} reference")
+    reference = _run(variants[REFERENCE], data, progress)
+    rows = {REFERENCE: _metrics(reference, None, data)}
+    for label, models in variants.items():
+        if label != REFERENCE:
+            rows[label] = _metrics(_run(models, data, progress), reference, data)
+    return AccuracyReport(
+        images=len(data),
+        defective=int(data.defective.sum()),
+        rows=rows,
+        models={label: {task: str(path) for task, path in models.items()} for label, models in variants.items()},
+        unavailable=dict(unavailable or {}),
+    )
+
+
+def check_budget(
+    report: AccuracyReport,
+    variants: Sequence[str],
+    max_dice_drop: Optional[float] = None,
+    max_recall_drop: Optional[float] = None,
+) -> List[BudgetMiss]:
+    """The budget misses of `variants` against the reference (segmenter mean Dice, classifier
+    recall); stored on the report too. A None budget is not checked."""
+    misses: List[BudgetMiss] = []
+    checks = (("segmenter", "mean_dice", max_dice_drop), ("classifier", "recall", max_recall_drop))
+    for label in variants:
+        for task, metric, budget in checks:
+            drop = report.delta(label, task, metric)
+            if budget is None or drop is None or math.isnan(drop) or drop <= budget:
+                continue
+            misses.append(
+                BudgetMiss(label, task, metric, report.rows[REFERENCE][task][metric], report.rows[label][task][metric], budget)
+            )
+    report.misses = misses
+    return misses
+
+
+# -- which layers lose the accuracy ---------------------------------------------------------------
+def blame_layers(
+    reference: PathLike, quantized: PathLike, batches: Iterable[np.ndarray], top: int = 5
+) -> List[LayerError]:
+    """Rank layers (Conv/Gemm/MatMul) by the error they add: their output's relative L2 error
+    against the FP32 model minus the largest error of the layers feeding them.
+
+    Both graphs run unoptimised with every layer output exposed (the QDQ graph keeps the FP32
+    tensor names), so the QDQ numerics are the fake-quant ones TensorRT implements.
+    """
+    onnx = require("onnx", "layer error analysis")
+    ref_model = onnx.load(str(reference))
+    q_model = onnx.load(str(quantized))
+    q_tensors = {out for node in q_model.graph.node for out in node.output}
+    layers = [node for node in ref_model.graph.node if node.op_type in LAYER_TYPES and node.output[0] in q_tensors]
+    if not layers:
+        return []
+    names = [node.output[0] for node in layers]
+    input_name = read_card(Path(reference)).input.name
+    ref_session = _exposing_session(ref_model, names)
+    q_session = _exposing_session(q_model, names)
+    ref_sq = np.zeros(len(names))
+    diff_sq = np.zeros(len(names))
+    for batch in batches:
+        ref_out = ref_session.run(names, {input_name: batch})
+        q_out = q_session.run(names, {input_name: batch})
+        for i, (f, q) in enumerate(zip(ref_out, q_out)):
+            ref_sq[i] += float(np.square(f, dtype=np.float64).sum())
+            diff_sq[i] += float(np.square(q - f, dtype=np.float64).sum())
+    relative = {name: math.sqrt(d / max(r, 1e-30)) for name, r, d in zip(names, ref_sq, diff_sq)}
+    upstream = _upstream_layers(ref_model, layers)
+    ranked = [
+        LayerError(
+            node=node.name,
+            op_type=node.op_type,
+            relative_error=relative[node.output[0]],
+            added_error=relative[node.output[0]] - max((relative[u] for u in upstream[node.output[0]]), default=0.0),
+        )
+        for node in layers
+    ]
+    ranked.sort(key=lambda e: e.added_error, reverse=True)
+    return ranked[:top]
+
+
+def _exposing_session(model: Any, names: Sequence[str]) -> Any:
+    onnx = require("onnx", "layer error analysis")
+    ort = require("onnxruntime", "layer error analysis")
+    present = {out.name for out in model.graph.output}
+    for name in names:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _upstream_layers(model: Any, layers: Sequence[Any]) -> Dict[str, List[str]]:
+    """layer output -> outputs of the nearest layers feeding its data input (through Relu, Add,
+    pooling, Resize, Concat...)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    layer_outputs = {node.output[0] for node in layers}
+    found: Dict[str, List[str]] = {}
+    for node in layers:
+        seen, hits = set(), []
+        queue = deque([node.input[0]])
+        while queue:
+            tensor = queue.popleft()
+            if tensor in seen or tensor not in producers:
+                continue
+            seen.add(tensor)
+            if tensor in layer_outputs:
+                hits.append(tensor)
+                continue
+            queue.extend(producers[tensor].input)
+        found[node.output[0]] = hits
+    return found
