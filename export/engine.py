@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -287,6 +287,7 @@ def _fp16_variant(onnx: Path, scratch: Path) -> Path:
 def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
     """`<name>.<precision>.ort.onnx`: the model with ONNX Runtime's graph optimisations applied and
     serialised, plus its card. fp16 optimises the FP16 variant, int8 the QDQ model."""
+    started = time.perf_counter()
     options.check("onnxruntime")
     out = ensure_writable_dir(out_dir)
     source, card = load_source(Path(onnx), options.precision, options.calibration)
@@ -294,7 +295,6 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
     output_shape = probe(source, card, profile)
     ort = require("onnxruntime", "the ONNX Runtime build")
     target = artifact_path(source, out, options.precision, "onnxruntime")
-    started = time.perf_counter()
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if options.precision == "fp16" else source
         optimised = scratch / "optimised.onnx"
@@ -335,6 +335,7 @@ def tensorrt_or_advice() -> Any:
 
 def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
     """`<name>.<precision>.engine` + card for the GPU in this machine (device 0)."""
+    started = time.perf_counter()
     options.check("tensorrt")
     trt = tensorrt_or_advice()
     feats = trt_compat.features(trt.__version__)
@@ -353,7 +354,6 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     profile = input_profile(source, card, options)
     output_shape = probe(source, card, profile)
     target = artifact_path(source, out, options.precision, "tensorrt")
-    started = time.perf_counter()
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
         with _calibrator(options, card, model, profile, target) as calibrator:
@@ -411,45 +411,59 @@ def _calibrator(options: BuildOptions, card: ModelCard, model: Path, profile: Pr
 
 
 def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan, model: Path, profile: Profile, options: BuildOptions, calibrator: Any) -> Any:
-    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results)."""
+    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results).
+
+    Only options actually used are passed to polygraphy, so an older polygraphy (JetPack 5's
+    Python 3.8) works for everything it supports."""
     require("polygraphy", "building TensorRT engines")
-    from polygraphy.backend.trt import CreateConfig, PostprocessConfig
+    from polygraphy.backend.trt import CreateConfig
     from polygraphy.backend.trt import Profile as TrtProfile
     from polygraphy.backend.trt import engine_bytes_from_network, network_from_onnx_path
     from polygraphy.logger import G_LOGGER
 
-    G_LOGGER.module_severity = G_LOGGER.WARNING
-    parser_flags = None
+    network_args: Dict[str, Any] = {}
+    if plan.strongly_typed:  # ignored but accepted on 11.x, where networks are always strongly typed
+        network_args["strongly_typed"] = True
     portable = options.version_compatible or options.hardware_compatible
     if portable and hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "NATIVE_INSTANCENORM"):
         # Portable plans cannot embed the InstanceNorm plugin (polygraphy CreateConfig's own advice).
-        parser_flags = [trt.OnnxParserFlag.NATIVE_INSTANCENORM]
+        network_args["flags"] = [trt.OnnxParserFlag.NATIVE_INSTANCENORM]
     low, opt, high = profile.shapes()
-    config_args: Dict[str, Any] = {
-        "fp16": "FP16" in plan.builder_flags,
-        "int8": "INT8" in plan.builder_flags,
-        "profiles": [TrtProfile().add(profile.input, min=low, opt=opt, max=high)],
-        "version_compatible": options.version_compatible or None,
-        "calibrator": calibrator,
-    }
-    if options.workspace_mib is not None:
+    config_args: Dict[str, Any] = {"profiles": [TrtProfile().add(profile.input, min=low, opt=opt, max=high)]}
+    if "FP16" in plan.builder_flags:  # never on 11.x: CreateConfig(fp16=True) raises there
+        config_args["fp16"] = True
+    if "INT8" in plan.builder_flags:
+        config_args["int8"] = True
+    if calibrator is not None:  # polygraphy attaches it only to networks without Q/DQ layers
+        config_args["calibrator"] = calibrator
+    if options.workspace_mib is not None:  # IBuilderConfig.set_memory_pool_limit(WORKSPACE, bytes)
         config_args["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: options.workspace_mib << 20}
     if options.timing_cache is not None:
         config_args["load_timing_cache"] = str(options.timing_cache)
+    if options.version_compatible:
+        config_args["version_compatible"] = True
     if options.hardware_compatible:
         config_args["hardware_compatibility_level"] = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if options.dla_core is not None:
-        config_args.update(use_dla=True, allow_gpu_fallback=True)
+    create_config = CreateConfig(**config_args)
+
+    def config(builder: Any, network: Any) -> Any:
+        """polygraphy's config plus DLA on the core asked for (its own use_dla always picks core 0)."""
+        built = create_config(builder, network)
+        if options.dla_core is not None:
+            built.default_device_type = trt.DeviceType.DLA
+            built.DLA_core = options.dla_core
+            built.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        return built
+
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.WARNING
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            network = network_from_onnx_path(str(model), flags=parser_flags, strongly_typed=plan.strongly_typed or None)
+            network = network_from_onnx_path(str(model), **network_args)
             builder = network[0]
             trt_compat.check_platform_precision(builder, feats, plan)
             if options.dla_core is not None:
                 _check_dla(builder, options.dla_core)
-            config = CreateConfig(**config_args)
-            if options.dla_core is not None:  # polygraphy picks core 0; choose the one asked for
-                config = PostprocessConfig(config, lambda _b, _n, cfg: setattr(cfg, "DLA_core", options.dla_core))
             return engine_bytes_from_network(
                 network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None
             )
@@ -458,6 +472,8 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
     except Exception as exc:  # PolygraphyException / TensorRT errors, already logged in full above
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgesegError(f"TensorRT could not build {model.name}: {first_line[:240]}", hint="see the TensorRT log above") from exc
+    finally:
+        G_LOGGER.module_severity = severity
 
 
 def _check_dla(builder: Any, core: int) -> None:

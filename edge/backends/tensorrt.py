@@ -33,7 +33,8 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import require
 
-# trt.DataType member name -> numpy dtype (by name, so no version-specific helper is needed)
+# trt.DataType member -> numpy dtype, looked up by member name: INT64 (10.x) and BOOL/UINT8 do not
+# exist in every version, so only the members this TensorRT has are compared.
 _DTYPES = {
     "FLOAT": np.float32,
     "HALF": np.float16,
@@ -57,6 +58,13 @@ class _Binding:
     max_shape: Tuple[int, ...]
     host: np.ndarray
     device: Any
+
+
+def _numpy_dtype(trt: Any, data_type: Any, name: str) -> np.dtype:
+    for member, numpy_type in _DTYPES.items():
+        if getattr(trt.DataType, member, None) == data_type:
+            return np.dtype(numpy_type)
+    raise EdgesegError(f"tensor {name!r} is {data_type}, which the TensorRT backend cannot feed from numpy")
 
 
 def rebuild_hint(card: ModelCard) -> str:
@@ -133,7 +141,7 @@ class TensorRTBackend(Backend):
             low, high = self._profile(name) if is_input else (tuple(self._context.get_tensor_shape(name)),) * 2
             if min(high, default=0) < 0:
                 raise EdgesegError(f"{self.artifact}: output {name!r} has a data-dependent shape {high}, which edgeseg does not support")
-            dtype = np.dtype(_DTYPES[self._engine.get_tensor_dtype(name).name])
+            dtype = _numpy_dtype(trt, self._engine.get_tensor_dtype(name), name)
             shape: List[Union[int, str]] = [d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(declared)]
             host = cuda.pagelocked_empty(int(np.prod(high)), dtype)
             binding = _Binding(name, is_input, dtype, shape, tuple(low), tuple(high), host, cuda.mem_alloc(host.nbytes))
