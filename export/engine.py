@@ -274,6 +274,7 @@ def _scratch(out_dir: Path):  # type: ignore[no-untyped-def]
 
 def _fp16_variant(onnx: Path, scratch: Path) -> Path:
     """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes."""
+    require("onnx", "the FP16 ONNX that FP16 is built from here")
     from edgeseg.export.fp16 import onnx_to_fp16
 
     return Path(onnx_to_fp16(onnx, scratch / f"{base_name(onnx)}.fp16.onnx").onnx)
