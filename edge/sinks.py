@@ -89,12 +89,21 @@ def annotate(image: np.ndarray, result: FrameResult, classes: Sequence[str]) -> 
     else:
         canvas = image.copy()
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(classes)}
-    for name, mask in result.segmentation.masks.items():
-        colour = np.array(colours[name], dtype=np.float32)
-        inside = mask.astype(bool)
-        canvas[inside] = (0.55 * canvas[inside] + 0.45 * colour).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, colours[name], 1)
+    masks = result.segmentation.masks
+    if masks:
+        # Paint every class into one overlay, blend once, keep the blend only where a mask is:
+        # whole-image arithmetic in OpenCV, no per-pixel gathers in numpy.
+        overlay = canvas.copy()
+        paint = np.empty_like(canvas)
+        covered = np.zeros(canvas.shape[:2], dtype=np.uint8)
+        for name, mask in masks.items():
+            paint[:] = colours[name]
+            cv2.copyTo(paint, mask, overlay)
+            cv2.bitwise_or(covered, mask, dst=covered)
+        cv2.copyTo(cv2.addWeighted(canvas, 0.55, overlay, 0.45, 0.0), covered, canvas)
+        for name, mask in masks.items():
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(canvas, contours, -1, colours[name], 1)
     for box in result.segmentation.boxes:
         x, y, w, h = box["box"]
         label = f"{box['class']}: {box['area']}px"
