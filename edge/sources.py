@@ -289,6 +289,8 @@ class Source:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.options.timeout + 1.0)
+            if self._thread.is_alive():
+                return  # stuck in a device read: releasing the device under it could crash OpenCV
         self._reader.close()
         self._sync_reader_stats()
 
