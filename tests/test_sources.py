@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_media import frames, write_video
-from edgeseg.edge.sources import Reader, Source, SourceOptions, open_source
+from edgeseg.edge.sources import Reader, Source, SourceOptions, has_gstreamer, open_source
 from edgeseg.errors import EdgesegError
 
 
@@ -93,6 +93,23 @@ def test_corrupt_frames_mid_stream_are_skipped_and_counted(tmp_path):
 )
 def test_bad_uris_give_one_clear_error(uri, message):
     with pytest.raises(EdgesegError, match=message):
+        open_source(uri)
+
+
+def test_csi_uri_becomes_an_argus_pipeline():
+    from edgeseg.edge.sources import _csi_pipeline
+
+    pipeline = _csi_pipeline("csi://1", SourceOptions(width=1280, height=720, fps=60))
+    assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ")
+    assert "width=1280, height=720, framerate=60/1" in pipeline and pipeline.endswith("appsink drop=true max-buffers=1 sync=false")
+    with pytest.raises(EdgesegError, match="bad CSI camera URI"):
+        _csi_pipeline("csi://left", SourceOptions())
+
+
+@pytest.mark.skipif(has_gstreamer(), reason="this OpenCV has GStreamer: the pipelines would really start")
+@pytest.mark.parametrize("uri", ["csi://0", "videotestsrc ! videoconvert ! appsink"])
+def test_gstreamer_uris_without_gstreamer_say_what_to_install(uri):
+    with pytest.raises(EdgesegError, match="needs OpenCV built with GStreamer"):
         open_source(uri)
 
 
