@@ -36,7 +36,7 @@ _POLL = 0.1  # seconds between checks of the stop / abort flags while blocked
 
 
 class Pipeline:
-    """Run `source` through `classifier` -> gate -> `segmenter` into `sinks`.
+    """Run `source` through `classifier` -> gate -> `segmenter` into `sinks`, once.
 
     gate: defect probability at or above which the segmenter runs (default: the classifier
     card's `thresholds.defect`); 0 runs it on every frame, above 1 on none.
@@ -111,9 +111,16 @@ class Pipeline:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=_POLL)  # short joins keep the main thread responsive to signals
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=_POLL)  # short joins keep the main thread responsive to signals
+        except BaseException:  # e.g. KeyboardInterrupt without a handler: leave nothing running
+            self._stop.set()
+            self._abort.set()
+            for thread in threads:
+                thread.join()
+            raise
         if self._errors:
             raise self._errors[0]
         return self.report()
