@@ -71,6 +71,13 @@ def test_tiles_are_stitched_into_the_frame():
     assert result.boxes == [{"class": "patch", "box": [160, 0, 16, 8], "area": 128}]
 
 
+def test_masks_larger_than_16_bit_labels_allow():
+    maps = np.full((1, 2, 256, 320), 10.0, np.float32)  # 81920 pixels in one class
+    maps[0, 1] = -10.0
+    result = MaskPostprocess(_card(height=256, width=320))(maps, (256, 320))
+    assert result.areas["scratch"] == 256 * 320 and result.boxes[0]["box"] == [0, 0, 320, 256]
+
+
 def test_probabilities_without_sigmoid():
     maps = np.zeros((1, 2, 32, 160), np.float32)
     maps[0, 0, :2, :2] = 0.9
