@@ -50,15 +50,17 @@ def test_outputs_survive_the_next_call(tiny_models):
 
 
 def test_options_reach_the_session(tiny_models):
+    with open_backend(tiny_models["segmenter"]) as backend:  # edgeseg's default: no spin-waiting
+        assert backend._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     backend = open_backend(
         tiny_models["segmenter"],
-        ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"], "allow_spinning": False},
+        ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"], "allow_spinning": True},
     )
     with backend:
         assert backend.describe().endswith("(CPUExecutionProvider)")
         options = backend._session.get_session_options()
         assert options.intra_op_num_threads == 1
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(EdgesegError, match="graph optimisation"):
         open_backend(tiny_models["segmenter"], ort_options={"graph_optimization": "max"})
     with pytest.raises(EdgesegError, match="no CUDAExecutionProvider|no TensorrtExecutionProvider"):

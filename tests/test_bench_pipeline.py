@@ -13,9 +13,10 @@ def test_bench_pipeline_writes_json_and_markdown(tiny_models, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "smoke.json").read_text())
-    assert data["checks"]["same_gate_decisions"] is True  # the bare loop and the pipeline agree
+    assert data["checks"]["same_gate_decisions"] is True  # the bare loops and the pipeline agree
     assert data["checks"]["always_ran_every_frame"] is True
     assert data["config"]["defective_frames"] == 1 and data["config"]["frame_size"] == [256, 1600]
-    assert set(data["figures"]) == {"pipeline_vs_bare", "gating_vs_always"}
+    assert set(data["figures"]) == {"pipeline_vs_bare_video", "pipeline_vs_bare_memory", "gating_vs_always"}
+    assert set(data["fps_runs"]) == {"bare_video", "bare_memory", "pipeline", "always"}
     assert data["machine"]["logical_cores"] >= 1 and "onnxruntime" in data["machine"]
-    assert "pipeline / bare loop" in (tmp_path / "smoke.md").read_text()
+    assert "pipeline / bare loop reading the video" in (tmp_path / "smoke.md").read_text()
