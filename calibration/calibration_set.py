@@ -15,7 +15,6 @@ Runtime code (the TensorRT calibrator consumes `batches`): Python 3.8-compatible
 """
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import dataclass, field, replace

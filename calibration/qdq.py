@@ -14,16 +14,18 @@ qdq_quantizer.py, base_quantizer.py, calibrate.py) and listed in quantize_static
 except QuantizeBias, which qdq_quantizer.py reads (default True) and the documented
 static_quantize_runner exposes as --disable_quantize_bias.
 
-Not run: onnxruntime's quant_pre_process optimisation. Export already folded BatchNorm and
-constants (onnxslim); ORT's optimiser would only add fusions (and com.microsoft ops) TensorRT
-cannot parse. Shape inference happens inside quantize_static.
+Not run: onnxruntime's quant_pre_process. Export already folded BatchNorm and constants
+(onnxslim). On edgeseg's graphs (ORT 1.32) its defaults fail ("Incomplete symbolic shape
+inference" on the dynamic batch), and its optimisation step, even when it adds no node, declares
+com.microsoft, com.microsoft.nchwc, org.pytorch.aten... opsets that TensorRT's parser has no use
+for. Shape inference happens inside quantize_static.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -76,7 +78,6 @@ class QdqResult:
     quantized: Dict[str, int]  # op type -> nodes with Q/DQ inputs
     first_batch_rel_l2: float  # QDQ vs FP32 on the first calibration batch (relative L2)
     seconds: float
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -218,7 +219,7 @@ def onnx_to_qdq(
     with atomic_output(out) as tmp:
         with _quiet_quantizer():
             quant.quantize_static(
-                model,
+                str(source),  # a path: given a ModelProto, quantize_static turns its weights into external-data references
                 str(tmp),
                 reader,
                 calibrate_method=_method(quant, method),
