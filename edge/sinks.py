@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -80,8 +80,9 @@ class JsonlSink(Sink):
 
 
 def annotate(image: np.ndarray, result: FrameResult, classes: Sequence[str]) -> np.ndarray:
-    """A BGR copy of `image` with each class's mask tinted in its colour, outlined, its boxes
-    labelled with class and area, and a header line with the frame's probability and gate."""
+    """A BGR copy of `image` with each class's mask tinted in its colour and outlined, a box
+    around each component, one label per class (name and total area, on its largest component)
+    and a header line with the frame's probability and gate decision."""
     if image.ndim == 2:
         canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
@@ -104,11 +105,15 @@ def annotate(image: np.ndarray, result: FrameResult, classes: Sequence[str]) -> 
         for name, mask in masks.items():
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(canvas, contours, -1, colours[name], 1)
+    largest: Dict[str, Dict[str, Any]] = {}
     for box in result.segmentation.boxes:
         x, y, w, h = box["box"]
-        label = f"{box['class']}: {box['area']}px"
         cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colours[box["class"]], 1)
-        _text(canvas, label, (x, max(y - 4, 12)), colours[box["class"]])
+        if box["area"] > largest.get(box["class"], {"area": -1})["area"]:
+            largest[box["class"]] = box
+    for name, box in largest.items():  # one label per class, on its largest component
+        x, y = box["box"][:2]
+        _text(canvas, f"{name}: {result.segmentation.areas[name]}px", (x, max(y - 4, 12)), colours[name])
     state = "segmented" if result.gated else "clean (gated out)"
     _text(canvas, f"#{result.index}  p(defect)={result.defect_probability:.2f}  {state}", (6, 16), (255, 255, 255))
     return canvas
