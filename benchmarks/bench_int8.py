@@ -107,6 +107,7 @@ def profile(path: Path, threads: int, runs: int = 2) -> Dict[str, float]:
     options.enable_profiling = True
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as edgeseg's backend runs
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "ort")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -23,6 +23,7 @@ for. Shape inference happens inside quantize_static.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -175,6 +176,7 @@ def onnx_to_qdq(
     method: str = DEFAULT_METHOD,
     exclude: Sequence[str] = (),
     batch_size: int = 1,
+    ranges_cache: Optional[PathLike] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> QdqResult:
     """Quantise `onnx_path` (an FP32 ONNX with its card) to an INT8 QDQ ONNX + card.
@@ -183,6 +185,9 @@ def onnx_to_qdq(
     preprocess. exclude: node names kept in float (see `edgeseg calibrate --validation` for which
     layers hurt most). batch_size: frames per calibration run (1 keeps the entropy/percentile
     histograms' memory to one frame's activations). progress(1) after each calibration batch.
+    ranges_cache (minmax only): onnxruntime's calibration cache file for this model and set,
+    written when missing and reused when present, so both flavours calibrate once; make it with
+    the cpu flavour first (it records every tensor's range, a superset of what trt needs).
     Nothing is written unless the quantised model passes onnx.checker, loads in ONNX Runtime
     and (trt) passes `trt_qdq_problems`.
     """
@@ -225,6 +230,7 @@ def onnx_to_qdq(
                 calibrate_method=_method(quant, method),
                 nodes_to_exclude=list(exclude),
                 **_with_percentile(options, method),
+                **_cache_argument(quant, ranges_cache, method),
             )
         quantized = onnx.load(str(tmp))
         _restore_excluded(quantized, model, exclude)
@@ -249,6 +255,18 @@ def onnx_to_qdq(
         first_batch_rel_l2=rel,
         seconds=time.perf_counter() - started,
     )
+
+
+def _cache_argument(quant: Any, ranges_cache: Optional[PathLike], method: str) -> Dict[str, Any]:
+    """quantize_static's calibration_cache_path (added in 2026, onnxruntime PR #28221); {} on an
+    older onnxruntime, which then calibrates again (slower, same result)."""
+    if ranges_cache is None:
+        return {}
+    if method != "minmax":
+        raise ValueError("ranges_cache holds min/max ranges: use it with method 'minmax' only")
+    if "calibration_cache_path" not in inspect.signature(quant.quantize_static).parameters:
+        return {}
+    return {"calibration_cache_path": str(ranges_cache)}
 
 
 def _counted(batches: Iterator[np.ndarray], progress: Optional[Callable[[int], None]]) -> Iterator[np.ndarray]:

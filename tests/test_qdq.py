@@ -1,4 +1,5 @@
 """Explicit INT8: both QDQ flavours run on ONNX Runtime; the trt flavour follows TensorRT's rules."""
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -6,12 +7,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
+from onnxruntime.quantization import quantize_static
 
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import TRT_OP_TYPES, onnx_to_qdq, qdq_path, trt_qdq_problems
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
+
+HAS_RANGES_CACHE = "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +158,18 @@ def test_bad_requests_are_one_clear_error(tiny_models, calibration, tmp_path):
     with pytest.raises(EdgesegError, match="overwrite"):
         onnx_to_qdq(tiny_models["segmenter"], calibration, tiny_models["segmenter"])
     assert not (tmp_path / "a.onnx").exists()
+
+
+@pytest.mark.skipif(not HAS_RANGES_CACHE, reason="this onnxruntime's quantize_static has no calibration_cache_path")
+def test_ranges_cache_calibrates_once_with_the_same_result(tiny_models, calibration, quantized, tmp_path):
+    cache = tmp_path / "ranges.json"
+    calls = []
+    onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "c.onnx", flavour="cpu", ranges_cache=cache, progress=calls.append)
+    assert cache.is_file() and len(calls) == len(calibration)
+    calls.clear()
+    reused = onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "t.onnx", flavour="trt", ranges_cache=cache, progress=calls.append)
+    assert calls == []  # no second calibration pass
+    alone = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quantized[("segmenter", "trt")].path)).graph.initializer}
+    shared = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(reused.path)).graph.initializer}
+    assert alone.keys() == shared.keys()
+    assert all(np.array_equal(alone[k], shared[k]) for k in alone)

@@ -156,24 +156,31 @@ def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count:
 def _quantise(
     models: List[Path], calibration: Any, flavours: List[str], method: str, exclude: List[str], out_dir: Path, quiet: bool
 ) -> List[Any]:
+    """Each model in each flavour. With minmax, the cpu flavour goes first and leaves the activation
+    ranges in a cache that the trt flavour reuses: one calibration pass per model."""
+    import tempfile
+
     from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
     from edgeseg.edge.card import read_card
 
+    order = sorted(flavours, key=lambda f: f != "cpu")
     results = []
-    for model in models:
-        spec = read_card(model).preprocess
-        batches = calibration.batch_count(1, spec)
-        for flavour in flavours:
-            target = out_dir / qdq_path(model, flavour).name
-            with _bar(quiet) as progress:
-                task = progress.add_task(f"INT8 {flavour} {model.name} ({method})", total=batches)
-                results.append(
-                    onnx_to_qdq(
-                        model, calibration, target, flavour=flavour, method=method, exclude=exclude,
-                        progress=lambda n: progress.advance(task, n),
+    with tempfile.TemporaryDirectory(prefix="edgeseg-ranges-") as scratch:
+        for index, model in enumerate(models):
+            batches = calibration.batch_count(1, read_card(model).preprocess)
+            cache = Path(scratch) / f"{index}.json" if method == "minmax" else None
+            for flavour in order:
+                reused = cache is not None and cache.is_file()
+                label = f"INT8 {flavour} {model.name} ({method}{', ranges reused' if reused else ''})"
+                with _bar(quiet) as progress:
+                    task = progress.add_task(label, total=None if reused else batches)
+                    results.append(
+                        onnx_to_qdq(
+                            model, calibration, out_dir / qdq_path(model, flavour).name, flavour=flavour, method=method,
+                            exclude=exclude, ranges_cache=cache, progress=lambda n: progress.advance(task, n),
+                        )
                     )
-                )
-    return results
+    return sorted(results, key=lambda r: (str(r.path.parent), r.path.name.split(".")[0], flavours.index(r.flavour)))
 
 
 def _print_models(results: List[Any]) -> None:
