@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin-wait (its own default; edgeseg's is off)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="pipeline_onnxruntime_cpu")
+    parser.add_argument("--note", default="", help="provenance to record with the results (where the models came from)")
     args = parser.parse_args()
 
     models = {"classifier": args.classifier, "segmenter": args.segmenter}
@@ -178,6 +179,7 @@ def main() -> None:
     result = {
         "schema": "edgeseg.bench.pipeline/2",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "note": args.note,
         "machine": machine(),
         "models": {task: {"path": str(path), "sha256": cards[task].artifact.get("sha256"), "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
         "config": {"frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
@@ -229,6 +231,7 @@ def markdown(result: Dict[str, Any]) -> str:
         f"({c['defect_rate']:.0%}), seed {c['seed']}; gate {c['gate']}; {c['repeats']} repeats, ratios per repeat, medians; "
         f"intra-op threads {c['intra_op_threads'] or 'auto'}, spin-wait {'on' if c['spinning'] else 'off'} everywhere.",
         "Models: " + ", ".join(f"{task} `{Path(info['path']).name}` input {info['input']}" for task, info in result["models"].items()) + ".",
+        *([f"Note: {result['note']}"] if result.get("note") else []),
         "",
         "| measurement | frames/s (median) | runs |",
         "|---|---:|---|",
