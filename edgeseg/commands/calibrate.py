@@ -93,6 +93,8 @@ def calibrate(
         raise typer.BadParameter("--max-dice-drop / --max-recall-drop need --validation")
     if validation is not None and not models:
         raise typer.BadParameter("--validation compares models: give them with --model")
+    if validation is not None and validation.resolve() == source.resolve():
+        err.print("[yellow]note:[/] --validation is the calibration data itself: the accuracy figures will be optimistic", highlight=False)
     cards = _cards(models)
     calibration = _calibration_set(source, out_dir, cards, count, seed, json_output)
     results = _quantise(models, calibration, chosen, method, list(exclude or []), out_dir, json_output)
@@ -141,7 +143,13 @@ def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count:
             calibration = source_to_calibration_set(
                 source, out_dir / CALIBRATION_NAME, geometry, count, seed, progress=lambda n: progress.advance(task, n)
             )
-    for note in calibration.notes:
+    notes = list(calibration.notes)
+    height, width = calibration.frames.shape[1:]
+    for model, card in cards.items():
+        spec = card.preprocess
+        if spec.geometry == "resize" and spec.height * spec.width > height * width:
+            notes.append(f"calibration frames are {height}x{width}, smaller than {model.name}'s {spec.height}x{spec.width} input: they are upscaled")
+    for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     if not quiet:
         described = calibration.describe()
