@@ -177,6 +177,7 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
     start_epoch, state = 0, None
     if resume:
         config, start_epoch, state = _resume_state(out, config)
+        _console.print(f"resuming {out / LAST} after epoch {start_epoch} of {config.epochs}, with its saved options", highlight=False)
     set_threads(threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -196,8 +197,7 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
             train_set, batch_size=config.batch_size, sampler=RandomSampler(train_set, generator=sampler_seed),
             drop_last=len(train_set) > config.batch_size,
         )
-        model_config = {"name": MODEL_FOR_TASK[config.task], **config.model}
-        model = create_model(model_config["name"], **config.model)
+        model = create_model(MODEL_FOR_TASK[config.task], **config.model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         history: List[Dict[str, Any]] = []
         best_score, best_epoch, best_metrics = -1.0, -1, {}
@@ -212,18 +212,7 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
         for epoch in range(start_epoch, config.epochs):
             train_set.set_epoch(epoch)  # type: ignore[attr-defined]
             sampler_seed.manual_seed(config.seed * 100_003 + epoch)
-            model.train()
-            losses = []
-            for step, (x, y) in enumerate(loader, start=epoch * len(loader)):
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, total_steps, config.lr)
-                loss = loss_fn(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                if progress is not None:
-                    progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses[-20:]):.4f}")
+            losses = _train_epoch(model, loader, optimizer, loss_fn, epoch, total_steps, config, progress, bar)
             record: Dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 metrics = validate(config, model, val_loader)
@@ -240,6 +229,24 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
             _save(out / LAST, model, config, spec, record.get("val", best_metrics), extra)
             _write_metrics(out, config, history, best_epoch, best_metrics, data.problems, time.perf_counter() - started)
     return TrainResult(out, best_epoch, best_metrics, data.problems, time.perf_counter() - started)
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, loss_fn: Any, epoch: int,
+                 total_steps: int, config: TrainConfig, progress: Optional[Progress], bar: Any) -> List[float]:
+    """One pass over the training loader; returns the step losses."""
+    model.train()
+    losses: List[float] = []
+    for step, (x, y) in enumerate(loader, start=epoch * len(loader)):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, total_steps, config.lr)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses[-20:]):.4f}")
+    return losses
 
 
 def _progress(show: bool):
@@ -346,19 +353,36 @@ def evaluate(checkpoint: Path, data_dir: Path, *, threads: Optional[int] = None,
             metrics = classification_metrics(probs, labels, float(meta.thresholds["defect"]))
         else:
             metrics = _segmenter_metrics(model, loader, meta.thresholds, progress)
-    metrics.update({"checkpoint": str(checkpoint), "data": str(data_dir), "skipped": {"count": len(data.problems), "problems": data.problems}})
+    metrics.update({
+        "task": meta.task, "checkpoint": {"file": Path(checkpoint).name, "sha256": meta.sha256}, "data": str(data_dir),
+        "skipped": {"count": len(data.problems), "problems": data.problems},
+    })
     return metrics
 
 
 def _segmenter_metrics(model: nn.Module, loader: DataLoader, thresholds: Dict[str, Any], progress: Optional[Progress]) -> Dict[str, Any]:
+    """Kaggle Dice per class and mean, plus the two halves it averages: Dice where a defect exists,
+    and the share of defect-free (image, class) pairs predicted empty (each of those scores 1 or 0)."""
     scores: List[List[float]] = [[] for _ in range(NUM_CLASSES)]
+    defective: List[float] = []
+    empty_hits: List[bool] = []
     bar = progress.add_task("evaluating", total=len(loader.dataset)) if progress else None  # type: ignore[arg-type]
     for probs, masks in _batches(model, loader):
         for p, m in zip(probs, masks):
             predicted = apply_thresholds(p, thresholds["probability"], thresholds["min_area"])
             for c in range(NUM_CLASSES):
-                scores[c].append(dice(predicted[c], m[c]))
+                score = dice(predicted[c], m[c])
+                scores[c].append(score)
+                if m[c].any():
+                    defective.append(score)
+                else:
+                    empty_hits.append(score == 1.0)
             if progress is not None:
                 progress.advance(bar, 1)
     per_class = [float(np.mean(s)) for s in scores]
-    return {"dice_per_class": per_class, "mean_dice": float(np.mean(per_class)), "thresholds": thresholds, "images": len(scores[0])}
+    return {
+        "dice_per_class": per_class, "mean_dice": float(np.mean(per_class)),
+        "dice_where_defect": float(np.mean(defective)) if defective else float("nan"),
+        "empty_predicted_empty": float(np.mean(empty_hits)) if empty_hits else float("nan"),
+        "thresholds": thresholds, "images": len(scores[0]),
+    }

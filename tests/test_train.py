@@ -202,3 +202,31 @@ def test_evaluate_uses_the_checkpoint_thresholds(tiny_data, tmp_path):
     metrics = evaluate(tmp_path / "best.pt", tiny_data, threads=1, show_progress=False)
     assert metrics["images"] == 10 and len(metrics["dice_per_class"]) == 4
     assert metrics["mean_dice"] == pytest.approx(np.mean(metrics["dice_per_class"]))
+
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    result = CliRunner().invoke(app, ["train", "evaluate", str(tmp_path / "best.pt"), "--data", str(tiny_data), "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best.pt"]["mean_dice"] == pytest.approx(metrics["mean_dice"])
+
+
+def test_bundled_demo_models_match_their_metrics():
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    import edgeseg.assets
+    from edgeseg.models import load_checkpoint
+
+    assets = Path(edgeseg.assets.__file__).parent
+    metrics = json.loads((assets / "demo_metrics.json").read_text())
+    for name, task in (("classifier.pt", "classifier"), ("segmenter.pt", "segmenter")):
+        _, meta = load_checkpoint(assets / name)
+        assert meta.task == task and metrics[name]["task"] == task
+        assert metrics[name]["checkpoint"]["sha256"] == meta.sha256, f"{name} changed since demo_metrics.json was measured"
+    assert metrics["classifier.pt"]["accuracy"] >= 0.95
+    assert metrics["segmenter.pt"]["mean_dice"] >= 0.85
+    _, seg = load_checkpoint(assets / "segmenter.pt")
+    assert len(seg.thresholds["probability"]) == len(seg.thresholds["min_area"]) == 4
+    assert (seg.preprocess.height, seg.preprocess.width) == (256, 1600)

@@ -138,25 +138,30 @@ def classifier(
 @app.command("evaluate")
 @cli_errors
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A .pt written by `edgeseg train` (best.pt).")],
+    checkpoints: Annotated[List[Path], typer.Argument(help="One or more .pt files written by `edgeseg train` (best.pt).")],
     data: DataOption,
     threads: ThreadsOption = None,
     limit: LimitOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Score a checkpoint with its own thresholds on a whole folder, e.g. a held-out synthetic set."""
+    """Score checkpoints with their own thresholds on a whole folder, e.g. a held-out synthetic set.
+
+    Segmenter: per-class and mean Kaggle Dice at model resolution; classifier: accuracy, precision,
+    recall, F1 at its threshold, and ROC AUC. --json prints {checkpoint file name: metrics}.
+    """
     from edgeseg.train import evaluate as run_evaluate
 
-    metrics = run_evaluate(checkpoint, data, threads=threads, limit=limit)
+    results = {path.name: run_evaluate(path, data, threads=threads, limit=limit) for path in checkpoints}
     if json_output:
-        print_json(metrics)
+        print_json(results)
         return
-    table = Table(title=f"{checkpoint} on {data} ({metrics['images']} images)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:.4f}")
-        elif key == "dice_per_class":
-            table.add_row(key, " ".join(f"{v:.3f}" for v in value))
-    out.print(table)
+    for name, metrics in results.items():
+        table = Table(title=f"{name} on {data} ({metrics['images']} images)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                table.add_row(key, f"{value:.4f}")
+            elif key == "dice_per_class":
+                table.add_row(key, " ".join(f"{v:.3f}" for v in value))
+        out.print(table)
