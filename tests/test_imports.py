@@ -31,3 +31,17 @@ def test_help_works_without_heavy_imports():
         "sys.exit(1 if 'torch' in sys.modules else 0)\n"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_atomic_output_files_follow_umask(tmp_path):
+    import os
+
+    from edgeseg.files import atomic_output
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
