@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from bench_pipeline import machine
+from bench_pipeline import machine, write_results
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
@@ -37,7 +37,6 @@ from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
-from edgeseg.files import atomic_output
 
 TARGET = 1.8
 VARIANTS = ("fp32", "int8-cpu", "int8-trt")
@@ -193,12 +192,7 @@ def main() -> None:
         result["machine"]["load_average_1m_end"] = _load()
     segmenter = result["models"]["segmenter"]["variants"]["int8-cpu"]["ratio_vs_fp32"]
     result["target"]["met"] = segmenter >= TARGET
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(args.out / f"{args.name}.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_output(args.out / f"{args.name}.md") as tmp:
-        tmp.write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, args.name, result, markdown(result))
 
 
 def _models(segmenter: Optional[Path], classifier: Optional[Path], folder: Path) -> Any:

@@ -64,6 +64,16 @@ def machine() -> Dict[str, Any]:
     return info
 
 
+def write_results(folder: Path, name: str, result: Dict[str, Any], table: str) -> None:
+    """Every benchmark's output: `<name>.json` for machines and `<name>.md` for people, both atomic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_output(folder / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_output(folder / f"{name}.md") as tmp:
+        tmp.write_text(table)
+    print(table)
+
+
 def decode_all(video: Path) -> List[np.ndarray]:
     with open_source(video) as source:
         return [frame.image for frame in source]
@@ -189,12 +199,7 @@ def main() -> None:
         "pipeline_latency_ms": last_report.get("latency_ms", {}),
         "figures": figures,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(args.out / f"{args.name}.json") as tmp_json:
-        tmp_json.write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_output(args.out / f"{args.name}.md") as tmp_md:
-        tmp_md.write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, args.name, result, markdown(result))
 
 
 def _figure(ratios: List[float], target: Optional[float]) -> Dict[str, Any]:
