@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from edgeseg.edge.preprocess import Preprocess, preprocess, to_gray
+from edgeseg.edge.preprocess import Preprocess, preprocess, resize_to_model, to_gray
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
 
@@ -189,27 +189,11 @@ def load_calibration_set(path: PathLike) -> CalibrationSet:
 
 # -- frames -------------------------------------------------------------------------------------
 def fit_frame(frame: np.ndarray, geometry: Optional[Preprocess]) -> np.ndarray:
-    """Gray uint8 frame after `geometry` (the runtime's own resize), or native when None / "tile".
-
-    Runs `preprocess` with identity normalisation (mean 0, std 1/255, i.e. x = pixel): the
-    resize is the runtime's, not a copy of it, and the float values are the exact uint8 pixels.
-    """
+    """Gray uint8 frame after `geometry` (the runtime's own resize), or native when None / "tile"."""
     gray = to_gray(frame)
     if geometry is None or geometry.geometry == "tile":
         return np.ascontiguousarray(gray)
-    identity = replace(geometry, mean=0.0, std=1.0 / 255.0)
-    return preprocess(gray, identity)[0, 0].astype(np.uint8)
-
-
-def _read_image(path: Path) -> Optional[np.ndarray]:
-    """As the runtime's folder source reads it (cv2.IMREAD_UNCHANGED, 8-bit only); None if unreadable."""
-    try:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
-    if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
-        return None
-    return image
+    return np.ascontiguousarray(resize_to_model(gray, geometry))
 
 
 def _skipped_note(skipped: List[str], what: str) -> List[str]:
@@ -234,7 +218,7 @@ def images_to_calibration_set(
     progress: Progress = None,
 ) -> CalibrationSet:
     """`count` images from a folder (a seeded random choice when it holds more), read like the runtime."""
-    from edgeseg.edge.sources import IMAGE_SUFFIXES
+    from edgeseg.edge.sources import IMAGE_SUFFIXES, read_image
 
     _check_count(count)
     folder = Path(folder)
@@ -250,7 +234,7 @@ def images_to_calibration_set(
     for path in order:  # unreadable files are replaced by the next candidates
         if len(frames) == count:
             break
-        image = _read_image(path)
+        image = read_image(path)
         if progress is not None:
             progress(1)
         if image is None:

@@ -100,6 +100,15 @@ def normalize(gray: np.ndarray, spec: Preprocess, out: Optional[np.ndarray] = No
     return out
 
 
+def resize_to_model(gray: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """The "resize" geometry alone: uint8 HxW -> uint8 at the model size (area down, linear up)."""
+    if gray.shape == (spec.height, spec.width):
+        return gray
+    smaller = gray.shape[0] * gray.shape[1] > spec.height * spec.width
+    interp = cv2.INTER_AREA if smaller else cv2.INTER_LINEAR
+    return cv2.resize(gray, (spec.width, spec.height), interpolation=interp)
+
+
 def preprocess(frame: np.ndarray, spec: Preprocess, out: Optional[np.ndarray] = None) -> np.ndarray:
     """One frame -> float32 NCHW batch: N=1 for "resize", N=tiles for "tile".
 
@@ -112,11 +121,7 @@ def preprocess(frame: np.ndarray, spec: Preprocess, out: Optional[np.ndarray] = 
     elif out.shape != (len(origins), 1, spec.height, spec.width):
         raise EdgesegError(f"preprocess buffer has shape {out.shape}, frame needs {(len(origins), 1, spec.height, spec.width)}")
     if spec.geometry == "resize":
-        if gray.shape != (spec.height, spec.width):
-            smaller = gray.shape[0] * gray.shape[1] > spec.height * spec.width
-            interp = cv2.INTER_AREA if smaller else cv2.INTER_LINEAR
-            gray = cv2.resize(gray, (spec.width, spec.height), interpolation=interp)
-        normalize(gray, spec, out[0])
+        normalize(resize_to_model(gray, spec), spec, out[0])
         return out
     for i, (y, x) in enumerate(origins):
         normalize(gray[y : y + spec.height, x : x + spec.width], spec, out[i])

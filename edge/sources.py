@@ -203,6 +203,17 @@ class _CaptureReader(Reader):
             self._cap = None
 
 
+def read_image(path: Path) -> Optional[np.ndarray]:
+    """An 8-bit image file as OpenCV decodes it (gray, BGR or BGRA); None when unreadable."""
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        return None
+    return image
+
+
 class _ImageReader(Reader):
     """Sorted image files; an unreadable one is skipped and counted as corrupt."""
 
@@ -215,8 +226,8 @@ class _ImageReader(Reader):
         while self._next < len(self._paths):
             path = self._paths[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is not None and image.dtype == np.uint8:
+            image = read_image(path)
+            if image is not None:
                 return image
             self.corrupt += 1
         self.ended = True
