@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import read_card
 from edgeseg.edge.preprocess import preprocess
 from edgeseg.errors import EdgesegError
@@ -82,16 +83,16 @@ class _Outputs:
     classes: List[str] = field(default_factory=list)
 
 
-def _backend(path: Path) -> Any:
+def _backend(path: Path) -> Backend:
     from edgeseg.edge.backends import open_backend
 
     return open_backend(path, "onnxruntime", ort_options={"providers": ["CPUExecutionProvider"]})
 
 
-def _run_classifier(path: Path, data: ValidationSet, progress: Progress) -> Tuple[np.ndarray, float]:
+def classifier_probabilities(backend: Backend, data: ValidationSet, progress: Progress = None) -> Tuple[np.ndarray, float]:
+    """(defect probability per image, the card's gate) from any backend (activated here)."""
     from edgeseg.edge.postprocess import defect_probability
 
-    backend = _backend(path)
     card = backend.card
     probabilities = np.empty(len(data), dtype=np.float64)
     with backend:
@@ -103,11 +104,11 @@ def _run_classifier(path: Path, data: ValidationSet, progress: Progress) -> Tupl
     return probabilities, float(card.thresholds.get("defect", 0.5))
 
 
-def _run_segmenter(path: Path, data: ValidationSet, progress: Progress) -> Tuple[np.ndarray, List[np.ndarray], List[str]]:
+def segmenter_scores(backend: Backend, data: ValidationSet, progress: Progress = None) -> Tuple[np.ndarray, List[np.ndarray], List[str]]:
+    """(Dice per image and class, packed masks per image, class names) from any backend."""
     from edgeseg.edge.postprocess import MaskPostprocess
     from edgeseg.training.metrics import dice
 
-    backend = _backend(path)
     card = backend.card
     post = MaskPostprocess(card)
     scores = np.empty((len(data), len(card.classes)), dtype=np.float64)
@@ -130,9 +131,9 @@ def _run_segmenter(path: Path, data: ValidationSet, progress: Progress) -> Tuple
 def _run(models: Dict[str, Path], data: ValidationSet, progress: Progress) -> _Outputs:
     outputs = _Outputs()
     if "classifier" in models:
-        outputs.probabilities, outputs.gate = _run_classifier(models["classifier"], data, progress)
+        outputs.probabilities, outputs.gate = classifier_probabilities(_backend(models["classifier"]), data, progress)
     if "segmenter" in models:
-        outputs.dice, outputs.masks, outputs.classes = _run_segmenter(models["segmenter"], data, progress)
+        outputs.dice, outputs.masks, outputs.classes = segmenter_scores(_backend(models["segmenter"]), data, progress)
     return outputs
 
 

@@ -70,10 +70,10 @@ class LatencyRecorder:
     def report(self) -> Dict[str, Any]:
         """frames, wall time, fps, gate pass rate and a summary (ms) per stage that ran."""
         wall = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
-        latency = {GLASS_TO_GLASS: _ms(summarize(self._glass))}
+        latency = {GLASS_TO_GLASS: summary_ms(summarize(self._glass))}
         for stage in STAGES:
             if self._stages[stage]:
-                latency[stage] = _ms(summarize(self._stages[stage]))
+                latency[stage] = summary_ms(summarize(self._stages[stage]))
         return {
             "frames": self.frames,
             "wall_s": wall,
@@ -84,7 +84,8 @@ class LatencyRecorder:
         }
 
 
-def _ms(summary: Dict[str, float]) -> Dict[str, float]:
+def summary_ms(summary: Dict[str, float]) -> Dict[str, float]:
+    """A summarize() of seconds in milliseconds (count and cv are unitless)."""
     return {k: (v * 1000.0 if k not in ("count", "cv") else v) for k, v in summary.items()}
 
 

@@ -37,25 +37,25 @@ def _root(
     """edgeseg: defect inspection at line speed."""
 
 
+# Command modules import their heavy dependencies inside the commands: registering them is cheap.
+from edgeseg.commands import bench as _bench  # noqa: E402
+from edgeseg.commands import calibrate as _calibrate  # noqa: E402
+from edgeseg.commands import data as _data  # noqa: E402
+from edgeseg.commands import engine as _engine  # noqa: E402
+from edgeseg.commands import export as _export  # noqa: E402
 from edgeseg.commands import info as _info  # noqa: E402
+from edgeseg.commands import run as _run  # noqa: E402
+from edgeseg.commands import train as _train  # noqa: E402
 
 app.command("info")(_info.info)
-from edgeseg.commands import run as _run  # noqa: E402
-
 app.command("run")(_run.run)
-from edgeseg.commands import export as _export  # noqa: E402
-
 app.command("export")(_export.export)
-from edgeseg.commands import calibrate as _calibrate  # noqa: E402
-
 app.command("calibrate")(_calibrate.calibrate)
-from edgeseg.commands import engine as _engine  # noqa: E402
-
 app.command("build-engine")(_engine.build_engine)
-from edgeseg.commands import data as _data, train as _train  # noqa: E402
-
+app.command("bench")(_bench.bench)
 app.add_typer(_data.app, name="data")
 app.add_typer(_train.app, name="train")
+
 
 def main() -> None:
     app()

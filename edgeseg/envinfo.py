@@ -7,6 +7,7 @@ initialises CUDA contexts or imports torch.
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import re
 import subprocess
@@ -68,6 +69,25 @@ def nvpmodel_mode(text: str) -> Optional[str]:
     return match.group(1).strip() if match else None
 
 
+def cpu_info(cpuinfo: str = "") -> Dict[str, Any]:
+    """CPU model, logical cores and the SIMD features inference speed depends on (AVX2, AVX-512,
+    VNNI for INT8, AMX; NEON/asimd on ARM), from /proc/cpuinfo where there is one."""
+    if not cpuinfo and Path("/proc/cpuinfo").is_file():
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    model = ""
+    flags: List[str] = []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = value.split()
+    model = model or platform.processor() or platform.machine()
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "asimd", "sve", "neon")) or "vnni" in f or f == "i8mm")
+    return {"model": model, "logical_cores": os.cpu_count(), "simd": simd}
+
+
 def _opencv() -> Dict[str, Any]:
     import cv2
 
@@ -115,12 +135,20 @@ def _power_mode() -> Optional[str]:
     return nvpmodel_mode(result.stdout)
 
 
+def benchmark_environment() -> Dict[str, Any]:
+    """collect() plus the 1-minute load average when a benchmark starts: a busy machine skews figures."""
+    info = collect()
+    info["load_average_1m"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return info
+
+
 def collect() -> Dict[str, Any]:
     """Everything `edgeseg info` shows, as plain JSON-able data."""
     return {
         "edgeseg": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": f"{platform.platform()} {platform.machine()}",
+        "cpu": _soft(cpu_info),
         "numpy": _soft(lambda: _module_version("numpy")),
         "opencv": _soft(_opencv),
         "onnxruntime": _soft(_onnxruntime),

@@ -23,6 +23,16 @@ def test_parsers_read_jetson_formats():
     assert envinfo.nvpmodel_mode("") is None
 
 
+def test_cpu_info_reads_x86_and_jetson_cpuinfo():
+    x86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6338\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni amx_int8\n"
+    info = envinfo.cpu_info(x86)
+    assert info["model"] == "Intel(R) Xeon(R) Gold 6338"
+    assert info["simd"] == ["amx_int8", "avx", "avx2", "avx512_vnni", "avx512f", "fma"]
+    orin = "processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp\n"
+    assert envinfo.cpu_info(orin)["simd"] == ["asimd", "asimddp", "asimdhp"]
+    assert envinfo.cpu_info()["logical_cores"] >= 1  # this machine
+
+
 def test_opencv_gstreamer_from_this_build_and_a_jetson_build():
     here = envinfo.opencv_gstreamer(cv2.getBuildInformation())
     assert here is not None and (here.startswith("YES") or here == "NO")

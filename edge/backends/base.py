@@ -93,6 +93,12 @@ class Backend(abc.ABC):
         """One line for logs and reports, e.g. "onnxruntime 1.17 (CPUExecutionProvider)"."""
         return self.kind
 
+    @property
+    def runs_on(self) -> str:
+        """"cpu" or "cuda": where the model computes (valid once active), e.g. to pick the
+        reference rate a benchmark compares its FLOP/s with."""
+        return "cpu"
+
     # -- what a backend implements --------------------------------------------------------------
     @abc.abstractmethod
     def _activate_impl(self) -> None:

@@ -90,6 +90,10 @@ class OnnxRuntimeBackend(Backend):
         used = ", ".join(self._session.get_providers()) if self._session is not None else "inactive"
         return f"onnxruntime {ort.__version__} ({used})"
 
+    @property
+    def runs_on(self) -> str:
+        return self._device
+
     def _activate_impl(self) -> None:
         ort = require("onnxruntime", "the ONNX Runtime backend")
         options = ort.SessionOptions()

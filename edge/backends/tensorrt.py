@@ -110,6 +110,10 @@ class TensorRTBackend(Backend):
         trt = require("tensorrt", "the TensorRT backend")
         return f"tensorrt {trt.__version__} on {self.gpu_name} ({self.card.artifact.get('precision', '?')})"
 
+    @property
+    def runs_on(self) -> str:
+        return "cuda"
+
     # -- lifecycle (each step runs in the CUDA thread) ---------------------------------------------
     def _activate_impl(self) -> None:
         self._cuda = self._shared_thread or CudaThread(self.device)

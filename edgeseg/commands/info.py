@@ -12,7 +12,10 @@ MISSING = "not installed"
 
 def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(component, value) lines for the table; None reads "not installed" / "none"."""
-    lines: List[Tuple[str, str]] = [(key, _text(info[key])) for key in ("edgeseg", "python", "platform", "numpy")]
+    lines: List[Tuple[str, str]] = [(key, _text(info[key])) for key in ("edgeseg", "python", "platform")]
+    cpu = info["cpu"]
+    lines.append(("cpu", f"{cpu['model']}, {cpu['logical_cores']} logical cores, {' '.join(cpu['simd']) or 'no SIMD flags read'}" if isinstance(cpu, dict) else _text(cpu)))
+    lines.append(("numpy", _text(info["numpy"])))
     opencv = info["opencv"]
     lines.append(("opencv", f"{opencv['version']} (GStreamer: {opencv['gstreamer'] or 'unknown'})" if isinstance(opencv, dict) else _text(opencv)))
     ort = info["onnxruntime"]
@@ -38,7 +41,7 @@ def _text(value: Any, none: str = MISSING) -> str:
 
 @cli_errors
 def info(json_output: JsonOption = False) -> None:
-    """Show edgeseg's environment: Python, numpy, OpenCV (+GStreamer), ONNX Runtime providers,
+    """Show edgeseg's environment: Python, CPU and its SIMD features, numpy, OpenCV (+GStreamer), ONNX Runtime providers,
     TensorRT, pycuda, CUDA driver, GPUs and compute capability, Jetson model, L4T and power mode.
 
     Every probe fails soft: a missing or broken component is reported, never fatal."""

@@ -1,0 +1,187 @@
+"""A bench document (suite.SCHEMA) as tables for people: rich, markdown, and a PNG chart.
+
+One row model: `rows()` lists the cells once, and both the terminal and the markdown table are
+made from it, so they never disagree.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from edgeseg.edge.latency import UNSTABLE_CV
+
+COLUMNS = (
+    "model", "backend", "precision", "batch", "host p50 ms", "p90", "p99", "compute p50 ms", "h2d ms", "d2h ms",
+    "images/s", "x base", "GFLOP/s", "% GEMM", "cv", "accuracy",
+)  # fmt: skip
+PIPELINE_COLUMNS = ("backend", "precision", "frames", "FPS", "gate pass", "glass-to-glass p50 ms", "p99 ms", "segmenter mean ms")
+
+
+def _num(value: Optional[float], digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _accuracy(acc: Optional[Dict[str, Any]]) -> str:
+    if not acc:
+        return "-"
+    if "mean_dice" in acc:
+        per_class = " ".join(f"{v:.3f}" for v in acc["dice_per_class"].values())
+        return f"Dice {acc['mean_dice']:.3f} ({per_class})"
+    return f"recall {acc.get('recall', float('nan')):.3f} acc {acc.get('accuracy', float('nan')):.3f}"
+
+
+def rows(document: Dict[str, Any]) -> List[List[str]]:
+    """Table cells (strings, COLUMNS order) of every measured row."""
+    ratios = document.get("ratios", {})
+    table = []
+    for r in document["results"]:
+        if "throughput" not in r:
+            continue
+        lat = r["latency_ms"]
+        part = lambda key: _num(lat[key]["median"], 3) if key in lat else "-"  # noqa: E731
+        ratio = ratios.get(f"{r['name']} b{r['batch']}", {}).get(f"{r['backend']} {r['precision']}")
+        efficiency = r.get("efficiency")
+        cv = r.get("cv")
+        table.append(
+            [
+                r["name"],
+                r["backend"],
+                r["precision"] + (f" ({r['flavour']})" if r.get("flavour") else ""),
+                str(r["batch"]),
+                _num(lat["host"]["median"]),
+                _num(lat["host"]["p90"]),
+                _num(lat["host"]["p99"]),
+                part("compute"),
+                part("h2d"),
+                part("d2h"),
+                _num(r["throughput"], 1),
+                _num(ratio),
+                _num(r.get("gflops_per_s"), 1),
+                _num(efficiency * 100 if efficiency is not None else None, 0),
+                _num(cv, 3) + (" !" if cv is not None and cv > UNSTABLE_CV else ""),
+                _accuracy(r.get("accuracy")),
+            ]
+        )
+    return table
+
+
+def pipeline_rows(document: Dict[str, Any]) -> List[List[str]]:
+    table = []
+    for p in document.get("pipeline", []):
+        lat = p["latency_ms"]
+        g2g = lat.get("glass_to_glass", {})
+        table.append(
+            [
+                p["backend"],
+                p["precision"],
+                str(p["frames"]),
+                _num(p["fps"], 1),
+                f"{p['gate_pass_rate']:.0%}",
+                _num(g2g.get("median")),
+                _num(g2g.get("p99")),
+                _num(lat.get("segmenter", {}).get("mean")),
+            ]
+        )
+    return table
+
+
+def skipped(document: Dict[str, Any]) -> List[str]:
+    """"segmenter tensorrt fp16: <why and how to fill it>" for every cell that did not run."""
+    return [f"{r['name']} {r['backend']} {r['precision']}: {r['skipped']}" for r in document["results"] if "skipped" in r]
+
+
+def unstable(document: Dict[str, Any]) -> List[str]:
+    return [f"{r['name']} {r['backend']} {r['precision']} b{r['batch']} (cv {r['cv']:.2f})" for r in document["results"] if r.get("unstable")]
+
+
+def summary_line(document: Dict[str, Any]) -> str:
+    env = document["environment"]
+    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+    gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+    ort = env.get("onnxruntime") if isinstance(env.get("onnxruntime"), dict) else {}
+    s = document["settings"]
+    parts = [
+        document["date"],
+        f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores)",
+        ", ".join(g["name"] for g in gpus) or "no GPU",
+        f"TensorRT {env.get('tensorrt') or 'n/a'}",
+        f"onnxruntime {ort.get('version', 'n/a')}",
+        f"torch {env.get('torch') or 'n/a'}",
+        f"warm-up {s['warmup_s']} s, >= {s['min_iterations']} iterations and >= {s['duration_s']} s per cell",
+        f"baseline {s['baseline']}",
+    ]
+    jetson = env.get("jetson")
+    if isinstance(jetson, dict):
+        parts.insert(2, f"{jetson.get('model')} L4T {jetson.get('l4t')} power mode {jetson.get('power_mode')}")
+    for device, rate in (document.get("matmul") or {}).items():
+        if rate:
+            parts.append(f"{device} GEMM {rate['gflops']:.0f} GFLOP/s ({rate['dtype']})")
+    return " · ".join(parts)
+
+
+def rich_tables(document: Dict[str, Any]) -> List[Any]:
+    from rich.table import Table
+
+    tables = []
+    table = Table(title="edgeseg bench", title_justify="left", caption=summary_line(document), caption_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "backend", "precision", "accuracy") else "right")
+    for cells in rows(document):
+        table.add_row(*cells)
+    tables.append(table)
+    if document.get("pipeline"):
+        pipe = Table(title=_pipeline_title(document), title_justify="left")
+        for column in PIPELINE_COLUMNS:
+            pipe.add_column(column, justify="left" if column in ("backend", "precision") else "right")
+        for cells in pipeline_rows(document):
+            pipe.add_row(*cells)
+        tables.append(pipe)
+    return tables
+
+
+def _pipeline_title(document: Dict[str, Any]) -> str:
+    p = document["settings"]["pipeline"]
+    return f"end to end: classifier -> gate -> ResUNet over {p['frames']} synthetic strips, {p['prevalence']:.0%} defective"
+
+
+def markdown(document: Dict[str, Any]) -> str:
+    lines = ["# edgeseg bench", "", summary_line(document), ""]
+    lines += _md_table(COLUMNS, rows(document))
+    if document.get("pipeline"):
+        lines += ["", f"## {_pipeline_title(document)}", ""] + _md_table(PIPELINE_COLUMNS, pipeline_rows(document))
+    notes = [f"- not run: {line}" for line in skipped(document)]
+    notes += [f"- unstable (cv > {UNSTABLE_CV}): {line}" for line in unstable(document)]
+    notes += [f"- {key}: {value}" for key, value in (document.get("notes") or {}).items()]
+    if document.get("interrupted"):
+        notes.append("- interrupted: the run was stopped before every cell was measured")
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    lines += [
+        "",
+        "host: wall time of one inference call (input copy to numpy outputs); compute: the model alone "
+        "(CUDA events on GPU backends); x base: throughput over the baseline row of the same model and batch; "
+        "% GEMM: achieved FLOP/s (FP32-graph FLOPs / median compute) over the measured FP32 GEMM rate of the device.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(columns: Sequence[str], cells: List[List[str]]) -> List[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(row) + " |" for row in cells]
+
+
+def chart(document: Dict[str, Any], path: Path) -> Optional[Path]:
+    """Host latency (median, whisker min..p99) by backend and precision, one panel per model and
+    batch; None when nothing was measured."""
+    from edgeseg.bench.chart import Bar, bar_chart
+
+    groups: Dict[str, List[Any]] = {}
+    for r in document["results"]:
+        if "throughput" in r:
+            host = r["latency_ms"]["host"]
+            groups.setdefault(f"{r['name']} batch {r['batch']}", []).append(
+                Bar(f"{r['backend']} {r['precision']}", host["median"], host["min"], host["p99"])
+            )
+    if not groups:
+        return None
+    return bar_chart(path, "edgeseg bench: host latency per inference (median, min-p99)", groups, unit="ms")

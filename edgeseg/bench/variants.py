@@ -1,0 +1,177 @@
+"""The benchmark matrix: which artifact runs each model × backend × precision, or why none can.
+
+An FP32 ONNX (with its card) stands for its whole family, found by edgeseg's file names:
+  onnxruntime  fp32 `m.onnx` · fp16 `m.fp16.onnx` (made on the fly when missing) ·
+               int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour); `<engines>/m.<p>.ort.onnx`
+               from `edgeseg build-engine --backend onnxruntime` is preferred when present
+  tensorrt     `<engines>/m.<p>.engine` (built by `edgeseg build-engine`)
+  pytorch      the checkpoint named in the card, eager; fp16 on CUDA only, no int8
+Any other artifact (an engine, an FP16 or QDQ ONNX) is benchmarked as given. A cell that cannot
+run here stays in the matrix with the reason and the command that would fill it, so a report
+from a CPU machine says plainly that it has no TensorRT figures rather than leaving them out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from edgeseg.edge.backends import Backend, artifact_backend, open_backend
+from edgeseg.edge.card import ModelCard, read_card
+from edgeseg.errors import EdgesegError
+from edgeseg.export.engine import base_name
+from edgeseg.lazy import available
+
+BACKENDS = ("tensorrt", "onnxruntime", "pytorch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class Variant:
+    """One cell of the matrix. `artifact` is what runs (None when skipped); `reference` is the FP32
+    ONNX of the model (FLOPs are counted from it), when known."""
+
+    task: str
+    name: str
+    backend: str
+    precision: str
+    card: ModelCard
+    artifact: Optional[Path] = None
+    reference: Optional[Path] = None
+    skipped: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    @property
+    def flavour(self) -> Optional[str]:
+        return self.card.artifact.get("flavour") if self.backend != "pytorch" else None
+
+    def open(self, threads: int = 0, device: Optional[str] = None) -> Backend:
+        """A not-yet-activated backend for this cell (threads: ONNX Runtime / torch CPU threads)."""
+        if self.artifact is None:
+            raise EdgesegError(f"{self.name} {self.label} cannot run here: {self.skipped}")
+        if self.backend == "pytorch":
+            from edgeseg.bench.torch_backend import TorchBackend
+
+            return TorchBackend(self.artifact, self.card, device=device or "cpu", half=self.precision == "fp16", threads=threads)
+        return open_backend(self.artifact, self.backend, ort_options={"intra_op_threads": threads})
+
+
+def plan(
+    models: Sequence[Path],
+    backends: Sequence[str] = BACKENDS,
+    precisions: Sequence[str] = PRECISIONS,
+    engines: Optional[Path] = None,
+    scratch: Optional[Path] = None,
+    torch_device: str = "cpu",
+) -> List[Variant]:
+    """Every cell for `models`; FP32 ONNX files expand over backends × precisions.
+
+    engines: where built engines / ORT artifacts are (default: beside each ONNX, then ./engines).
+    scratch: a folder for FP16 ONNX made on the fly (no FP16 row from ONNX Runtime without one).
+    """
+    for name, values, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise EdgesegError(f"unknown {name} {', '.join(unknown)}", hint=f"use {', '.join(known)}")
+    cells: List[Variant] = []
+    for model in models:
+        path = Path(model)
+        if not path.is_file():
+            raise EdgesegError(f"model {path} not found", hint="pass exported .onnx files or built .engine files (cards beside them)")
+        card = read_card(path)
+        backend = artifact_backend(path, str(card.artifact.get("format", "")))
+        precision = str(card.artifact.get("precision", "fp32"))
+        if backend == "onnxruntime" and precision == "fp32":
+            for b in backends:
+                for p in precisions:
+                    cells.append(_cell(path, card, b, p, engines, scratch, torch_device))
+        else:
+            reference = _reference(path, card)
+            cells.append(Variant(card.task, base_name(path), backend, precision, card, path, reference, _runnable(backend)))
+    return cells
+
+
+def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Optional[Path], scratch: Optional[Path], torch_device: str) -> Variant:
+    name = base_name(onnx)
+    cell = Variant(card.task, name, backend, precision, card, reference=onnx)
+    cell.skipped = _runnable(backend)
+    if cell.skipped:
+        return cell
+    folders = [f for f in (engines, onnx.parent, Path("engines")) if f is not None]
+    if backend == "tensorrt":
+        found = _first(f / f"{name}.{precision}.engine" for f in folders)
+        hint = f"edgeseg build-engine {onnx} --precision {precision}" + (f" --out {engines}" if engines else "")
+        return _found(cell, found, f"no {name}.{precision}.engine in {', '.join(map(str, folders))}: build it with `{hint}`")
+    if backend == "pytorch":
+        return _torch_cell(cell, onnx, card, precision, torch_device)
+    built = _first(f / f"{name}.{precision}.ort.onnx" for f in folders)
+    if built is not None or precision == "fp32":
+        return _found(cell, built or onnx, "")
+    if precision == "fp16":
+        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export --fp16` or install onnx")
+    found = _first(onnx.parent / f"{name}.int8.{flavour}.qdq.onnx" for flavour in ("cpu", "trt"))
+    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `edgeseg calibrate {onnx} ...`")
+
+
+def _torch_cell(cell: Variant, onnx: Path, card: ModelCard, precision: str, device: str) -> Variant:
+    from edgeseg.bench.torch_backend import checkpoint_of
+
+    if precision == "int8":
+        cell.skipped = "PyTorch eager has no INT8 inference path to compare (ONNX Runtime and TensorRT run the QDQ model)"
+    elif precision == "fp16" and not device.startswith("cuda"):
+        cell.skipped = "PyTorch FP16 is measured on CUDA only (no GPU here)"
+    else:
+        try:
+            cell.artifact = checkpoint_of(onnx, card)
+        except EdgesegError as exc:
+            cell.skipped = str(exc)
+    return cell
+
+
+def _runnable(backend: str) -> str:
+    """Why `backend` cannot run on this machine ("" when it can)."""
+    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda")):
+        return "TensorRT and pycuda are not installed here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
+    if backend == "pytorch" and not available("torch"):
+        return "torch is not installed (pip install torch)"
+    if backend == "onnxruntime" and not available("onnxruntime"):
+        return "onnxruntime is not installed"
+    return ""
+
+
+def _fp16(onnx: Path, name: str, scratch: Optional[Path]) -> Optional[Path]:
+    beside = onnx.parent / f"{name}.fp16.onnx"
+    if beside.is_file():
+        return beside
+    if scratch is None or not available("onnx"):
+        return None
+    from edgeseg.export.fp16 import onnx_to_fp16
+
+    return Path(onnx_to_fp16(onnx, scratch / f"{name}.fp16.onnx").onnx)
+
+
+def _reference(path: Path, card: ModelCard) -> Optional[Path]:
+    """The FP32 ONNX an engine / FP16 / QDQ artifact was made from, when it is still around."""
+    named = card.source.get("onnx")
+    candidates = [Path(str(named)), path.parent / Path(str(named)).name] if named else []
+    candidates.append(path.parent / f"{base_name(path)}.onnx")
+    found = _first(candidates)
+    return found if found is not None and str(read_card(found).artifact.get("precision", "fp32")) == "fp32" else None
+
+
+def _found(cell: Variant, path: Optional[Path], reason: str) -> Variant:
+    if path is None:
+        cell.skipped = reason
+    else:
+        cell.artifact = path
+        if cell.backend != "pytorch":
+            cell.card = read_card(path)
+    return cell
+
+
+def _first(paths: Any) -> Optional[Path]:
+    return next((p for p in paths if p.is_file()), None)
+

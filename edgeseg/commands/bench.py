@@ -1,0 +1,213 @@
+"""`edgeseg bench`: latency, throughput, efficiency and accuracy per model × backend × precision.
+
+A thin shell over edgeseg.bench: plan the matrix (variants), measure it (suite), render it
+(report) and write <out>/<name>.json, .md and .png; or compare two result files (compare).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import typer
+from typing_extensions import Annotated
+
+from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
+from edgeseg.errors import EdgesegError
+
+EXIT_INTERRUPTED = 130
+
+
+@cli_errors
+def bench(
+    models: Annotated[
+        Optional[List[Path]],
+        typer.Argument(
+            help="FP32 ONNX models (each expands to every backend x precision found for it), or engines / FP16 / QDQ "
+            "ONNX benchmarked as given. Default: the bundled demo classifier and segmenter."
+        ),
+    ] = None,
+    backend: Annotated[
+        Optional[List[str]], typer.Option("--backend", "-b", help="tensorrt, onnxruntime, pytorch (repeat the option; default: all).")
+    ] = None,
+    precision: Annotated[Optional[List[str]], typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat; default: all).")] = None,
+    batch: Annotated[Optional[List[int]], typer.Option("--batch", help="Images per inference (repeat for several; default 1).")] = None,
+    warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up runs before timing each cell.")] = 1.0,
+    duration: Annotated[float, typer.Option("--duration", help="Time each cell for at least this many seconds ...")] = 3.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="... and at least this many runs (trtexec's rule).")] = 10,
+    engines: Annotated[
+        Optional[Path], typer.Option("--engines", help="Folder of built engines / ORT artifacts (default: beside each ONNX, then ./engines).")
+    ] = None,
+    validation: Annotated[
+        Optional[Path], typer.Option("--validation", help="Severstal-layout folder (train.csv + train_images/): adds Dice / recall columns.")
+    ] = None,
+    validation_count: Annotated[Optional[int], typer.Option("--validation-count", min=1, help="Use this many strips of it (seeded choice).")] = None,
+    frames: Annotated[int, typer.Option("--frames", min=0, help="Strips in the end-to-end pipeline clip (0 skips the pipeline run).")] = 30,
+    prevalence: Annotated[float, typer.Option("--prevalence", help="Share of defective strips in that clip (the gate's pass rate).")] = 0.3,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / torch CPU threads (0 = their default).")] = 0,
+    baseline: Annotated[str, typer.Option("--baseline", help="The 'backend precision' cell the 'x base' column divides by.")] = "onnxruntime fp32",
+    out_dir: OutDirOption = Path("bench"),
+    name: Annotated[str, typer.Option("--name", help="File name of the results: <out>/<name>.json, .md, .png.")] = "bench",
+    compare: Annotated[
+        Optional[Tuple[Path, Path]], typer.Option("--compare", help="Compare two result files A B instead of measuring (exit 1 on a regression).")
+    ] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="With --compare: the slowdown that counts as a regression (0.05 = 5 %).")] = 0.05,
+    seed: SeedOption = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Benchmark the classifier and ResUNet the way trtexec does, for every backend and precision.
+
+    Each cell: --warmup seconds of warm-up, then timed runs until both --iterations and --duration are met.\n
+    Reported: host latency, compute (CUDA events on TensorRT), H2D and D2H copies, each as mean, median, p90, p95, p99, min and max; throughput; coefficient of variation (above 0.1: flagged unstable).\n
+    Efficiency: achieved GFLOP/s against the machine's measured GEMM rate. Accuracy columns with --validation. End to end: the cascade over a clip at --prevalence.\n
+    Cells that cannot run here (no TensorRT, no engine built) are listed with the command that fills them. Results: <out>/<name>.json (versioned schema, environment block), .md and .png.
+
+    Examples:\n
+      edgeseg bench                                  # bundled demo models, every backend here\n
+      edgeseg bench cls.onnx seg.onnx -b tensorrt -p fp16 -p int8 --engines engines --batch 1 --batch 4\n
+      edgeseg bench --validation strips/ --frames 60 --prevalence 0.1\n
+      edgeseg bench --compare bench/main.json bench/bench.json --threshold 0.05
+    """
+    if compare is not None:
+        if models:
+            raise typer.BadParameter("--compare reads two result files; give no models with it")
+        _compare(compare, threshold, json_output)
+        return
+    from edgeseg.bench.measure import Settings
+    from edgeseg.bench.suite import Options, run_bench
+    from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
+
+    backends = backend or list(BACKENDS)
+    options = Options(
+        settings=Settings(warmup_s=warmup, duration_s=duration, iterations=iterations),
+        batches=batch or [1],
+        threads=threads,
+        torch_device=_torch_device() if "pytorch" in backends else "cpu",
+        validation=validation,
+        validation_count=validation_count,
+        pipeline_frames=frames,
+        prevalence=prevalence,
+        seed=seed,
+        baseline=baseline,
+    )
+    options.check()
+    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
+        cells = plan(models or _demo_models(), backends, precision or list(PRECISIONS), engines, Path(scratch), options.torch_device)
+        runnable = [c for c in cells if c.artifact is not None]
+        if not runnable:
+            reasons = "; ".join(sorted({c.skipped for c in cells}))
+            raise EdgesegError(f"nothing to benchmark here: {reasons}")
+        steps = len(runnable) * len(options.batches) + (len({c.label for c in runnable}) if frames else 0)
+        with _Steps(steps, quiet=json_output) as step:
+            document = run_bench(cells, options, step)
+    files = _write(document, out_dir, name)
+    if json_output:
+        print_json(document)
+    else:
+        _print(document, files)
+    if document["interrupted"]:
+        err.print("interrupted: the files hold what was measured before the stop")
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _demo_models() -> List[Path]:
+    from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+
+    missing = [p for p in (DEMO_CLASSIFIER, DEMO_SEGMENTER) if not p.is_file()]
+    if missing:
+        raise EdgesegError(f"no models given and the bundled demo model {missing[0]} is missing", hint="pass ONNX models: edgeseg bench cls.onnx seg.onnx")
+    return [DEMO_CLASSIFIER, DEMO_SEGMENTER]
+
+
+def _torch_device() -> str:
+    from edgeseg.lazy import available
+
+    if not available("torch"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Steps:
+    """A progress bar over the matrix on stderr; called with each step's description as it starts."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=quiet
+        )
+        self._task = self._progress.add_task("bench", total=total)
+        self._started = 0
+
+    def __call__(self, description: str) -> None:
+        self._progress.update(self._task, completed=self._started, description=description)
+        self._started += 1
+
+    def __enter__(self) -> "_Steps":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+
+def _write(document: Dict[str, Any], out_dir: Path, name: str) -> Dict[str, Path]:
+    """<out>/<name>.json, .md and .png, each written atomically."""
+    import json
+
+    from edgeseg.bench.report import chart, markdown
+    from edgeseg.files import atomic_output, ensure_writable_dir
+
+    folder = ensure_writable_dir(out_dir)
+    files = {"json": folder / f"{name}.json", "markdown": folder / f"{name}.md"}
+    with atomic_output(files["json"]) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    with atomic_output(files["markdown"]) as tmp:
+        tmp.write_text(markdown(document))
+    png = chart(document, folder / f"{name}.png")
+    if png is not None:
+        files["chart"] = png
+    return files
+
+
+def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
+    from edgeseg.bench.report import rich_tables, skipped, unstable
+
+    for table in rich_tables(document):
+        out.print(table)
+    for line in skipped(document):
+        err.print(f"[dim]not run: {line}[/]", highlight=False)
+    for line in unstable(document):
+        err.print(f"[yellow]warning:[/] unstable timing (coefficient of variation > 0.1), close other programs and rerun: {line}", highlight=False)
+    for key, value in (document.get("notes") or {}).items():
+        err.print(f"[dim]{key}: {value}[/]", highlight=False)
+    out.print("results: " + ", ".join(str(p) for p in files.values()), highlight=False)
+
+
+def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> None:
+    from rich.table import Table
+
+    from edgeseg.bench.compare import compare, load, machines
+
+    old, new = load(paths[0]), load(paths[1])
+    changes = compare(old, new, threshold)
+    regressions = [c for c in changes if c.regression]
+    where = machines(old, new)
+    if json_output:
+        print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where,
+                    "changes": [c.to_dict() for c in changes], "regressions": len(regressions)})
+    else:
+        table = Table(title=f"{paths[1]} vs {paths[0]} (regression beyond {threshold:.0%})", title_justify="left")
+        for column in ("cell", "metric", "A", "B", "B / A", ""):
+            table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
+        for c in changes:
+            mark = "[bold red]REGRESSION[/]" if c.regression else ""
+            table.add_row(c.cell, c.metric, f"{c.old:.3f}", "missing" if c.new is None else f"{c.new:.3f}", "-" if c.ratio is None else f"{c.ratio:.3f}", mark)
+        out.print(table)
+    if where[0] != where[1]:
+        err.print(f"[yellow]warning:[/] different machines ({where[0]} vs {where[1]}): the ratios compare the machines too", highlight=False)
+    if regressions:
+        err.print(f"[bold red]{len(regressions)} regression(s)[/] beyond {threshold:.0%}", highlight=False)
+        raise typer.Exit(1)
