@@ -185,3 +185,21 @@ def chart(document: Dict[str, Any], path: Path) -> Optional[Path]:
     if not groups:
         return None
     return bar_chart(path, "edgeseg bench: host latency per inference (median, min-p99)", groups, unit="ms")
+
+
+def write_files(document: Dict[str, Any], folder: Path, name: str, appendix: str = "") -> Dict[str, Path]:
+    """<folder>/<name>.json, .md (+ `appendix`) and .png, each written atomically."""
+    import json
+
+    from edgeseg.files import atomic_output, ensure_writable_dir
+
+    target = ensure_writable_dir(folder)
+    files = {"json": target / f"{name}.json", "markdown": target / f"{name}.md"}
+    with atomic_output(files["json"]) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    with atomic_output(files["markdown"]) as tmp:
+        tmp.write_text(markdown(document) + appendix)
+    png = chart(document, target / f"{name}.png")
+    if png is not None:
+        files["chart"] = png
+    return files

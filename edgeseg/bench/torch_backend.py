@@ -111,3 +111,14 @@ class TorchBackend(Backend):
         self._model = None
         self._events = []
 
+
+
+def default_device() -> str:
+    """"cuda" when this torch sees a GPU, else "cpu" (torch is imported only when installed)."""
+    from edgeseg.lazy import available
+
+    if not available("torch"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -74,7 +74,9 @@ def bench(
         _compare(compare, threshold, json_output)
         return
     from edgeseg.bench.measure import Settings
+    from edgeseg.bench.report import write_files
     from edgeseg.bench.suite import Options, run_bench
+    from edgeseg.bench.torch_backend import default_device
     from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
 
     backends = backend or list(BACKENDS)
@@ -82,7 +84,7 @@ def bench(
         settings=Settings(warmup_s=warmup, duration_s=duration, iterations=iterations),
         batches=batch or [1],
         threads=threads,
-        torch_device=_torch_device() if "pytorch" in backends else "cpu",
+        torch_device=default_device() if "pytorch" in backends else "cpu",
         validation=validation,
         validation_count=validation_count,
         pipeline_frames=frames,
@@ -100,7 +102,7 @@ def bench(
         steps = len(runnable) * len(options.batches) + (len({c.label for c in runnable}) if frames else 0)
         with _Steps(steps, quiet=json_output) as step:
             document = run_bench(cells, options, step)
-    files = _write(document, out_dir, name)
+    files = write_files(document, out_dir, name)
     if json_output:
         print_json(document)
     else:
@@ -117,16 +119,6 @@ def _demo_models() -> List[Path]:
     if missing:
         raise EdgesegError(f"no models given and the bundled demo model {missing[0]} is missing", hint="pass ONNX models: edgeseg bench cls.onnx seg.onnx")
     return [DEMO_CLASSIFIER, DEMO_SEGMENTER]
-
-
-def _torch_device() -> str:
-    from edgeseg.lazy import available
-
-    if not available("torch"):
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class _Steps:
@@ -151,25 +143,6 @@ class _Steps:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.stop()
-
-
-def _write(document: Dict[str, Any], out_dir: Path, name: str) -> Dict[str, Path]:
-    """<out>/<name>.json, .md and .png, each written atomically."""
-    import json
-
-    from edgeseg.bench.report import chart, markdown
-    from edgeseg.files import atomic_output, ensure_writable_dir
-
-    folder = ensure_writable_dir(out_dir)
-    files = {"json": folder / f"{name}.json", "markdown": folder / f"{name}.md"}
-    with atomic_output(files["json"]) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    with atomic_output(files["markdown"]) as tmp:
-        tmp.write_text(markdown(document))
-    png = chart(document, folder / f"{name}.png")
-    if png is not None:
-        files["chart"] = png
-    return files
 
 
 def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
