@@ -88,13 +88,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--frames", type=int, default=30, help="strips in the end-to-end clip")
     parser.add_argument("--prevalence", type=float, default=0.3)
+    parser.add_argument("--validation-strips", type=int, default=VALIDATION_STRIPS, help="held-out synthetic strips for the accuracy columns")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="bench_cpu")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-matrix-") as scratch:
         folder = Path(scratch)
-        validation = write_synthetic(folder / "validation", VALIDATION_STRIPS, seed=VALIDATION_SEED).root
+        validation = write_synthetic(folder / "validation", args.validation_strips, seed=VALIDATION_SEED).root
         cells = plan(args.models or [DEMO_CLASSIFIER, DEMO_SEGMENTER], BACKENDS, PRECISIONS, args.engines, folder, default_device())
         options = Options(
             settings=Settings(args.warmup, args.duration, args.iterations),
@@ -105,7 +106,7 @@ def main() -> None:
             prevalence=args.prevalence,
         )
         document = run_bench(cells, options, lambda step: print(step, flush=True))
-    document["settings"]["validation"] = f"{VALIDATION_STRIPS} synthetic strips, seed {VALIDATION_SEED}"
+    document["settings"]["validation"] = f"{args.validation_strips} synthetic strips, seed {VALIDATION_SEED}"
     document["targets"] = targets(document)
     files = write_files(document, args.out, args.name, targets_markdown(document["targets"]))
     print(files["markdown"].read_text())
