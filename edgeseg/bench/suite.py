@@ -1,8 +1,18 @@
 """Run the matrix: per cell and batch size the timing loop, FLOP/s against the machine's GEMM rate
 and (with a validation set) accuracy; then the whole cascade end to end per backend × precision.
 
-The result is one JSON-able document (schema SCHEMA, see report.py for its tables). Ctrl-C
-stops between steps and keeps what was measured, marked "interrupted".
+The result is one JSON-able document; report.py renders it, compare.py diffs two of them.
+Schema "edgeseg.bench/1" (a change that breaks readers bumps the number):
+  date, environment (edgeseg info + load average), settings, matmul {device: GEMM rate},
+  results: one row per model x backend x precision x batch —
+    measured: model, name, backend, precision, flavour, artifact, batch, describe, device, input,
+      iterations, warmup_iterations, wall_s, throughput (images/s), cv, unstable,
+      latency_ms {host, compute[, h2d, d2h]: count mean median p90 p95 p99 min max std cv},
+      gflops_per_run, gflops_per_s, matmul_gflops_per_s, efficiency[, accuracy]
+    not run: model, name, backend, precision, flavour, artifact, skipped (why, and the fix)
+  ratios {"<name> b<batch>": {"<backend> <precision>": throughput / baseline}},
+  pipeline: [backend, precision, frames, defective_frames, fps, gate_pass_rate, latency_ms],
+  notes {what could not be counted}, interrupted (Ctrl-C stops between steps, keeps the rest).
 """
 from __future__ import annotations
 
