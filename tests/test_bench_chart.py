@@ -1,0 +1,67 @@
+"""The bench bar chart: bars scaled to their values, one colour per backend, n/a rows bare."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.bench.chart import WIDTH, Bar, bar_chart
+from edgeseg.errors import EdgesegError
+
+
+def _bars(image):
+    """[(length in px, BGR colour)] of the filled bars, top to bottom: bands of rows holding
+    saturated pixels (text, grid and whiskers are grey), each bar's length its longest row run."""
+    saturated = (image.max(axis=2).astype(int) - image.min(axis=2)) > 60
+    rows = np.flatnonzero(saturated.any(axis=1))
+    found = []
+    for band in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
+        lengths = saturated[band].sum(axis=1)
+        row = band[int(np.argmax(lengths))]
+        columns = np.flatnonzero(saturated[row])
+        assert columns[-1] - columns[0] + 1 == len(columns), "a bar is one solid run"
+        found.append((len(columns), tuple(int(c) for c in image[row, columns[0]])))
+    return found
+
+
+def test_bar_lengths_follow_values_and_colours_follow_backends(tmp_path):
+    groups = {
+        "segmenter": [
+            Bar("tensorrt fp16", 2.0, low=1.8, high=2.6),
+            Bar("onnxruntime fp32", 10.0),
+            Bar("pytorch fp32", math.nan),
+            Bar("onnxruntime int8", 7.0, low=6.5, high=9.0),
+        ],
+        "classifier": [Bar("tensorrt fp16", 0.5), Bar("onnxruntime fp32", 1.5, low=1.2, high=1.9), Bar("pytorch fp32", -1.0)],
+    }
+    path = bar_chart(tmp_path / "latency.png", "latency per backend", groups)
+    assert path == tmp_path / "latency.png" and sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[1] == WIDTH and image.shape[0] > 300
+    assert (image < 200).any(axis=2).mean() > 0.01  # text, bars and axes, not a blank page
+
+    bars = _bars(image)
+    assert len(bars) == 5, bars  # the two n/a rows draw nothing
+    (trt, _), (ort, _), (ort_int8, _), (trt_cls, _), (ort_cls, _) = bars
+    assert trt / ort == pytest.approx(2.0 / 10.0, rel=0.03)
+    assert ort_int8 / ort == pytest.approx(7.0 / 10.0, rel=0.03)
+    assert trt_cls / ort_cls == pytest.approx(0.5 / 1.5, rel=0.03)
+    colours = [colour for _, colour in bars]
+    assert colours[0] == colours[3] and colours[1] == colours[2] == colours[4] and colours[0] != colours[1]
+
+
+def test_chart_grows_with_bars(tmp_path):
+    one = cv2.imread(str(bar_chart(tmp_path / "one.png", "t", {"g": [Bar("onnxruntime fp32", 1.0)]})))
+    many = cv2.imread(str(bar_chart(tmp_path / "many.png", "t", {"g": [Bar(f"custom{i} fp32", i + 1.0) for i in range(8)]})))
+    assert many.shape[0] > one.shape[0] and many.shape[1] == one.shape[1] == WIDTH
+    assert len(_bars(many)) == 8 and len({colour for _, colour in _bars(many)}) > 1
+
+
+def test_nothing_to_chart_is_an_error(tmp_path):
+    with pytest.raises(EdgesegError, match="no groups"):
+        bar_chart(tmp_path / "c.png", "t", {})
+    with pytest.raises(EdgesegError, match="classifier"):
+        bar_chart(tmp_path / "c.png", "t", {"segmenter": [Bar("onnxruntime fp32", 1.0)], "classifier": []})
+    with pytest.raises(EdgesegError, match="PNG"):
+        bar_chart(tmp_path / "c.jpg", "t", {"segmenter": [Bar("onnxruntime fp32", 1.0)]})
+    assert list(tmp_path.iterdir()) == []
