@@ -53,7 +53,8 @@ class Measurement:
 
     @property
     def throughput(self) -> float:
-        """Images per second over the timed phase (iterations x batch / wall time)."""
+        """Model inputs per second over the timed phase (iterations x batch / wall time); for a
+        tiled model an input is a tile, as trtexec counts a batch."""
         return self.iterations * self.batch / self.wall_s if self.wall_s > 0 else 0.0
 
     def latency_ms(self) -> Dict[str, Dict[str, float]]:
