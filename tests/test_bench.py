@@ -124,6 +124,23 @@ def test_plan_takes_a_qdq_model_as_given_and_refuses_a_replaced_checkpoint(famil
     assert [(c.backend, c.precision, c.artifact) for c in as_given] == [("onnxruntime", "fp16", fp16)]
 
 
+def test_an_engine_given_alone_counts_flops_from_its_source_onnx(family, tmp_path):
+    """Planning only (no TensorRT here): the engine's cell names its source ONNX and why it cannot run."""
+    from edgeseg.edge.card import write_card
+
+    for src in (family["segmenter"], card_path(family["segmenter"])):
+        shutil.copy(src, tmp_path / src.name)
+    card = read_card(tmp_path / "segmenter.onnx")
+    card.artifact = {"format": "tensorrt", "precision": "fp16", "tensorrt": "10.3.0"}
+    card.source = dict(card.source, onnx="segmenter.onnx")
+    engine = tmp_path / "segmenter.fp16.engine"
+    engine.write_bytes(b"plan bytes are never read while planning")
+    write_card(engine, card)
+    (cell,) = plan([engine])
+    assert (cell.backend, cell.precision, cell.reference) == ("tensorrt", "fp16", tmp_path / "segmenter.onnx")
+    assert "TensorRT" in cell.skipped
+
+
 def test_torch_backend_matches_onnx_runtime(family):
     cells = {c.label: c for c in plan([family["segmenter"]], backends=["onnxruntime", "pytorch"], precisions=["fp32"])}
     card = read_card(family["segmenter"])

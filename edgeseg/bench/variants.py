@@ -154,12 +154,13 @@ def _fp16(onnx: Path, name: str, scratch: Optional[Path]) -> Optional[Path]:
 
 
 def _reference(path: Path, card: ModelCard) -> Optional[Path]:
-    """The FP32 ONNX an engine / FP16 / QDQ artifact was made from, when it is still around."""
-    named = card.source.get("onnx")
-    candidates = [Path(str(named)), path.parent / Path(str(named)).name] if named else []
-    candidates.append(path.parent / f"{base_name(path)}.onnx")
-    found = _first(candidates)
-    return found if found is not None and str(read_card(found).artifact.get("precision", "fp32")) == "fp32" else None
+    """The ONNX graph FLOPs are counted from: the artifact itself when it is ONNX (FP16 and QDQ
+    graphs count the same as FP32), else the ONNX an engine was built from, if it is still around."""
+    if card.artifact.get("format", "onnx") == "onnx":
+        return path
+    names = [str(card.source[key]) for key in ("onnx", "fp32_onnx") if card.source.get(key)]
+    candidates = [folder / Path(name).name for name in names for folder in (path.parent, Path.cwd())]
+    return _first(candidates + [path.parent / f"{base_name(path)}.onnx"])
 
 
 def _found(cell: Variant, path: Optional[Path], reason: str) -> Variant:
