@@ -271,3 +271,17 @@ def test_compare_counts_a_lost_cell_and_refuses_foreign_files(tmp_path):
 def test_cli_says_when_nothing_can_run(family):
     result = runner.invoke(app, ["bench", str(family["classifier"]), "-b", "tensorrt"])
     assert result.exit_code == 1 and "nothing to benchmark here" in result.stderr and "TensorRT" in result.stderr
+
+
+@pytest.mark.gpu
+def test_torch_backend_on_cuda_times_copies_and_matches_cpu(family):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    cell = plan([family["segmenter"]], backends=["pytorch"], precisions=["fp32"], torch_device="cuda")[0]
+    card = read_card(family["segmenter"])
+    feed = sample_feed(card, 2)
+    with cell.open(device="cpu") as cpu, cell.open(device="cuda") as gpu:
+        expected, got = cpu.infer(feed)[card.output.name], gpu.infer(feed)[card.output.name]
+        assert gpu.runs_on == "cuda" and set(gpu.timings) == {"h2d", "compute", "d2h"}
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)

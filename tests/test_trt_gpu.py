@@ -189,3 +189,25 @@ def test_implicit_int8_on_tensorrt_11_says_so(tiny_models, calibration_set, tmp_
     options = BuildOptions(precision="int8", calibration="implicit", calibration_set=calibration_set.path)
     with pytest.raises(EdgesegError, match="no implicit INT8"):
         onnx_to_engine(tiny_models["segmenter"], tmp_path, options)
+
+
+def test_bench_measures_engines_with_cuda_event_parts_and_batch_limits(tiny_models, tmp_path):
+    """edgeseg bench on engines built beside the models: TensorRT rows carry H2D / compute / D2H
+    from CUDA events, a batch beyond the engine's profile is reported as not run, and the
+    cascade runs end to end on the engines."""
+    from edgeseg.bench.measure import Settings
+    from edgeseg.bench.suite import Options, run_bench
+    from edgeseg.bench.variants import plan
+
+    for path in tiny_models.values():
+        onnx_to_engine(path, tmp_path, BuildOptions(precision="fp16", batch=(1, 2, 2)))
+    cells = plan(list(tiny_models.values()), backends=["tensorrt"], precisions=["fp16"], engines=tmp_path)
+    assert all(c.artifact is not None for c in cells), [c.skipped for c in cells]
+    document = run_bench(cells, Options(settings=Settings(0.1, 0.2, 5), batches=(1, 4), pipeline_frames=4))
+    rows = {(r["name"], r["batch"]): r for r in document["results"]}
+    for name in ("classifier", "segmenter"):
+        measured = rows[(name, 1)]
+        assert measured["device"] == "cuda" and set(measured["latency_ms"]) == {"host", "h2d", "compute", "d2h"}
+        assert measured["latency_ms"]["compute"]["median"] < measured["latency_ms"]["host"]["median"]
+        assert "at most 2" in rows[(name, 4)]["skipped"]
+    assert document["pipeline"][0]["backend"] == "tensorrt" and document["pipeline"][0]["frames"] == 4
