@@ -7,7 +7,13 @@
   outputs, no bias quantisation, float weights behind a Q/DQ pair, standard-domain ops only. These
   are NVIDIA ModelOpt's options for TensorRT (shared/TENSORRT_NOTES.md, INT8).
 - "cpu": U8S8 (asymmetric uint8 activations, int8 per-channel weights) on every op ONNX Runtime's
-  CPU kernels fuse, the fast form on x86 (ONNX Runtime's own CPU guidance in quantize_static).
+  CPU kernels fuse, the fast form on x86 (ONNX Runtime's own CPU guidance in quantize_static),
+  except the narrow layers at the network's float edges (`cpu_float_nodes`): a Conv with fewer
+  than 16 output channels misses MLAS's x86 int8 convolution kernel (convsym.cpp packs 16 output
+  channels) and falls back to im2col + GEMM, 1.4-3.7x slower than ONNX Runtime's float NCHWc
+  Conv (width-8 demo ResUNet, full-resolution layers). Kept float where its input is float anyway,
+  it costs no extra Q/DQ: the demo segmenter goes from 0.92x to 1.1x FP32 on a 2-core AVX2 EPYC
+  (benchmarks/results/int8_cpu_demo.md; default-width models have no such layer).
 
 Every extra_options key below is read by the installed onnxruntime (1.32: quantize.py,
 qdq_quantizer.py, base_quantizer.py, calibrate.py) and listed in quantize_static's docstring,
@@ -47,6 +53,10 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 TRT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool")
 TRT_PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}  # output-channel axis of the weight
 PERCENTILE = 99.999
+# MLAS's symmetric int8 Conv kernel on x86 (AVX2/VNNI/AVX-512: FilterOutputChannelPackCount 16);
+# narrower Convs take the im2col + GEMM fallback, slower than float NCHWc.
+CPU_MIN_INT8_OUTPUT_CHANNELS = 16
+REMOVABLE_ACTIVATIONS = ("Relu", "Clip")  # the QDQ quantizer folds them into the next Q's range
 
 
 def qdq_path(onnx_path: PathLike, flavour: str) -> Path:
@@ -76,6 +86,7 @@ class QdqResult:
     method: str
     calibration_sha256: str
     excluded: List[str]
+    kept_float: List[str]  # nodes the flavour itself keeps in float (cpu: `cpu_float_nodes`)
     quantized: Dict[str, int]  # op type -> nodes with Q/DQ inputs
     first_batch_rel_l2: float  # QDQ vs FP32 on the first calibration batch (relative L2)
     seconds: float
@@ -88,6 +99,7 @@ class QdqResult:
             "method": self.method,
             "calibration_sha256": self.calibration_sha256,
             "excluded": list(self.excluded),
+            "kept_float": list(self.kept_float),
             "quantized": dict(self.quantized),
             "first_batch_rel_l2": self.first_batch_rel_l2,
             "seconds": round(self.seconds, 2),
@@ -167,6 +179,53 @@ def quantize_options(flavour: str, op_types: Sequence[str]) -> Dict[str, Any]:
     }
 
 
+def cpu_float_nodes(model: Any) -> List[str]:
+    """Names of the nodes the cpu flavour keeps in float: the narrow layers at the float edges.
+
+    A Conv stays float when it has fewer than CPU_MIN_INT8_OUTPUT_CHANNELS output channels (ONNX
+    Runtime's int8 kernel is slower than its float one there) and its input is float anyway (the
+    graph input, or a float node's output): quantising it would add a Q where the graph has none
+    and still run slower. Every other Conv is int8. Other ops follow their inputs: int8 only when
+    every data input comes from an int8 node (Relu goes with its producer). Repeats until nothing
+    changes, as a float node can make its readers float. In a U-Net this keeps the full-resolution
+    encoder stage, the last decoder stage (its Concat reads that stage through the skip) and the
+    head float when they are narrow. An int8 node read by a float one is dequantised after its
+    int8 kernel; a Resize there runs float on its dequantised input (the demo's last upsampling:
+    7 ms, against 15 ms for ONNX Runtime's NHWC uint8 Resize before a DequantizeLinear of its 4x
+    larger output).
+    """
+    from onnx import numpy_helper
+
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+
+    def source(name: str) -> Optional[Any]:  # the node behind any Relu chain; None: a graph input
+        node = producers.get(name)
+        while node is not None and node.op_type in REMOVABLE_ACTIVATIONS:
+            node = producers.get(node.input[0])
+        return node
+
+    decided = [node for node in model.graph.node if node.op_type not in REMOVABLE_ACTIVATIONS]
+    int8 = {node.name: True for node in decided}
+    changed = True
+    while changed:
+        changed = False
+        for node in decided:
+            if not int8[node.name]:
+                continue
+            inputs = [source(name) for name in node.input if name and name not in weights]
+            float_input = any(p is None or not int8.get(p.name, False) for p in inputs)
+            if node.op_type == "Conv":
+                narrow = node.input[1] in weights and weights[node.input[1]].shape[0] < CPU_MIN_INT8_OUTPUT_CHANNELS
+                keep = not (narrow and float_input)
+            else:
+                keep = not float_input
+            if not keep:
+                int8[node.name] = False
+                changed = True
+    return [node.name for node in decided if not int8[node.name]]
+
+
 def onnx_to_qdq(
     onnx_path: PathLike,
     calibration: Union[CalibrationSet, PathLike],
@@ -217,6 +276,8 @@ def onnx_to_qdq(
         sample = ", ".join(sorted(nodes)[:6])
         raise EdgesegError(f"--exclude names no node of {source.name}: {', '.join(unknown)}", hint=f"node names look like: {sample}, ...")
     options = quantize_options(flavour, [node.op_type for node in model.graph.node])
+    kept_float = [name for name in cpu_float_nodes(model) if name not in exclude] if flavour == "cpu" else []
+    floats = list(exclude) + kept_float
     spec = card.preprocess
     count = calib.batch_count(batch_size, spec)
     batches = _counted(calib.batches(batch_size, spec), progress)
@@ -228,12 +289,12 @@ def onnx_to_qdq(
                 str(tmp),
                 reader,
                 calibrate_method=_method(quant, method),
-                nodes_to_exclude=list(exclude),
+                nodes_to_exclude=floats,
                 **_with_percentile(options, method),
                 **_cache_argument(quant, ranges_cache, method),
             )
         quantized = onnx.load(str(tmp))
-        _restore_excluded(quantized, model, exclude)
+        _restore_excluded(quantized, model, floats)
         _strip_unused_domains(quantized)
         onnx.checker.check_model(quantized)
         if flavour == "trt":
@@ -243,7 +304,7 @@ def onnx_to_qdq(
         onnx.save(quantized, str(tmp))
         first = next(calib.batches(batch_size, spec))
         rel = _relative_l2(_run(source, card.input.name, first), _run(tmp, card.input.name, first))
-    card_file = write_card(out, _qdq_card(card, source, flavour, method, calib, list(exclude), opset))
+    card_file = write_card(out, _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset))
     return QdqResult(
         path=out,
         card=card_file,
@@ -251,6 +312,7 @@ def onnx_to_qdq(
         method=method,
         calibration_sha256=calib.sha256,
         excluded=list(exclude),
+        kept_float=kept_float,
         quantized=quantized_op_counts(quantized),
         first_batch_rel_l2=rel,
         seconds=time.perf_counter() - started,
@@ -312,7 +374,8 @@ def _restore_excluded(quantized: Any, source: Any, exclude: Sequence[str]) -> No
     onnxslim shares identical initializers, e.g. zero biases, between layers), so an excluded node
     whose input also feeds a quantised node would still read fake-quantised values. Its inputs go
     back to the float tensor before the Q/DQ (or the FP32 initializer), and Q/DQ nodes nobody reads
-    any more are dropped.
+    any more are dropped. A Relu/Clip the quantizer folded into that Q's range (its producer now
+    writes the activation's output name, unclipped) is put back in front of the excluded node.
     """
     if not exclude:
         return
@@ -321,16 +384,18 @@ def _restore_excluded(quantized: Any, source: Any, exclude: Sequence[str]) -> No
     producers = {out: node for node in quantized.graph.node for out in node.output}
     initializers = {init.name for init in quantized.graph.initializer}
     originals = {init.name: init for init in source.graph.initializer}
+    added: Dict[str, Any] = {}
     for node in quantized.graph.node:
         if node.name not in exclude:
             continue
         for i, name in enumerate(node.input):
             dq = producers.get(name)
             if dq is None or dq.op_type != "DequantizeLinear":
+                node.input[i] = _unfolded(quantized, source, name, producers, added)
                 continue
             q = producers.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
-                node.input[i] = q.input[0]
+                node.input[i] = _unfolded(quantized, source, q.input[0], producers, added)
                 continue
             float_name = dq.input[0][: -len("_quantized")] if dq.input[0].endswith("_quantized") else dq.input[0]
             if float_name not in originals:
@@ -341,7 +406,41 @@ def _restore_excluded(quantized: Any, source: Any, exclude: Sequence[str]) -> No
                 quantized.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(originals[float_name]), restored))
                 initializers.add(restored)
             node.input[i] = restored
+    _insert_before_readers(quantized, added)
     _drop_dead_nodes(quantized)
+
+
+def _unfolded(quantized: Any, source: Any, name: str, producers: Dict[str, Any], added: Dict[str, Any]) -> str:
+    """`name`, or the output of a copy of the Relu/Clip that wrote it in the source model when the
+    quantizer removed that activation (`name`'s producer is then the activation's input's producer).
+    added: the copies made so far, by output name."""
+    activation = next((node for node in source.graph.node if name in node.output), None)
+    producer = producers.get(name)
+    if activation is None or producer is None or activation.op_type not in REMOVABLE_ACTIVATIONS or producer.op_type == activation.op_type:
+        return name
+    restored = f"{name}_unfolded"
+    if restored not in added:
+        helper = require("onnx", "INT8 quantisation").helper
+        copy = helper.make_node(activation.op_type, [name, *activation.input[1:]], [restored], name=f"{activation.name}_unfolded")
+        copy.attribute.extend(activation.attribute)
+        added[restored] = copy
+        present = {init.name for init in quantized.graph.initializer}
+        quantized.graph.initializer.extend(  # a Clip's min/max, which the quantizer dropped with it
+            init for init in source.graph.initializer if init.name in activation.input[1:] and init.name not in present
+        )
+    return restored
+
+
+def _insert_before_readers(model: Any, added: Dict[str, Any]) -> None:
+    """Put each new node just before its first reader: the graph stays topologically sorted."""
+    nodes = []
+    for node in model.graph.node:
+        for name in node.input:
+            if name in added:
+                nodes.append(added.pop(name))
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _drop_dead_nodes(model: Any) -> None:
@@ -380,7 +479,7 @@ def _relative_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def _qdq_card(
-    card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], opset: int
+    card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], kept_float: List[str], opset: int
 ) -> ModelCard:
     artifact: Dict[str, Any] = {
         "format": "onnx",
@@ -394,6 +493,7 @@ def _qdq_card(
             "activations": "int8 symmetric" if flavour == "trt" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" if flavour == "trt" else "int8 symmetric per-channel, 7-bit range",
             "excluded_nodes": exclude,
+            "float_nodes": kept_float,
         },
     }
     origin = dict(card.source)

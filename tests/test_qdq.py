@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import quantize_static
 
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
-from edgeseg.calibration.qdq import TRT_OP_TYPES, onnx_to_qdq, qdq_path, trt_qdq_problems
+from edgeseg.calibration.qdq import CPU_MIN_INT8_OUTPUT_CHANNELS, TRT_OP_TYPES, cpu_float_nodes, onnx_to_qdq, qdq_path, trt_qdq_problems
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
@@ -74,7 +74,8 @@ def test_qdq_model_is_valid_runs_and_tracks_fp32(tiny_models, calibration, quant
     # segmenter. Calibrating on unnormalised pixels instead gives ~1.9 (correlation 0.44).
     assert 0 < rel < 0.5, rel
     assert np.corrcoef(int8.ravel(), fp32.ravel())[0, 1] > 0.9
-    assert result.quantized.get("Conv", 0) == sum(n.op_type == "Conv" for n in onnx.load(str(tiny_models[task])).graph.node)
+    convs = [n.name for n in onnx.load(str(tiny_models[task])).graph.node if n.op_type == "Conv"]
+    assert result.quantized.get("Conv", 0) == len(set(convs) - set(result.kept_float)) > 0
 
 
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
@@ -124,6 +125,46 @@ def test_cpu_flavour_is_u8s8(quantized):
     assert trt_qdq_problems(model)  # asymmetric uint8: not for TensorRT
 
 
+def test_cpu_flavour_keeps_narrow_edge_layers_float_and_ort_runs_the_rest_int8(tiny_models, quantized, tmp_path):
+    """Narrow Convs (< 16 output channels: ONNX Runtime's x86 int8 kernel is slower than float there)
+    stay float where their input is float anyway: in the width-4 ResUNet, the first two encoder
+    stages, the last two decoder stages and the head. Every wider Conv runs as QLinearConv."""
+    source = onnx.load(str(tiny_models["segmenter"]))
+    result = quantized[("segmenter", "cpu")]
+    assert result.kept_float == cpu_float_nodes(source)
+    assert read_card(result.path).artifact["quantization"]["float_nodes"] == result.kept_float
+    width = {i.name: i.dims[0] for i in source.graph.initializer}
+    convs = {n.name: width[n.input[1]] for n in source.graph.node if n.op_type == "Conv"}
+    float_convs = {name for name in result.kept_float if name in convs}
+    assert {"/encoder/stages.0/stages.0.0/conv1/Conv", "/head/Conv"} <= float_convs
+    assert all(convs[name] < CPU_MIN_INT8_OUTPUT_CHANNELS for name in float_convs)
+    assert any(width >= CPU_MIN_INT8_OUTPUT_CHANNELS for width in convs.values())
+    assert all(convs[name] >= CPU_MIN_INT8_OUTPUT_CHANNELS for name in set(convs) - float_convs)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == len(convs) - len(float_convs)
+    assert ops.count("Conv") + ops.count("FusedConv") == len(float_convs)  # float (NCHWc on x86)
+    trt = quantized[("segmenter", "trt")]
+    assert trt.kept_float == [] and trt.quantized["Conv"] == len(convs)  # TensorRT: every Conv int8, as before
+
+
+def test_excluded_reader_of_a_folded_relu_gets_the_relu_back(tiny_models, calibration, tmp_path):
+    """The cpu flavour folds a Relu into the next Q (uint8 range starts at 0): its producer then
+    writes the Relu's output name unclipped. An excluded reader must not see negative values."""
+    source = onnx.load(str(tiny_models["segmenter"]))
+    producers = {out: node for node in source.graph.node for out in node.output}
+    resize = next(n for n in source.graph.node if n.op_type == "Resize")  # reads the deepest (int8) stage's Relu
+    assert producers[resize.input[0]].op_type == "Relu"
+    result = onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "x.onnx", flavour="cpu", exclude=[resize.name])
+    model = onnx.load(str(result.path))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = next(n for n in model.graph.node if n.name == resize.name)
+    assert producers[node.input[0]].op_type == "Relu"
+    onnx.checker.check_model(model, full_check=True)
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_other_calibration_methods(tiny_models, calibration, tmp_path, method):
     result = onnx_to_qdq(tiny_models["classifier"], calibration, tmp_path / "c.onnx", flavour="trt", method=method)
@@ -142,7 +183,7 @@ def test_excluded_layer_stays_float_even_when_its_input_is_shared(tiny_models, c
     producers = {out: node for node in model.graph.node for out in node.output}
     node = next(n for n in model.graph.node if n.name == shared.name)
     assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
-    others = [n for n in model.graph.node if n.op_type == "Conv" and n.name != shared.name]
+    others = [n for n in model.graph.node if n.op_type == "Conv" and n.name != shared.name and n.name not in result.kept_float]
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in others)
     assert result.excluded == [shared.name] and read_card(result.path).artifact["quantization"]["excluded_nodes"] == [shared.name]
     onnx.checker.check_model(model, full_check=True)
