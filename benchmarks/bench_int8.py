@@ -7,12 +7,15 @@ the CPU): each repeat's INT8 run is compared with the FP32 run beside it, the me
 paired ratios is the figure, and every repeat and the ratio spread are kept. An ONNX Runtime profile (time per operator type) of each variant says where
 the time goes, and why a ratio is what it is.
 
-Models: the bundled demo models when present, else default-width random-init models exported with
-edgeseg's export API (speed does not depend on the weights; the INT8-vs-FP32 output error then says
-nothing about accuracy, see `edgeseg calibrate --validation` for that). The calibration set is 16
-synthetic strips. Writes <out>/<name>.json and <out>/<name>.md with the machine description.
+Models: the bundled demo models when present (results: int8_cpu_demo), else or with --random-init
+default-width random-init models exported with edgeseg's export API (results: int8_cpu; speed does
+not depend on the weights; the INT8-vs-FP32 output error then says nothing about accuracy, see
+`edgeseg calibrate --validation` for that). The calibration set is 16 synthetic strips. Writes
+<out>/<name>.json and <out>/<name>.md with the machine description, and which nodes the cpu
+flavour kept in float (narrow layers at the float edges, `cpu_float_nodes`).
 
-    python benchmarks/bench_int8.py
+    python benchmarks/bench_int8.py                 # bundled width-8 demo models
+    python benchmarks/bench_int8.py --random-init   # default width
     python benchmarks/bench_int8.py --segmenter out/segmenter.onnx --classifier out/classifier.onnx --repeats 9
 """
 from __future__ import annotations
@@ -41,6 +44,7 @@ from edgeseg.edge.preprocess import Preprocess, preprocess
 TARGET = 1.8
 VARIANTS = ("fp32", "int8-cpu", "int8-trt")
 CALIBRATION_FRAMES = 16
+PROFILE_RUNS = 5
 
 
 def random_init_models(folder: Path) -> Dict[str, Path]:
@@ -96,9 +100,10 @@ def time_variants(paths: Dict[str, Path], repeats: int, iterations: int, threads
     return runs
 
 
-def profile(path: Path, threads: int, runs: int = 2) -> Dict[str, float]:
-    """Milliseconds per inference by operator type (ONNX Runtime's profiler, optimised graph),
-    over `runs` warm runs (the first, cold run is left out)."""
+def profile(path: Path, threads: int, runs: int = PROFILE_RUNS) -> Dict[str, float]:
+    """Milliseconds per inference by operator type (ONNX Runtime's profiler, optimised graph):
+    each node's fastest of `runs` warm runs (the first, cold run is left out), the least
+    disturbed figure on a shared CPU, summed by operator type."""
     import onnxruntime as ort
 
     card = read_card(path)
@@ -116,12 +121,20 @@ def profile(path: Path, threads: int, runs: int = 2) -> Dict[str, float]:
         events = json.loads(Path(session.end_profiling()).read_text())
     model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     warm = model_runs[1:]
+    fastest: Dict[str, float] = {}
+    op_of: Dict[str, str] = {}
+    for run, (start, end) in enumerate(warm):
+        per_node: Dict[str, float] = collections.Counter()
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and start <= event["ts"] <= end:
+                per_node[event["name"]] += event["dur"]
+                op_of[event["name"]] = event["args"]["op_name"]
+        for node, us in per_node.items():
+            fastest[node] = min(us, fastest.get(node, us))
     totals: Dict[str, float] = collections.Counter()
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            if any(start <= event["ts"] <= end for start, end in warm):
-                totals[event["args"]["op_name"]] += event["dur"]
-    return {op: round(us / len(warm) / 1000.0, 2) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+    for node, us in fastest.items():
+        totals[op_of[node]] += us
+    return {op: round(us / 1000.0, 2) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def summarise(runs: Dict[str, List[float]]) -> Dict[str, Any]:
@@ -154,17 +167,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segmenter", type=Path, help="FP32 ONNX with card (default: bundled demo, else random-init default width)")
     parser.add_argument("--classifier", type=Path, help="FP32 ONNX with card (default: bundled demo, else random-init default width)")
+    parser.add_argument("--random-init", action="store_true", help="default-width random-init models even when the demo models exist")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=3, help="inferences per variant per repeat")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default, one per core)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--name", default="int8_cpu")
+    parser.add_argument("--name", help="results file stem (default: int8_cpu_demo for the demo models, else int8_cpu)")
     args = parser.parse_args()
 
     started = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as scratch:
         folder = Path(scratch)
-        models, origin = _models(args.segmenter, args.classifier, folder)
+        models, origin = _models(args.segmenter, args.classifier, args.random_init, folder)
         calib = calibration_set(folder, read_card(models["segmenter"]).preprocess)
         result: Dict[str, Any] = {
             "benchmark": "int8 onnxruntime cpu",
@@ -178,31 +192,37 @@ def main() -> None:
         for task, fp32 in models.items():
             card = read_card(fp32)
             variants = {"fp32": fp32}
-            errors = {}
+            errors, kept_float = {}, {}
             for flavour in ("cpu", "trt"):
                 made = onnx_to_qdq(fp32, calib, folder / f"{task}.int8.{flavour}.qdq.onnx", flavour=flavour)
                 variants[f"int8-{flavour}"] = made.path
                 errors[f"int8-{flavour}"] = made.first_batch_rel_l2
+                kept_float[f"int8-{flavour}"] = made.kept_float
             print(f"{task}: timing {', '.join(variants)} at {card.preprocess.height}x{card.preprocess.width}", flush=True)
             summary = summarise(time_variants(variants, args.repeats, args.iterations, args.threads))
             for label, path in variants.items():
                 summary[label]["profile_ms_by_op"] = profile(path, args.threads)
                 summary[label]["rel_l2_vs_fp32"] = errors.get(label, 0.0)
+                summary[label]["kept_float"] = kept_float.get(label, [])
             result["models"][task] = {"input": [card.preprocess.height, card.preprocess.width], "variants": summary}
         result["machine"]["load_average_1m_end"] = _load()
     segmenter = result["models"]["segmenter"]["variants"]["int8-cpu"]["ratio_vs_fp32"]
     result["target"]["met"] = segmenter >= TARGET
-    write_results(args.out, args.name, result, markdown(result))
+    name = args.name or ("int8_cpu_demo" if origin == DEMO else "int8_cpu")
+    write_results(args.out, name, result, markdown(result))
 
 
-def _models(segmenter: Optional[Path], classifier: Optional[Path], folder: Path) -> Any:
+DEMO = "bundled demo models"
+
+
+def _models(segmenter: Optional[Path], classifier: Optional[Path], random_init: bool, folder: Path) -> Any:
     if segmenter is not None or classifier is not None:
-        if segmenter is None or classifier is None:
-            raise SystemExit("give both --segmenter and --classifier, or neither")
+        if segmenter is None or classifier is None or random_init:
+            raise SystemExit("give both --segmenter and --classifier (without --random-init), or neither")
         return {"segmenter": segmenter, "classifier": classifier}, "given"
-    if DEMO_SEGMENTER.is_file() and DEMO_CLASSIFIER.is_file():
-        return {"segmenter": DEMO_SEGMENTER, "classifier": DEMO_CLASSIFIER}, "bundled demo models"
-    print("no bundled demo models: exporting default-width random-init models", flush=True)
+    if not random_init and DEMO_SEGMENTER.is_file() and DEMO_CLASSIFIER.is_file():
+        return {"segmenter": DEMO_SEGMENTER, "classifier": DEMO_CLASSIFIER}, DEMO
+    print("exporting default-width random-init models", flush=True)
     return random_init_models(folder), "default-width random-init (weights do not change speed)"
 
 
@@ -233,13 +253,26 @@ def markdown(result: Dict[str, Any]) -> str:
                 f"{v['ms_per_image']:.0f} | **{v['ratio_vs_fp32']:.2f}x** | {rr['min']:.2f}–{rr['max']:.2f} | {v['rel_l2_vs_fp32']:.4f} |"
             )
     met = "met" if result["target"]["met"] else "MISSED"
-    ratio = result["models"]["segmenter"]["variants"]["int8-cpu"]["ratio_vs_fp32"]
-    lines += ["", f"Target INT8 `cpu` >= {TARGET}x FP32 on the segmenter: {ratio:.2f}x, {met}.", "", "Where the time goes (ms per inference, ONNX Runtime profiler):", ""]
+    segmenter = result["models"]["segmenter"]["variants"]
+    ratio = segmenter["int8-cpu"]["ratio_vs_fp32"]
+    fp32_conv, int8_conv = (_conv_ms(segmenter[label]["profile_ms_by_op"]) for label in ("fp32", "int8-cpu"))
+    fp32_rest, int8_rest = (sum(segmenter[label]["profile_ms_by_op"].values()) - conv for label, conv in (("fp32", fp32_conv), ("int8-cpu", int8_conv)))
+    lines += ["", f"Target INT8 `cpu` >= {TARGET}x FP32 on the segmenter: {ratio:.2f}x, {met}.",
+              f"Segmenter profile: convolutions {fp32_conv:.0f} ms FP32 vs {int8_conv:.0f} ms INT8 `cpu` ({fp32_conv / max(int8_conv, 1e-9):.2f}x), "
+              f"everything else {fp32_rest:.0f} vs {int8_rest:.0f} ms.", "", f"Where the time goes (ms per inference, ONNX Runtime profiler, each node's fastest of {PROFILE_RUNS} runs):", ""]
     for task, entry in result["models"].items():
         for label, v in entry["variants"].items():
             top = ", ".join(f"{op} {ms:.0f}" for op, ms in list(v["profile_ms_by_op"].items())[:6])
             lines.append(f"- {task} {label}: {top}")
+    lines += ["", "Kept in float by the `cpu` flavour (narrow Convs at the float edges, where ONNX Runtime's x86 int8 kernel is slower than float):", ""]
+    for task, entry in result["models"].items():
+        kept = entry["variants"]["int8-cpu"].get("kept_float", [])
+        lines.append(f"- {task}: {len(kept)} nodes" + (f" ({', '.join(kept)})" if kept else ""))
     return "\n".join(lines) + "\n"
+
+
+def _conv_ms(profile: Dict[str, float]) -> float:
+    return sum(ms for op, ms in profile.items() if op in ("Conv", "FusedConv", "QLinearConv"))
 
 
 def _ort_version(m: Dict[str, Any]) -> str:
