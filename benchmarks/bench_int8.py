@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from bench_pipeline import machine, write_results
+from bench_pipeline import write_results
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
@@ -40,6 +40,7 @@ from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
+from edgeseg.envinfo import benchmark_environment
 
 TARGET = 1.8
 VARIANTS = ("fp32", "int8-cpu", "int8-trt")
@@ -154,15 +155,6 @@ def summarise(runs: Dict[str, List[float]]) -> Dict[str, Any]:
     return result
 
 
-def cpu_flags() -> List[str]:
-    """The x86 features INT8 speed depends on (VNNI: no int16 saturation, ~2x int8 throughput)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segmenter", type=Path, help="FP32 ONNX with card (default: bundled demo, else random-init default width)")
@@ -183,7 +175,7 @@ def main() -> None:
         result: Dict[str, Any] = {
             "benchmark": "int8 onnxruntime cpu",
             "date": started.isoformat(timespec="seconds"),
-            "machine": {**machine(), "cpu_flags": cpu_flags()},
+            "machine": benchmark_environment(),
             "settings": {"batch": 1, "repeats": args.repeats, "iterations": args.iterations, "threads": args.threads, "models": origin,
                          "calibration": f"{len(calib)} synthetic strips, minmax"},
             "target": {"segmenter int8-cpu ratio vs fp32": TARGET},
@@ -237,7 +229,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [
         f"# INT8 on ONNX Runtime CPU ({result['date']})",
         "",
-        f"Machine: {m.get('cpu')}, {m.get('logical_cores')} logical cores, flags {' '.join(m.get('cpu_flags', [])) or 'n/a'}; "
+        f"Machine: {m['cpu']['model']}, {m['cpu']['logical_cores']} logical cores, SIMD {' '.join(m['cpu']['simd']) or 'n/a'}; "
         f"onnxruntime {_ort_version(m)}; load average {m.get('load_average_1m')} at start, {m.get('load_average_1m_end')} at end.",
         f"Models: {result['settings']['models']}. Batch 1, {result['settings']['repeats']} interleaved repeats of "
         f"{result['settings']['iterations']} inferences; calibration {result['settings']['calibration']}.",

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -43,25 +41,11 @@ from edgeseg.edge.postprocess import defect_probability
 from edgeseg.edge.preprocess import preprocess
 from edgeseg.edge.sinks import JsonlSink
 from edgeseg.edge.sources import open_source
-from edgeseg.envinfo import collect
+from edgeseg.envinfo import benchmark_environment
 from edgeseg.files import atomic_output
 
 TARGET_OVERHEAD = 0.95
 TARGET_GATING = 2.0
-
-
-def machine() -> Dict[str, Any]:
-    """Versions (edgeseg info) plus the CPU, its cores and the load when the run started."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = collect()
-    info.update({"cpu": cpu, "logical_cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})
-    return info
 
 
 def write_results(folder: Path, name: str, result: Dict[str, Any], table: str) -> None:
@@ -190,7 +174,7 @@ def main() -> None:
         "schema": "edgeseg.bench.pipeline/2",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
-        "machine": machine(),
+        "machine": benchmark_environment(),
         "models": {task: {"path": str(path), "sha256": cards[task].artifact.get("sha256"), "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
         "config": {"frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
         "fps_runs": runs,
@@ -229,7 +213,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [
         "# Pipeline throughput, ONNX Runtime CPU",
         "",
-        f"{result['date']} · {m['cpu']} · {m['logical_cores']} logical cores (1-min load {m['load_average_1m']:.2f} at start) · "
+        f"{result['date']} · {m['cpu']['model']} · {m['cpu']['logical_cores']} logical cores (1-min load {m['load_average_1m']:.2f} at start) · "
         f"onnxruntime {ort.get('version', '?')} · Python {m['python'].split()[0]} · {m['platform']}",
         "",
         f"Clip: {c['frames']} synthetic strips {c['frame_size'][1]}x{c['frame_size'][0]}, {c['defective_frames']} defective "

@@ -18,5 +18,5 @@ def test_bench_pipeline_writes_json_and_markdown(tiny_models, tmp_path):
     assert data["config"]["defective_frames"] == 1 and data["config"]["frame_size"] == [256, 1600]
     assert set(data["figures"]) == {"pipeline_vs_bare_video", "pipeline_vs_bare_memory", "gating_vs_always"}
     assert set(data["fps_runs"]) == {"bare_video", "bare_memory", "pipeline", "always"}
-    assert data["machine"]["logical_cores"] >= 1 and "onnxruntime" in data["machine"]
+    assert data["machine"]["cpu"]["logical_cores"] >= 1 and "onnxruntime" in data["machine"]
     assert "pipeline / bare loop reading the video" in (tmp_path / "smoke.md").read_text()
