@@ -52,15 +52,17 @@ def targets(document: Dict[str, Any]) -> List[Dict[str, Any]]:
         met = None if figure is None else (figure >= target if higher else figure <= target)
         checks.append({"target": name, "what": what, "figure": figure, "goal": target, "met": met})
 
-    ratio = int8["throughput"] / fp32["throughput"] if fp32 and int8 else None
+    paired = document["ratios"].get("segmenter b1", {})
+    ratio = paired.get("onnxruntime int8") if fp32 and int8 else None
     add("int8_cpu_vs_fp32", ratio, TARGETS["int8_cpu_vs_fp32"], True, "segmenter INT8 `cpu` / FP32 throughput, ONNX Runtime")
     drop = None
     if fp32 and int8 and "accuracy" in fp32 and "accuracy" in int8:
         drop = fp32["accuracy"]["mean_dice"] - int8["accuracy"]["mean_dice"]
     add("int8_mean_dice_drop", drop, TARGETS["int8_mean_dice_drop"], False, "segmenter mean Dice FP32 - INT8 `cpu`")
+    eager_ratio = paired.get("pytorch fp32") if fp32 and eager else None
     add(
         "onnxruntime_vs_pytorch",
-        fp32["throughput"] / eager["throughput"] if fp32 and eager else None,
+        1.0 / eager_ratio if eager_ratio else None,
         TARGETS["onnxruntime_vs_pytorch"],
         True,
         "segmenter FP32 throughput, ONNX Runtime / PyTorch eager",
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (ratios are medians of paired rounds)")
     parser.add_argument("--frames", type=int, default=30, help="strips in the end-to-end clip")
     parser.add_argument("--prevalence", type=float, default=0.3)
     parser.add_argument("--validation-strips", type=int, default=VALIDATION_STRIPS, help="held-out synthetic strips for the accuracy columns")
@@ -104,6 +107,7 @@ def main() -> None:
             validation=validation,
             pipeline_frames=args.frames,
             prevalence=args.prevalence,
+            repeats=args.repeats,
         )
         document = run_bench(cells, options, lambda step: print(step, flush=True))
     document["settings"]["validation"] = f"{args.validation_strips} synthetic strips, seed {VALIDATION_SEED}"

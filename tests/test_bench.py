@@ -201,6 +201,23 @@ def test_pipeline_rows_run_the_cascade_at_the_prevalence(document):
         assert p["latency_ms"]["glass_to_glass"]["count"] == 4
 
 
+def test_repeats_interleave_rounds_and_pair_the_ratios(family):
+    cells = plan([family["classifier"]], backends=["onnxruntime", "pytorch"], precisions=["fp32"])
+    order = []
+    options = Options(settings=Settings(warmup_s=0.0, duration_s=0.0, iterations=5), repeats=3, pipeline_frames=0)
+    document = run_bench(cells, options, order.append)
+    assert order == [
+        "classifier onnxruntime fp32 batch 1 round 1/3", "classifier pytorch fp32 batch 1 round 1/3",
+        "classifier pytorch fp32 batch 1 round 2/3", "classifier onnxruntime fp32 batch 1 round 2/3",
+        "classifier onnxruntime fp32 batch 1 round 3/3", "classifier pytorch fp32 batch 1 round 3/3",
+    ]  # fmt: skip
+    rows = {r["backend"]: r for r in document["results"]}
+    for row in rows.values():
+        assert len(row["throughput_rounds"]) == 3 and row["iterations"] == 3 * 2  # ceil(5 / 3) per round
+    paired = sorted(a / b for a, b in zip(rows["pytorch"]["throughput_rounds"], rows["onnxruntime"]["throughput_rounds"]))
+    assert document["ratios"]["classifier b1"]["pytorch fp32"] == pytest.approx(paired[1])
+
+
 def test_ratios_divide_by_the_baseline_of_the_same_model_and_batch():
     rows = [
         {"name": "s", "backend": "onnxruntime", "precision": "fp32", "batch": 1, "throughput": 10.0},

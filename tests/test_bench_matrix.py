@@ -31,7 +31,7 @@ def models(tiny_models, tiny_checkpoints, tmp_path_factory):
 
 def test_bench_matrix_writes_results_and_checks_targets(models, tmp_path):
     command = [sys.executable, str(SCRIPT), str(models / "classifier.onnx"), str(models / "segmenter.onnx")]
-    command += ["--warmup", "0", "--duration", "0", "--iterations", "2", "--frames", "4", "--validation-strips", "4"]
+    command += ["--warmup", "0", "--duration", "0", "--iterations", "2", "--repeats", "2", "--frames", "4", "--validation-strips", "4"]
     command += ["--out", str(tmp_path), "--name", "smoke"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -41,8 +41,11 @@ def test_bench_matrix_writes_results_and_checks_targets(models, tmp_path):
     assert ("classifier", "onnxruntime", "int8") not in rows  # no QDQ classifier was made: listed as not run
     targets = {t["target"]: t for t in data["targets"]}
     fp32, int8, eager = rows[("segmenter", "onnxruntime", "fp32")], rows[("segmenter", "onnxruntime", "int8")], rows[("segmenter", "pytorch", "fp32")]
-    assert targets["int8_cpu_vs_fp32"]["figure"] == int8["throughput"] / fp32["throughput"]
-    assert targets["onnxruntime_vs_pytorch"]["figure"] == fp32["throughput"] / eager["throughput"]
+    ratios = data["ratios"]["segmenter b1"]  # medians of the paired interleaved rounds
+    assert len(int8["throughput_rounds"]) == len(fp32["throughput_rounds"]) == 2
+    assert targets["int8_cpu_vs_fp32"]["figure"] == ratios["onnxruntime int8"]
+    assert targets["onnxruntime_vs_pytorch"]["figure"] == pytest.approx(1 / ratios["pytorch fp32"])
+    assert ratios["pytorch fp32"] == pytest.approx(sum(e / f for e, f in zip(eager["throughput_rounds"], fp32["throughput_rounds"])) / 2)
     assert targets["int8_mean_dice_drop"]["figure"] == fp32["accuracy"]["mean_dice"] - int8["accuracy"]["mean_dice"]
     assert targets["fp32_share_of_gemm"]["figure"] == fp32["efficiency"] > 0
     assert all(isinstance(t["met"], bool) for t in targets.values())

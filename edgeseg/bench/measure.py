@@ -46,6 +46,16 @@ class Measurement:
     parts: Dict[str, List[float]] = field(default_factory=dict)
     wall_s: float = 0.0
     warmup_iterations: int = 0
+    rounds: List[float] = field(default_factory=list)  # throughput of each merged round
+
+    def merge(self, other: "Measurement") -> None:
+        """Add another round of the same cell (interleaved repeats): samples pooled, wall time summed."""
+        self.host.extend(other.host)
+        for key, values in other.parts.items():
+            self.parts.setdefault(key, []).extend(values)
+        self.wall_s += other.wall_s
+        self.warmup_iterations += other.warmup_iterations
+        self.rounds.append(other.throughput)
 
     @property
     def iterations(self) -> int:

@@ -16,15 +16,17 @@ Schema "edgeseg.bench/1" (a change that breaks readers bumps the number):
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeseg.bench.measure import Settings, measure
+from edgeseg.bench.measure import Measurement, Settings, measure
 from edgeseg.bench.variants import Variant
 from edgeseg.edge.card import ModelCard
 from edgeseg.edge.preprocess import preprocess
@@ -43,6 +45,7 @@ class Options:
     validation: a Severstal-layout folder for accuracy columns (None: no accuracy).
     pipeline_frames: frames of the synthetic clip for the end-to-end run (0: skip it), with a
     share `prevalence` of defective strips. baseline: the cell every throughput is compared with.
+    repeats: rounds the timed phase is split into, cells interleaved (see _measure_all).
     """
 
     settings: Settings = Settings()
@@ -55,8 +58,11 @@ class Options:
     prevalence: float = 0.3
     seed: int = 0
     baseline: str = "onnxruntime fp32"
+    repeats: int = 1
 
     def check(self) -> None:
+        if self.repeats < 1:
+            raise EdgesegError(f"--repeats must be >= 1, got {self.repeats}")
         if not self.batches or min(self.batches) < 1:
             raise EdgesegError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if not 0.0 <= self.prevalence <= 1.0:
@@ -117,38 +123,59 @@ class _Reference:
         return self.rates[device]
 
 
-def _model_rows(cell: Variant, options: Options, reference: _Reference, accuracy: Optional[Dict[str, Any]], step: Step) -> Iterator[Dict[str, Any]]:
-    """One row per batch size for a runnable cell (the backend is activated once for all),
-    yielded as each is measured so an interruption keeps the ones already done."""
-    backend = cell.open(options.threads, options.torch_device)
-    with backend:
+def _measure_all(cells: List[Variant], options: Options, reference: _Reference, accuracy: Dict[int, Any], step: Step, rows: List[Dict[str, Any]]) -> None:
+    """Append a row per runnable cell and batch to `rows`.
+
+    All backends stay active while a batch size is measured in `options.repeats` rounds, the
+    cells interleaved (order reversed every other round): a change in the machine's load then
+    falls on every cell alike, and each round's throughput is kept for paired ratios. A Ctrl-C
+    still appends the rounds already measured.
+    """
+    runnable = [c for c in cells if c.artifact is not None]
+    rounds = options.repeats
+    first = Settings(options.settings.warmup_s, options.settings.duration_s / rounds, -(-options.settings.iterations // rounds))
+    later = Settings(0.0, first.duration_s, first.iterations)  # one warm-up call: the cell ran before
+    with contextlib.ExitStack() as stack:
+        backends = [stack.enter_context(cell.open(options.threads, options.torch_device)) for cell in runnable]
         for batch in options.batches:
-            row = _identity(cell)
-            row.update(batch=batch, describe=backend.describe(), device=backend.runs_on)
-            feed = sample_feed(cell.card, batch, options.seed)
-            images = next(iter(feed.values())).shape[0]
-            if backend.max_batch is not None and images > backend.max_batch:
-                row["skipped"] = f"{cell.artifact} takes at most {backend.max_batch} images per run, batch {batch} needs {images}"
-                yield row
-                continue
-            if step is not None:
-                step(f"{cell.name} {cell.label} batch {batch}")
-            result = measure(backend, feed, options.settings)
-            latency = result.latency_ms()
-            row.update(
-                input=list(next(iter(feed.values())).shape),
-                iterations=result.iterations,
-                warmup_iterations=result.warmup_iterations,
-                wall_s=result.wall_s,
-                throughput=result.throughput,
-                latency_ms=latency,
-                cv=latency["host"].get("cv"),
-                unstable=result.unstable,
-            )
-            row.update(_efficiency(reference, cell, images, latency, backend.runs_on))
-            if accuracy is not None:
-                row["accuracy"] = accuracy
-            yield row
+            planned = []
+            for cell, backend in zip(runnable, backends):
+                row = dict(_identity(cell), batch=batch, describe=backend.describe(), device=backend.runs_on)
+                feed = sample_feed(cell.card, batch, options.seed)
+                images = next(iter(feed.values())).shape[0]
+                if backend.max_batch is not None and images > backend.max_batch:
+                    rows.append(dict(row, skipped=f"{cell.artifact} takes at most {backend.max_batch} images per run, batch {batch} needs {images}"))
+                else:
+                    planned.append((cell, backend, feed, row, Measurement(batch=images)))
+            try:
+                for index in range(rounds):
+                    for cell, backend, feed, row, total in planned if index % 2 == 0 else planned[::-1]:
+                        if step is not None:
+                            step(f"{cell.name} {cell.label} batch {batch}" + (f" round {index + 1}/{rounds}" if rounds > 1 else ""))
+                        total.merge(measure(backend, feed, first if index == 0 else later))
+            finally:
+                for cell, backend, feed, row, total in planned:
+                    if total.iterations:
+                        rows.append(_row(row, total, feed, _efficiency(reference, cell, total.batch, total.latency_ms(), backend.runs_on), accuracy.get(id(cell))))
+
+
+def _row(row: Dict[str, Any], total: Measurement, feed: Dict[str, np.ndarray], efficiency: Dict[str, Any], accuracy: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    latency = total.latency_ms()
+    row.update(
+        input=list(next(iter(feed.values())).shape),
+        iterations=total.iterations,
+        warmup_iterations=total.warmup_iterations,
+        wall_s=total.wall_s,
+        throughput=total.throughput,
+        throughput_rounds=total.rounds,
+        latency_ms=latency,
+        cv=latency["host"].get("cv"),
+        unstable=total.unstable,
+        **efficiency,
+    )
+    if accuracy is not None:
+        row["accuracy"] = accuracy
+    return row
 
 
 def _efficiency(reference: _Reference, cell: Variant, images: int, latency: Dict[str, Dict[str, float]], device: str) -> Dict[str, Any]:
@@ -250,6 +277,7 @@ def run_bench(cells: List[Variant], options: Options, step: Step = None) -> Dict
             "warmup_s": options.settings.warmup_s,
             "duration_s": options.settings.duration_s,
             "min_iterations": options.settings.iterations,
+            "repeats": options.repeats,
             "batches": list(options.batches),
             "threads": options.threads,
             "baseline": options.baseline,
@@ -260,14 +288,10 @@ def run_bench(cells: List[Variant], options: Options, step: Step = None) -> Dict
         "pipeline": [],
         "interrupted": False,
     }
+    document["results"].extend(dict(_identity(cell), skipped=cell.skipped) for cell in cells if cell.artifact is None)
     try:
-        for cell in cells:
-            if cell.artifact is None:
-                document["results"].append(dict(_identity(cell), skipped=cell.skipped))
-                continue
-            accuracy = _accuracy(cell, options, data)
-            for row in _model_rows(cell, options, reference, accuracy, step):
-                document["results"].append(row)
+        accuracy = {id(cell): _accuracy(cell, options, data) for cell in cells if cell.artifact is not None}
+        _measure_all(cells, options, reference, accuracy, step, document["results"])
         if options.pipeline_frames:
             with tempfile.TemporaryDirectory(prefix="edgeseg-bench-clip-") as folder:
                 document["pipeline"] = _pipelines(cells, options, Path(folder), step)
@@ -281,13 +305,17 @@ def run_bench(cells: List[Variant], options: Options, step: Step = None) -> Dict
 
 def ratios(rows: List[Dict[str, Any]], baseline: str) -> Dict[str, Dict[str, float]]:
     """Throughput of every measured row over the baseline row of the same model and batch:
-    {"segmenter b1": {"onnxruntime int8": 1.9, "pytorch fp32": 0.4, ...}}."""
+    {"segmenter b1": {"onnxruntime int8": 1.9, "pytorch fp32": 0.4, ...}}. With interleaved
+    rounds, the median of the per-round ratios (each against the baseline's run beside it)."""
     measured = [r for r in rows if "throughput" in r]
-    base = {(r["name"], r["batch"]): r["throughput"] for r in measured if f"{r['backend']} {r['precision']}" == baseline}
+    base = {(r["name"], r["batch"]): r for r in measured if f"{r['backend']} {r['precision']}" == baseline}
     table: Dict[str, Dict[str, float]] = {}
     for r in measured:
         reference = base.get((r["name"], r["batch"]))
-        if reference:
-            table.setdefault(f"{r['name']} b{r['batch']}", {})[f"{r['backend']} {r['precision']}"] = r["throughput"] / reference
+        if not reference:
+            continue
+        paired = [a / b for a, b in zip(r.get("throughput_rounds", []), reference.get("throughput_rounds", [])) if b > 0]
+        same_rounds = len(paired) > 1 and len(paired) == len(r["throughput_rounds"]) == len(reference["throughput_rounds"])
+        value = statistics.median(paired) if same_rounds else r["throughput"] / reference["throughput"]
+        table.setdefault(f"{r['name']} b{r['batch']}", {})[f"{r['backend']} {r['precision']}"] = value
     return table
-

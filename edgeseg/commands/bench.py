@@ -35,6 +35,9 @@ def bench(
     warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up runs before timing each cell.")] = 1.0,
     duration: Annotated[float, typer.Option("--duration", help="Time each cell for at least this many seconds ...")] = 3.0,
     iterations: Annotated[int, typer.Option("--iterations", help="... and at least this many runs (trtexec's rule).")] = 10,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Split the timing into this many rounds, cells interleaved: ratios stay fair on a busy machine.")
+    ] = 1,
     engines: Annotated[
         Optional[Path], typer.Option("--engines", help="Folder of built engines / ORT artifacts (default: beside each ONNX, then ./engines).")
     ] = None,
@@ -91,6 +94,7 @@ def bench(
         prevalence=prevalence,
         seed=seed,
         baseline=baseline,
+        repeats=repeats,
     )
     options.check()
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
@@ -99,7 +103,7 @@ def bench(
         if not runnable:
             reasons = "; ".join(sorted({c.skipped for c in cells}))
             raise EdgesegError(f"nothing to benchmark here: {reasons}")
-        steps = len(runnable) * len(options.batches) + (len({c.label for c in runnable}) if frames else 0)
+        steps = len(runnable) * len(options.batches) * repeats + (len({c.label for c in runnable}) if frames else 0)
         with _Steps(steps, quiet=json_output) as step:
             document = run_bench(cells, options, step)
     files = write_files(document, out_dir, name)
