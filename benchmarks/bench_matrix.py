@@ -6,7 +6,9 @@ Models: the bundled demo models (edgeseg/assets, full 256x1600 segmenter input) 
 FP16 ONNX variants are made on the fly; INT8 uses the bundled QDQ models beside the FP32 ones;
 TensorRT cells need engines (see bench_gpu.sh, which builds them and calls this script).
 Validation: 60 synthetic strips, seed 2 (the demo models' held-out seed, never trained on).
-Writes <out>/<name>.json, .md and .png (default benchmarks/results/bench_cpu.*).
+Each CPU segmenter cell is also profiled by operator (ONNX Runtime's profiler, torch.profiler),
+so a missed target comes with where the time went. Writes <out>/<name>.json, .md and .png
+(default benchmarks/results/bench_cpu.*).
 
 Targets (issue #6, ONNX Runtime CPU, demo models at 256x1600):
   INT8 `cpu` flavour >= 1.8x FP32 throughput on the segmenter, mean Dice within 0.01;
@@ -22,13 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from bench_int8 import profile as ort_profile
 from edgeseg.bench.measure import Settings
 from edgeseg.bench.report import write_files
-from edgeseg.bench.suite import Options, run_bench
+from edgeseg.bench.suite import Options, run_bench, sample_feed
 from edgeseg.bench.torch_backend import default_device
 from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.synth import write_synthetic
+from edgeseg.edge.card import ModelCard, read_card
 
 VALIDATION_STRIPS, VALIDATION_SEED = 60, 2
 TARGETS = {"int8_cpu_vs_fp32": 1.8, "int8_mean_dice_drop": 0.01, "onnxruntime_vs_pytorch": 3.0, "fp32_share_of_gemm": 0.40}
@@ -71,6 +75,47 @@ def targets(document: Dict[str, Any]) -> List[Dict[str, Any]]:
     return checks
 
 
+def torch_profile(checkpoint: Path, card: ModelCard, runs: int = 3) -> Dict[str, float]:
+    """Milliseconds per inference by aten operator (self time, torch.profiler), PyTorch eager."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from edgeseg.models import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    x = torch.from_numpy(sample_feed(card, 1)[card.input.name])
+    with torch.inference_mode():
+        model(x)  # warm-up: oneDNN primitive creation stays out of the profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                model(x)
+    totals = {event.key: event.self_cpu_time_total / runs / 1000.0 for event in prof.key_averages()}
+    return {op: round(ms, 2) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
+
+
+def profiles(document: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Where the segmenter's time goes in each measured CPU cell (ONNX Runtime's profiler, torch's)."""
+    found = {}
+    fp32 = _row(document, "segmenter", "onnxruntime", "fp32")
+    for row in document["results"]:
+        if row["name"] != "segmenter" or row.get("batch") != 1 or "throughput" not in row or row["device"] != "cpu":
+            continue
+        label = f"{row['backend']} {row['precision']}"
+        if row["backend"] == "onnxruntime":
+            found[label] = ort_profile(Path(row["artifact"]), 0)
+        elif row["backend"] == "pytorch" and fp32 is not None:  # the checkpoint the FP32 ONNX was exported from
+            found[label] = torch_profile(Path(row["artifact"]), read_card(Path(fp32["artifact"])))
+    return found
+
+
+def profiles_markdown(found: Dict[str, Dict[str, float]]) -> str:
+    lines = ["", "## Where the segmenter's time goes (ms per inference by operator, batch 1)", ""]
+    for label, ops in found.items():
+        top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(ops.items())[:8])
+        lines.append(f"- {label} (total {sum(ops.values()):.0f}): {top}")
+    return "\n".join(lines) + "\n"
+
+
 def targets_markdown(checks: List[Dict[str, Any]]) -> str:
     lines = ["", "## Targets", "", "| target | figure | goal | met |", "|---|---|---|---|"]
     for c in checks:
@@ -110,9 +155,11 @@ def main() -> None:
             repeats=args.repeats,
         )
         document = run_bench(cells, options, lambda step: print(step, flush=True))
+        document["profiles_ms_by_op"] = profiles(document)  # while the FP16 variants made on the fly exist
     document["settings"]["validation"] = f"{args.validation_strips} synthetic strips, seed {VALIDATION_SEED}"
     document["targets"] = targets(document)
-    files = write_files(document, args.out, args.name, targets_markdown(document["targets"]))
+    appendix = targets_markdown(document["targets"]) + profiles_markdown(document["profiles_ms_by_op"])
+    files = write_files(document, args.out, args.name, appendix)
     print(files["markdown"].read_text())
 
 

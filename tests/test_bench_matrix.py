@@ -50,5 +50,7 @@ def test_bench_matrix_writes_results_and_checks_targets(models, tmp_path):
     assert targets["fp32_share_of_gemm"]["figure"] == fp32["efficiency"] > 0
     assert all(isinstance(t["met"], bool) for t in targets.values())
     text = (tmp_path / "smoke.md").read_text()
+    assert set(data["profiles_ms_by_op"]) == {"onnxruntime fp32", "onnxruntime fp16", "onnxruntime int8", "pytorch fp32"}
+    assert "Conv" in data["profiles_ms_by_op"]["onnxruntime fp32"] and "aten::mkldnn_convolution" in data["profiles_ms_by_op"]["pytorch fp32"]
     assert "## Targets" in text and "tensorrt" in text  # TensorRT cells are listed with why they did not run
     assert (tmp_path / "smoke.png").is_file()
