@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import typer
+from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
@@ -155,11 +156,11 @@ def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
     for table in rich_tables(document):
         out.print(table)
     for line in skipped(document):
-        err.print(f"[dim]not run: {line}[/]", highlight=False)
+        err.print(f"[dim]not run: {escape(line)}[/]", highlight=False)
     for line in unstable(document):
-        err.print(f"[yellow]warning:[/] unstable timing (coefficient of variation > 0.1), close other programs and rerun: {line}", highlight=False)
+        err.print(f"[yellow]warning:[/] unstable timing (coefficient of variation > 0.1), close other programs and rerun: {escape(line)}", highlight=False)
     for key, value in (document.get("notes") or {}).items():
-        err.print(f"[dim]{key}: {value}[/]", highlight=False)
+        err.print(f"[dim]{escape(key)}: {escape(str(value))}[/]", highlight=False)
     out.print("results: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
 
@@ -184,7 +185,7 @@ def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> N
             table.add_row(c.cell, c.metric, f"{c.old:.3f}", "missing" if c.new is None else f"{c.new:.3f}", "-" if c.ratio is None else f"{c.ratio:.3f}", mark)
         out.print(table)
     if where[0] != where[1]:
-        err.print(f"[yellow]warning:[/] different machines ({where[0]} vs {where[1]}): the ratios compare the machines too", highlight=False)
+        err.print(f"[yellow]warning:[/] different machines ({escape(where[0])} vs {escape(where[1])}): the ratios compare the machines too", highlight=False)
     if regressions:
         err.print(f"[bold red]{len(regressions)} regression(s)[/] beyond {threshold:.0%}", highlight=False)
         raise typer.Exit(1)

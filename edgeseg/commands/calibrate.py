@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typing_extensions import Annotated
@@ -150,7 +151,7 @@ def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count:
         if spec.geometry == "resize" and spec.height * spec.width > height * width:
             notes.append(f"calibration frames are {height}x{width}, smaller than {model.name}'s {spec.height}x{spec.width} input: they are upscaled")
     for note in notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False)
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if not quiet:
         described = calibration.describe()
         err.print(

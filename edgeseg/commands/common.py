@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg.errors import EdgesegError
@@ -29,7 +30,7 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except EdgesegError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

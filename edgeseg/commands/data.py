@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typing_extensions import Annotated
@@ -70,6 +71,6 @@ def check(data: DataOption, json_output: JsonOption = False) -> None:
     else:
         out.print(f"{data}: {readable}/{len(dataset.samples)} images readable, {defective} with defects")
         for problem in dataset.problems:
-            out.print(f"[yellow]problem:[/] {problem}", highlight=False, soft_wrap=True)
+            out.print(f"[yellow]problem:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
     if dataset.problems:
         raise typer.Exit(1)

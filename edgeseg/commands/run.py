@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
 import typer
+from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json
@@ -147,7 +148,7 @@ def run(
         for kind, path in report["outputs"].items():
             out.print(f"{kind}: {path}")
     if report["source"]["error"]:
-        err.print(f"[bold red]error:[/] {report['source']['error']}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
