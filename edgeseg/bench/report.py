@@ -15,6 +15,12 @@ COLUMNS = (
     "model", "backend", "precision", "batch", "host p50 ms", "p90", "p99", "compute p50 ms", "h2d ms", "d2h ms",
     "images/s", "x base", "GFLOP/s", "% GEMM", "cv", "accuracy",
 )  # fmt: skip
+# The terminal shows these, under shorter headers (the markdown and JSON keep everything).
+TERMINAL = {
+    "model": "model", "backend": "backend", "precision": "precision", "batch": "b", "host p50 ms": "p50 ms", "p99": "p99 ms",
+    "compute p50 ms": "compute", "h2d ms": "h2d", "d2h ms": "d2h", "images/s": "img/s", "x base": "x base", "% GEMM": "%GEMM",
+    "cv": "cv", "accuracy": "accuracy",
+}  # fmt: skip
 PIPELINE_COLUMNS = ("backend", "precision", "frames", "FPS", "gate pass", "glass-to-glass p50 ms", "p99 ms", "segmenter mean ms")
 
 
@@ -22,16 +28,17 @@ def _num(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _accuracy(acc: Optional[Dict[str, Any]]) -> str:
+def _accuracy(acc: Optional[Dict[str, Any]], per_class: bool = True) -> str:
     if not acc:
         return "-"
     if "mean_dice" in acc:
-        per_class = " ".join(f"{v:.3f}" for v in acc["dice_per_class"].values())
-        return f"Dice {acc['mean_dice']:.3f} ({per_class})"
-    return f"recall {acc.get('recall', float('nan')):.3f} acc {acc.get('accuracy', float('nan')):.3f}"
+        classes = " (" + " ".join(f"{v:.3f}" for v in acc["dice_per_class"].values()) + ")" if per_class else ""
+        return f"Dice {acc['mean_dice']:.3f}{classes}"
+    accuracy = f" acc {acc.get('accuracy', float('nan')):.3f}" if per_class else ""
+    return f"recall {acc.get('recall', float('nan')):.3f}{accuracy}"
 
 
-def rows(document: Dict[str, Any]) -> List[List[str]]:
+def rows(document: Dict[str, Any], per_class: bool = True) -> List[List[str]]:
     """Table cells (strings, COLUMNS order) of every measured row."""
     ratios = document.get("ratios", {})
     table = []
@@ -60,7 +67,7 @@ def rows(document: Dict[str, Any]) -> List[List[str]]:
                 _num(r.get("gflops_per_s"), 1),
                 _num(efficiency * 100 if efficiency is not None else None, 0),
                 _num(cv, 3) + (" !" if cv is not None and cv > UNSTABLE_CV else ""),
-                _accuracy(r.get("accuracy")),
+                _accuracy(r.get("accuracy"), per_class),
             ]
         )
     return table
@@ -121,21 +128,26 @@ def summary_line(document: Dict[str, Any]) -> str:
 
 
 def rich_tables(document: Dict[str, Any]) -> List[Any]:
+    """The terminal view: the TERMINAL columns that some row fills (no copies on a CPU backend,
+    no accuracy without --validation), mean Dice and recall only, so a run fits a 120-column terminal."""
+    from rich import box
     from rich.table import Table
 
-    tables = []
-    table = Table(title="edgeseg bench", title_justify="left", caption=summary_line(document), caption_justify="left")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "backend", "precision", "accuracy") else "right")
-    for cells in rows(document):
-        table.add_row(*cells)
-    tables.append(table)
+    cells = rows(document, per_class=False)
+    keep = [i for i, column in enumerate(COLUMNS) if column in TERMINAL and any(row[i] != "-" for row in cells)]
+    table = Table(title="edgeseg bench", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i in keep:
+        text = COLUMNS[i] in ("model", "backend", "precision", "accuracy")
+        table.add_column(TERMINAL[COLUMNS[i]], justify="left" if text else "right", no_wrap=COLUMNS[i] != "accuracy")
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
+    tables = [table]
     if document.get("pipeline"):
-        pipe = Table(title=_pipeline_title(document), title_justify="left")
+        pipe = Table(title=_pipeline_title(document), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in PIPELINE_COLUMNS:
             pipe.add_column(column, justify="left" if column in ("backend", "precision") else "right")
-        for cells in pipeline_rows(document):
-            pipe.add_row(*cells)
+        for row in pipeline_rows(document):
+            pipe.add_row(*row)
         tables.append(pipe)
     return tables
 

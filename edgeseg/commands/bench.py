@@ -151,10 +151,11 @@ class _Steps:
 
 
 def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
-    from edgeseg.bench.report import rich_tables, skipped, unstable
+    from edgeseg.bench.report import rich_tables, skipped, summary_line, unstable
 
     for table in rich_tables(document):
         out.print(table)
+    out.print(summary_line(document), highlight=False)
     for line in skipped(document):
         err.print(f"[dim]not run: {escape(line)}[/]", highlight=False)
     for line in unstable(document):
