@@ -65,3 +65,20 @@ def tiny_models(tiny_checkpoints, tmp_path_factory) -> Dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("tiny_models")
     return {task: torch_to_onnx(path, folder / f"{task}.onnx").onnx for task, path in tiny_checkpoints.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(tiny_models, tmp_path_factory):
+    """A CalibrationSet of 12 synthetic strips at the tiny segmenter's geometry (the classifier
+    resizes from them), for the INT8 tests."""
+    from edgeseg.calibration.calibration_set import fit_frame, save_calibration_set
+    from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
+    from edgeseg.edge.card import read_card
+
+    spec = read_card(tiny_models["segmenter"]).preprocess
+    frames = []
+    for i in range(12):
+        rng = strip_rng(5, i)
+        image, _ = make_strip(rng, sample_defect_classes(rng))
+        frames.append(fit_frame(image, spec))
+    return save_calibration_set(tmp_path_factory.mktemp("calib") / "c.npz", frames, [f"s{i}" for i in range(12)], "images", spec)

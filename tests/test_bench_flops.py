@@ -8,9 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.bench.flops import FlopCount, matmul_rate, onnx_flops
-from edgeseg.calibration.calibration_set import fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
-from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
 
@@ -39,22 +37,11 @@ def test_count_is_linear_in_batch(tiny_models):
     assert explicit.total == three.total
 
 
-@pytest.fixture(scope="module")
-def calibration(tiny_models, tmp_path_factory):
-    spec = read_card(tiny_models["segmenter"]).preprocess
-    frames = []
-    for i in range(8):
-        rng = strip_rng(7, i)
-        image, _ = make_strip(rng, sample_defect_classes(rng))
-        frames.append(fit_frame(image, spec))
-    return save_calibration_set(tmp_path_factory.mktemp("calib") / "c.npz", frames, [f"s{i}" for i in range(8)], "images", spec)
-
-
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
 @pytest.mark.parametrize("flavour", ["trt", "cpu"])
-def test_qdq_model_counts_as_its_fp32_source(tiny_models, calibration, tmp_path, task, flavour):
+def test_qdq_model_counts_as_its_fp32_source(tiny_models, tiny_calibration, tmp_path, task, flavour):
     source = tiny_models[task]
-    result = onnx_to_qdq(source, calibration, tmp_path / qdq_path(source, flavour).name, flavour=flavour)
+    result = onnx_to_qdq(source, tiny_calibration, tmp_path / qdq_path(source, flavour).name, flavour=flavour)
     quantized = onnx.load(str(result.path))
     weights_from_dq = [
         node for node in quantized.graph.node if node.op_type in ("Conv", "Gemm") and any(i.endswith("DequantizeLinear_Output") for i in node.input[1:2])

@@ -9,25 +9,11 @@ import pytest
 from onnx import numpy_helper
 from onnxruntime.quantization import quantize_static
 
-from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import CPU_MIN_INT8_OUTPUT_CHANNELS, TRT_OP_TYPES, cpu_float_nodes, onnx_to_qdq, qdq_path, trt_qdq_problems
-from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
 
 HAS_RANGES_CACHE = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-
-
-@pytest.fixture(scope="module")
-def calibration(tiny_models, tmp_path_factory) -> CalibrationSet:
-    """12 synthetic strips at the segmenter's geometry (the classifier resizes from them)."""
-    spec = read_card(tiny_models["segmenter"]).preprocess
-    frames = []
-    for i in range(12):
-        rng = strip_rng(5, i)
-        image, _ = make_strip(rng, sample_defect_classes(rng))
-        frames.append(fit_frame(image, spec))
-    return save_calibration_set(tmp_path_factory.mktemp("calib") / "c.npz", frames, [f"s{i}" for i in range(12)], "images", spec)
 
 
 def _run(path: Path, batch: np.ndarray) -> np.ndarray:
@@ -44,11 +30,11 @@ def _consumers(model: onnx.ModelProto):
 
 
 @pytest.fixture(scope="module")
-def quantized(tiny_models, calibration, tmp_path_factory):
+def quantized(tiny_models, tiny_calibration, tmp_path_factory):
     """{(task, flavour): QdqResult} for both models in both flavours (minmax)."""
     out = tmp_path_factory.mktemp("qdq")
     return {
-        (task, flavour): onnx_to_qdq(path, calibration, out / qdq_path(path, flavour).name, flavour=flavour)
+        (task, flavour): onnx_to_qdq(path, tiny_calibration, out / qdq_path(path, flavour).name, flavour=flavour)
         for task, path in tiny_models.items()
         for flavour in ("trt", "cpu")
     }
@@ -56,16 +42,16 @@ def quantized(tiny_models, calibration, tmp_path_factory):
 
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
 @pytest.mark.parametrize("flavour", ["trt", "cpu"])
-def test_qdq_model_is_valid_runs_and_tracks_fp32(tiny_models, calibration, quantized, task, flavour):
+def test_qdq_model_is_valid_runs_and_tracks_fp32(tiny_models, tiny_calibration, quantized, task, flavour):
     result = quantized[(task, flavour)]
     assert result.path.name == f"{task}.int8.{flavour}.qdq.onnx"
     model = onnx.load(str(result.path))
     onnx.checker.check_model(model, full_check=True)
     card = read_card(result.path)  # verifies the sha256 stamped in the card
     assert card.artifact["precision"] == "int8" and card.artifact["flavour"] == flavour
-    assert card.artifact["calibration_sha256"] == calibration.sha256 and card.artifact["calibration_method"] == "minmax"
+    assert card.artifact["calibration_sha256"] == tiny_calibration.sha256 and card.artifact["calibration_method"] == "minmax"
     assert card.source["onnx_sha256"] == read_card(tiny_models[task]).artifact["sha256"]
-    batch = np.concatenate(list(calibration.batches(4, card.preprocess))[:2])
+    batch = np.concatenate(list(tiny_calibration.batches(4, card.preprocess))[:2])
     fp32, int8 = _run(tiny_models[task], batch), _run(result.path, batch)
     assert int8.shape == fp32.shape
     rel = np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32)
@@ -150,14 +136,14 @@ def test_cpu_flavour_keeps_narrow_edge_layers_float_and_ort_runs_the_rest_int8(t
     assert trt.kept_float == [] and trt.quantized["Conv"] == len(convs)  # TensorRT: every Conv int8, as before
 
 
-def test_excluded_reader_of_a_folded_relu_gets_the_relu_back(tiny_models, calibration, tmp_path):
+def test_excluded_reader_of_a_folded_relu_gets_the_relu_back(tiny_models, tiny_calibration, tmp_path):
     """The cpu flavour folds a Relu into the next Q (uint8 range starts at 0): its producer then
     writes the Relu's output name unclipped. An excluded reader must not see negative values."""
     source = onnx.load(str(tiny_models["segmenter"]))
     producers = {out: node for node in source.graph.node for out in node.output}
     resize = next(n for n in source.graph.node if n.op_type == "Resize")  # reads the deepest (int8) stage's Relu
     assert producers[resize.input[0]].op_type == "Relu"
-    result = onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "x.onnx", flavour="cpu", exclude=[resize.name])
+    result = onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "x.onnx", flavour="cpu", exclude=[resize.name])
     model = onnx.load(str(result.path))
     producers = {out: node for node in model.graph.node for out in node.output}
     node = next(n for n in model.graph.node if n.name == resize.name)
@@ -166,19 +152,19 @@ def test_excluded_reader_of_a_folded_relu_gets_the_relu_back(tiny_models, calibr
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_other_calibration_methods(tiny_models, calibration, tmp_path, method):
-    result = onnx_to_qdq(tiny_models["classifier"], calibration, tmp_path / "c.onnx", flavour="trt", method=method)
+def test_other_calibration_methods(tiny_models, tiny_calibration, tmp_path, method):
+    result = onnx_to_qdq(tiny_models["classifier"], tiny_calibration, tmp_path / "c.onnx", flavour="trt", method=method)
     assert read_card(result.path).artifact["calibration_method"] == method
     assert trt_qdq_problems(onnx.load(str(result.path))) == []
 
 
 @pytest.mark.parametrize("flavour", ["trt", "cpu"])
-def test_excluded_layer_stays_float_even_when_its_input_is_shared(tiny_models, calibration, tmp_path, flavour):
+def test_excluded_layer_stays_float_even_when_its_input_is_shared(tiny_models, tiny_calibration, tmp_path, flavour):
     source = onnx.load(str(tiny_models["segmenter"]))
     consumers = _consumers(source)
     # a Conv whose input also feeds another Conv (a residual block's conv1 next to its shortcut)
     shared = next(n for n in source.graph.node if n.op_type == "Conv" and sum(c.op_type == "Conv" for c in consumers[n.input[0]]) > 1)
-    result = onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "x.onnx", flavour=flavour, exclude=[shared.name])
+    result = onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "x.onnx", flavour=flavour, exclude=[shared.name])
     model = onnx.load(str(result.path))
     producers = {out: node for node in model.graph.node for out in node.output}
     node = next(n for n in model.graph.node if n.name == shared.name)
@@ -189,26 +175,26 @@ def test_excluded_layer_stays_float_even_when_its_input_is_shared(tiny_models, c
     onnx.checker.check_model(model, full_check=True)
 
 
-def test_bad_requests_are_one_clear_error(tiny_models, calibration, tmp_path):
+def test_bad_requests_are_one_clear_error(tiny_models, tiny_calibration, tmp_path):
     with pytest.raises(EdgesegError, match="no node"):
-        onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "a.onnx", exclude=["nope"])
+        onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "a.onnx", exclude=["nope"])
     with pytest.raises(EdgesegError, match="flavour"):
-        onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "a.onnx", flavour="gpu")
+        onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "a.onnx", flavour="gpu")
     with pytest.raises(EdgesegError, match="method"):
-        onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "a.onnx", method="mse")
+        onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "a.onnx", method="mse")
     with pytest.raises(EdgesegError, match="overwrite"):
-        onnx_to_qdq(tiny_models["segmenter"], calibration, tiny_models["segmenter"])
+        onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tiny_models["segmenter"])
     assert not (tmp_path / "a.onnx").exists()
 
 
 @pytest.mark.skipif(not HAS_RANGES_CACHE, reason="this onnxruntime's quantize_static has no calibration_cache_path")
-def test_ranges_cache_calibrates_once_with_the_same_result(tiny_models, calibration, quantized, tmp_path):
+def test_ranges_cache_calibrates_once_with_the_same_result(tiny_models, tiny_calibration, quantized, tmp_path):
     cache = tmp_path / "ranges.json"
     calls = []
-    onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "c.onnx", flavour="cpu", ranges_cache=cache, progress=calls.append)
-    assert cache.is_file() and len(calls) == len(calibration)
+    onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "c.onnx", flavour="cpu", ranges_cache=cache, progress=calls.append)
+    assert cache.is_file() and len(calls) == len(tiny_calibration)
     calls.clear()
-    reused = onnx_to_qdq(tiny_models["segmenter"], calibration, tmp_path / "t.onnx", flavour="trt", ranges_cache=cache, progress=calls.append)
+    reused = onnx_to_qdq(tiny_models["segmenter"], tiny_calibration, tmp_path / "t.onnx", flavour="trt", ranges_cache=cache, progress=calls.append)
     assert calls == []  # no second calibration pass
     alone = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quantized[("segmenter", "trt")].path)).graph.initializer}
     shared = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(reused.path)).graph.initializer}
