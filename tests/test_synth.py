@@ -14,7 +14,7 @@ from edgeseg.errors import EdgesegError
 def test_same_seed_same_files_and_other_seed_differs(tmp_path):
     a = write_synthetic(tmp_path / "a", 4, seed=5)
     b = write_synthetic(tmp_path / "b", 4, seed=5)
-    c = write_synthetic(tmp_path / "c", 4, seed=6)
+    write_synthetic(tmp_path / "c", 4, seed=6)
     assert (tmp_path / "a/train.csv").read_text() == (tmp_path / "b/train.csv").read_text()
     for name in sorted(p.name for p in (tmp_path / "a/train_images").iterdir()):
         assert (tmp_path / "a/train_images" / name).read_bytes() == (tmp_path / "b/train_images" / name).read_bytes()

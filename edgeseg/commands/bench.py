@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
+from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.errors import EdgesegError
 
 EXIT_INTERRUPTED = 130
@@ -130,11 +130,7 @@ class _Steps:
     """A progress bar over the matrix on stderr; called with each step's description as it starts."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=quiet
-        )
+        self._progress = progress_bar(quiet, transient=True)
         self._task = self._progress.add_task("bench", total=total)
         self._started = 0
 

@@ -11,21 +11,14 @@ from typing import Any, Dict, List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
+from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.errors import EdgesegError
 
 CALIBRATION_NAME = "calibration.npz"
 REPORT_NAME = "accuracy.json"
-
-
-def _bar(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=quiet
-    )
 
 
 @cli_errors
@@ -139,7 +132,7 @@ def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count:
     else:
         # Frames are stored at the largest model's geometry; smaller models resize from it.
         geometry = max((c.preprocess for c in cards.values()), key=lambda p: p.height * p.width, default=None)
-        with _bar(quiet) as progress:
+        with progress_bar(quiet) as progress:
             task = progress.add_task(f"reading {source_kind(source)} {source.name}", total=count)
             calibration = source_to_calibration_set(
                 source, out_dir / CALIBRATION_NAME, geometry, count, seed, progress=lambda n: progress.advance(task, n)
@@ -181,7 +174,7 @@ def _quantise(
             for flavour in order:
                 reused = cache is not None and cache.is_file()
                 label = f"INT8 {flavour} {model.name} ({method}{', ranges reused' if reused else ''})"
-                with _bar(quiet) as progress:
+                with progress_bar(quiet) as progress:
                     task = progress.add_task(label, total=None if reused else batches)
                     results.append(
                         onnx_to_qdq(
@@ -230,7 +223,7 @@ def _accuracy(
         variants.setdefault(f"int8-{r.flavour}", {})[read_card(r.path).task] = r.path
     data = load_validation(validation, validation_count, seed)
     total = len(data) * sum(len(v) for v in variants.values())
-    with _bar(quiet) as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task(f"scoring {len(variants)} precisions on {len(data)} strips", total=total)
         report = accuracy_report(variants, data, unavailable, progress=lambda n: progress.advance(task, n))
     int8 = [label for label in variants if label.startswith("int8-")]

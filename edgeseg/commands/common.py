@@ -36,6 +36,24 @@ def cli_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
+    """The one progress display of every command, on stderr: step, bar, done/total, elapsed and
+    remaining time (a spinner while the total is unknown). quiet (--json) hides it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=transient,
+        disable=quiet,
+    )
+
+
 def print_json(data: Any) -> None:
     """Machine output: one JSON document on stdout."""
     typer.echo(json.dumps(data, indent=2, default=str))

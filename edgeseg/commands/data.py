@@ -5,11 +5,10 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
+from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, out, print_json, progress_bar
 
 app = typer.Typer(
     help="Data in the Severstal layout (DIR/train.csv + DIR/train_images/*.jpg, 1600x256 strips).",
@@ -17,10 +16,6 @@ app = typer.Typer(
 )
 
 DataOption = Annotated[Path, typer.Option("--data", "-d", help="Folder with train.csv and train_images/.")]
-
-
-def _bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err)
 
 
 @app.command("synth")
@@ -39,7 +34,7 @@ def synth(
     """
     from edgeseg.data.synth import SHAPES, write_synthetic
 
-    with _bar() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("rendering strips", total=count)
         summary = write_synthetic(out_dir, count, seed, progress=lambda n: progress.advance(task, n))
     if json_output:
@@ -60,7 +55,7 @@ def check(data: DataOption, json_output: JsonOption = False) -> None:
     from edgeseg.data.severstal import load_images, scan
 
     dataset = scan(data)
-    with _bar() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("reading images", total=len(dataset.samples))
         readable = sum(1 for _ in load_images(dataset, lambda n: progress.advance(task, n)))
     defective = sum(1 for s in dataset.samples if s.has_defect)

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json
+from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.errors import EdgesegError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -123,7 +123,7 @@ def run(
             sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps)))
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
-        progress = stack.enter_context(_progress(json_output))
+        progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames)
         pipeline = Pipeline(
             stream,
@@ -150,19 +150,3 @@ def run(
     if report["source"]["error"]:
         err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-
-
-def _progress(quiet: bool) -> Any:
-    """Frames and rate on stderr while running (hidden with --json or off a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
-    )
