@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -16,8 +17,18 @@ from typing_extensions import Annotated
 
 from edgeseg.errors import EdgesegError
 
-out = Console()  # results
-err = Console(stderr=True)  # logs, progress, errors
+# Results and logs. Off a terminal (CI logs, pipes) rich would fold tables to 80 columns: give
+# them room for a whole row instead, unless COLUMNS says otherwise.
+PIPE_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    fits = Console(stderr=stderr).is_terminal or "COLUMNS" in os.environ
+    return Console(stderr=stderr, width=None if fits else PIPE_WIDTH)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
