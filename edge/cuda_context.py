@@ -13,13 +13,16 @@ pycuda facts used (doc/driver.rst, src/cpp/cuda.hpp of inducer/pycuda): Device.r
 on a primary context calls cuDevicePrimaryCtxRelease.
 
 GPU identity comes from the CUDA driver API through ctypes (cuDeviceGetName, cuDeviceGetAttribute
-with CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR = 75/76, cuDriverGetVersion): no pycuda and
+with CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR = 75/76, cuDriverGetVersion; libcudart's
+cudaRuntimeGetVersion): no pycuda and
 no context needed, so `build-engine`, `edgeseg info` and the runtime's card check all read the same
 strings. Python 3.8-compatible.
 """
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import glob
 import queue
 import threading
 from concurrent.futures import Future
@@ -57,12 +60,27 @@ def _driver() -> Optional[ctypes.CDLL]:
 
 
 def driver_version() -> Optional[str]:
-    """The CUDA driver's version ("12.2"), or None without a driver."""
+    """The newest CUDA the driver supports ("12.2"), or None without a driver."""
     lib = _driver()
-    if lib is None:
-        return None
+    return None if lib is None else _version(lib.cuDriverGetVersion)
+
+
+def runtime_version() -> Optional[str]:
+    """The CUDA runtime (toolkit) installed here ("11.4" on JetPack 5), or None without libcudart.
+    Found by the loader or in CUDA's default prefix, as TensorRT's own loader looks for it."""
+    names = [n for n in (ctypes.util.find_library("cudart"),) if n] + sorted(glob.glob("/usr/local/cuda/lib64/libcudart.so*"))
+    for name in names:
+        try:
+            return _version(ctypes.CDLL(name).cudaRuntimeGetVersion)
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _version(getter: Callable[..., int]) -> Optional[str]:
+    """CUDA's integer version (12020) from a cu*/cuda*GetVersion(int*) call, as "12.2"."""
     value = ctypes.c_int(0)
-    if lib.cuDriverGetVersion(ctypes.byref(value)) != 0:
+    if getter(ctypes.byref(value)) != 0:
         return None
     return f"{value.value // 1000}.{(value.value % 1000) // 10}"
 

@@ -115,6 +115,12 @@ def _cuda_driver() -> Optional[str]:
     return driver_version()
 
 
+def _cuda_runtime() -> Optional[str]:
+    from edgeseg.edge.cuda_context import runtime_version
+
+    return runtime_version()
+
+
 def _jetson() -> Optional[Dict[str, Any]]:
     if not TEGRA_RELEASE.is_file() and not DEVICE_TREE_MODEL.is_file():
         return None
@@ -157,6 +163,7 @@ def collect() -> Dict[str, Any]:
         "polygraphy": _soft(lambda: distribution_version("polygraphy")),
         "torch": _soft(lambda: distribution_version("torch")),
         "cuda_driver": _soft(_cuda_driver),
+        "cuda_runtime": _soft(_cuda_runtime),
         "gpus": _soft(_gpus),
         "jetson": _soft(_jetson),
     }

@@ -33,6 +33,20 @@ def test_cpu_info_reads_x86_and_jetson_cpuinfo():
     assert envinfo.cpu_info()["logical_cores"] >= 1  # this machine
 
 
+def test_cuda_versions_read_as_major_minor():
+    from edgeseg.edge.cuda_context import _version
+
+    def reports(number):
+        def getter(pointer):
+            pointer._obj.value = number
+            return 0  # cudaSuccess / CUDA_SUCCESS
+
+        return getter
+
+    assert _version(reports(11040)) == "11.4" and _version(reports(12020)) == "12.2"
+    assert _version(lambda pointer: 35) is None  # an error code, e.g. cudaErrorInsufficientDriver
+
+
 def test_opencv_gstreamer_from_this_build_and_a_jetson_build():
     here = envinfo.opencv_gstreamer(cv2.getBuildInformation())
     assert here is not None and (here.startswith("YES") or here == "NO")

@@ -111,7 +111,7 @@ def summary_line(document: Dict[str, Any]) -> str:
     parts = [
         document["date"],
         f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores)",
-        ", ".join(g["name"] for g in gpus) or "no GPU",
+        (", ".join(g["name"] for g in gpus) + f" (CUDA {env.get('cuda_runtime') or '?'}, driver {env.get('cuda_driver') or '?'})") if gpus else "no GPU",
         f"TensorRT {env.get('tensorrt') or 'n/a'}",
         f"onnxruntime {ort.get('version', 'n/a')}",
         f"torch {env.get('torch') or 'n/a'}",

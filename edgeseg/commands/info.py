@@ -22,6 +22,7 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
     lines.append(("onnxruntime", f"{ort['version']} ({', '.join(ort['providers'])})" if isinstance(ort, dict) else _text(ort)))
     lines += [(key, _text(info[key])) for key in ("tensorrt", "pycuda", "polygraphy", "torch")]
     lines.append(("cuda driver", _text(info["cuda_driver"], none="no NVIDIA driver")))
+    lines.append(("cuda runtime", _text(info["cuda_runtime"], none="no libcudart found")))
     gpus = info["gpus"]
     if isinstance(gpus, list) and gpus:
         lines += [(f"gpu {g['index']}", f"{g['name']} (compute {g['compute_capability']}, {g['memory_gib']} GiB)") for g in gpus]
