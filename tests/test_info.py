@@ -97,5 +97,5 @@ def test_info_command_table_and_json():
 
 def test_rows_cover_every_field_without_a_gpu():
     names = [name for name, _ in rows(envinfo.collect())]
-    for expected in ("edgeseg", "python", "numpy", "opencv", "onnxruntime", "tensorrt", "pycuda", "cuda driver"):
+    for expected in ("edgeseg", "python", "numpy", "opencv", "onnxruntime", "tensorrt", "pycuda", "cuda driver", "cuda runtime", "cpu"):
         assert expected in names
