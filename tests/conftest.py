@@ -3,8 +3,11 @@
 Model fixtures (export helper): tiny random-init models made through the real export API, so
 runtime, INT8 and benchmark tests run on genuine ONNX files with genuine cards in seconds.
 """
+import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Dict
+from typing import Any, Callable, Dict
 
 import pytest
 
@@ -82,3 +85,20 @@ def tiny_calibration(tiny_models, tmp_path_factory):
         image, _ = make_strip(rng, sample_defect_classes(rng))
         frames.append(fit_frame(image, spec))
     return save_calibration_set(tmp_path_factory.mktemp("calib") / "c.npz", frames, [f"s{i}" for i in range(12)], "images", spec)
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def run_benchmark(tmp_path) -> Callable[..., Dict[str, Any]]:
+    """run(script, *args): run benchmarks/<script> as a user would, writing tmp_path/smoke.{json,md};
+    fails the test on a non-zero exit (with the script's stderr) and returns the JSON it wrote."""
+
+    def run(script: str, *args: Any) -> Dict[str, Any]:
+        command = [sys.executable, str(BENCHMARKS / script), *map(str, args), "--out", str(tmp_path), "--name", "smoke"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads((tmp_path / "smoke.json").read_text())
+
+    return run

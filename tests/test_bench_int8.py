@@ -1,18 +1,8 @@
 """The INT8 benchmark runs end to end on given models (figures are not asserted: benchmarks are not timed tests)."""
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_int8.py"
 
 
-def test_bench_int8_writes_json_and_markdown(tiny_models, tmp_path):
-    command = [sys.executable, str(SCRIPT), "--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
-    command += ["--repeats", "2", "--iterations", "1", "--out", str(tmp_path), "--name", "smoke"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((tmp_path / "smoke.json").read_text())
+def test_bench_int8_writes_json_and_markdown(tiny_models, run_benchmark, tmp_path):
+    data = run_benchmark("bench_int8.py", "--classifier", tiny_models["classifier"], "--segmenter", tiny_models["segmenter"], "--repeats", 2, "--iterations", 1)
     assert data["settings"]["models"] == "given"
     for task in ("segmenter", "classifier"):
         variants = data["models"][task]["variants"]

@@ -1,18 +1,8 @@
 """The pipeline benchmark runs end to end (figures are not asserted: benchmarks are not timed tests)."""
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_pipeline.py"
 
 
-def test_bench_pipeline_writes_json_and_markdown(tiny_models, tmp_path):
-    command = [sys.executable, str(SCRIPT), "--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
-    command += ["--frames", "4", "--repeats", "1", "--out", str(tmp_path), "--name", "smoke"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((tmp_path / "smoke.json").read_text())
+def test_bench_pipeline_writes_json_and_markdown(tiny_models, run_benchmark, tmp_path):
+    data = run_benchmark("bench_pipeline.py", "--classifier", tiny_models["classifier"], "--segmenter", tiny_models["segmenter"], "--frames", 4, "--repeats", 1)
     assert data["checks"]["same_gate_decisions"] is True  # the bare loops and the pipeline agree
     assert data["checks"]["always_ran_every_frame"] is True
     assert data["config"]["defective_frames"] == 1 and data["config"]["frame_size"] == [256, 1600]
