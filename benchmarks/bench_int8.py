@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from bench_pipeline import write_results
+from edgeseg.bench.report import write_results
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
@@ -201,7 +201,9 @@ def main() -> None:
     segmenter = result["models"]["segmenter"]["variants"]["int8-cpu"]["ratio_vs_fp32"]
     result["target"]["met"] = segmenter >= TARGET
     name = args.name or ("int8_cpu_demo" if origin == DEMO else "int8_cpu")
-    write_results(args.out, name, result, markdown(result))
+    text = markdown(result)
+    write_results(args.out, name, result, text)
+    print(text)
 
 
 DEMO = "bundled demo models"

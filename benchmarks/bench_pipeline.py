@@ -34,6 +34,7 @@ import numpy as np
 
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames, write_clip
+from edgeseg.bench.report import write_results
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.edge.pipeline import Pipeline
@@ -42,20 +43,9 @@ from edgeseg.edge.preprocess import preprocess
 from edgeseg.edge.sinks import JsonlSink
 from edgeseg.edge.sources import open_source
 from edgeseg.envinfo import benchmark_environment
-from edgeseg.files import atomic_output
 
 TARGET_OVERHEAD = 0.95
 TARGET_GATING = 2.0
-
-
-def write_results(folder: Path, name: str, result: Dict[str, Any], table: str) -> None:
-    """Every benchmark's output: `<name>.json` for machines and `<name>.md` for people, both atomic."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_output(folder / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_output(folder / f"{name}.md") as tmp:
-        tmp.write_text(table)
-    print(table)
 
 
 def decode_all(video: Path) -> List[np.ndarray]:
@@ -183,7 +173,9 @@ def main() -> None:
         "pipeline_latency_ms": last_report.get("latency_ms", {}),
         "figures": figures,
     }
-    write_results(args.out, args.name, result, markdown(result))
+    text = markdown(result)
+    write_results(args.out, args.name, result, text)
+    print(text)
 
 
 def _figure(ratios: List[float], target: Optional[float]) -> Dict[str, Any]:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
 from edgeseg.edge.backends.base import TIMING_KEYS, Backend
 from edgeseg.edge.latency import UNSTABLE_CV, summarize, summary_ms
 from edgeseg.errors import EdgesegError
-
-Tick = Optional[Callable[[], None]]
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -78,8 +75,8 @@ class Measurement:
         return self.iterations > 1 and summarize(self.host)["cv"] > UNSTABLE_CV
 
 
-def measure(backend: Backend, feed: Dict[str, np.ndarray], settings: Settings, tick: Tick = None) -> Measurement:
-    """Time `backend.infer(feed)` on an activated backend; `tick()` after each timed iteration."""
+def measure(backend: Backend, feed: Dict[str, np.ndarray], settings: Settings) -> Measurement:
+    """Time `backend.infer(feed)` on an activated backend."""
     batch = int(next(iter(feed.values())).shape[0])
     result = Measurement(batch=batch, parts={key: [] for key in TIMING_KEYS})
     warm_until = time.perf_counter() + settings.warmup_s
@@ -99,8 +96,6 @@ def measure(backend: Backend, feed: Dict[str, np.ndarray], settings: Settings, t
         for key in TIMING_KEYS:
             if key in backend.timings:
                 result.parts[key].append(backend.timings[key])
-        if tick is not None:
-            tick()
     result.wall_s = clock - started
     return result
 

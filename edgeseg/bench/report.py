@@ -199,8 +199,8 @@ def chart(document: Dict[str, Any], path: Path) -> Optional[Path]:
     return bar_chart(path, "edgeseg bench: host latency per inference (median, min-p99)", groups, unit="ms")
 
 
-def write_files(document: Dict[str, Any], folder: Path, name: str, appendix: str = "") -> Dict[str, Path]:
-    """<folder>/<name>.json, .md (+ `appendix`) and .png, each written atomically."""
+def write_results(folder: Path, name: str, result: Dict[str, Any], text: str) -> Dict[str, Path]:
+    """Every benchmark's output: <folder>/<name>.json for machines and .md for people, both atomic."""
     import json
 
     from edgeseg.files import atomic_output, ensure_writable_dir
@@ -208,10 +208,16 @@ def write_files(document: Dict[str, Any], folder: Path, name: str, appendix: str
     target = ensure_writable_dir(folder)
     files = {"json": target / f"{name}.json", "markdown": target / f"{name}.md"}
     with atomic_output(files["json"]) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     with atomic_output(files["markdown"]) as tmp:
-        tmp.write_text(markdown(document) + appendix)
-    png = chart(document, target / f"{name}.png")
+        tmp.write_text(text)
+    return files
+
+
+def write_files(document: Dict[str, Any], folder: Path, name: str, appendix: str = "") -> Dict[str, Path]:
+    """A bench document as <folder>/<name>.json, .md (+ `appendix`) and .png."""
+    files = write_results(folder, name, document, markdown(document) + appendix)
+    png = chart(document, files["json"].parent / f"{name}.png")
     if png is not None:
         files["chart"] = png
     return files
