@@ -13,13 +13,12 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import cv2
 
-from edgeseg.edge.annotate import annotate
+from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sources import Frame
+from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, ensure_writable_dir
-
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 class Sink(abc.ABC):
@@ -71,15 +70,22 @@ class JsonlSink(Sink):
 
 
 class VideoSink(Sink):
-    """Annotated frames into a video (.mp4 with mp4v, .avi/.mkv with MJPG), sized by the first
-    frame; later frames of another size are scaled to it. Released on close, so it is playable."""
+    """Annotated frames into a video (edge.videocodec: .mp4 mp4v or h264, .avi/.mkv MJPG, .webm
+    VP8), sized by the first frame; later frames of another size are scaled to it. Released on
+    close, so it is playable. `annotator` (default: plain class names) draws each frame."""
 
-    def __init__(self, path: PathLike, classes: Sequence[str], fps: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        classes: Sequence[str],
+        fps: Optional[float] = None,
+        annotator: Optional[Annotator] = None,
+        codec: str = "auto",
+    ) -> None:
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in FOURCC:
-            raise EdgesegError(f"cannot tell the video format of {self.path}", hint=f"end the name with one of {', '.join(FOURCC)}")
+        self._fourcc = choose_fourcc(self.path, codec)  # refused before anything is written
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.fps = fps if fps and fps > 0 else 10.0
         _open_for_writing(self.path, "video output").close()  # proves the path is writable now
         self._writer: Any = None
@@ -87,10 +93,10 @@ class VideoSink(Sink):
         self.frames = 0
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        picture = annotate(frame.image, result, self.classes)
+        picture = self._annotate(frame.image, result)
         if self._writer is None:
             self._size = (picture.shape[1], picture.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter_fourcc(*self._fourcc)
             self._writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), self._size)
             if not self._writer.isOpened():
                 self._writer = None
@@ -114,8 +120,11 @@ class WindowSink(Sink):
     Needs OpenCV with highgui (opencv-python); the headless wheel is refused up front.
     """
 
-    def __init__(self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg") -> None:
+    def __init__(
+        self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg", annotator: Optional[Annotator] = None
+    ) -> None:
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.title = title
         self._on_quit = on_quit
         try:  # probe: headless builds raise "The function is not implemented"
@@ -132,7 +141,7 @@ class WindowSink(Sink):
         if not self._open:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             self._open = True
-        cv2.imshow(self.title, annotate(frame.image, result, self.classes))
+        cv2.imshow(self.title, self._annotate(frame.image, result))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._on_quit()
 
