@@ -9,7 +9,8 @@ import pytest
 
 from edge_media import count_video_frames, frames
 from edgeseg.edge.postprocess import FrameResult, Segmentation
-from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink, annotate
+from edgeseg.edge.annotate import annotate
+from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
 
