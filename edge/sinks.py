@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgeseg.edge.postprocess import FrameResult
+from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, ensure_writable_dir
@@ -57,20 +58,22 @@ def _open_for_writing(path: Path, what: str) -> Any:
 
 
 class JsonlSink(Sink):
-    """One JSON object per frame (FrameResult.to_json), each line flushed as it is written.
+    """One record per line (edgeseg.edge.records), each line flushed as it is written.
 
-    t0: perf_counter origin of the records' `time_s` (default: the first frame's capture).
+    header: makes the header record, written as the first line before the first frame's
+    (called then, once the backends are active, so the record names their providers).
     """
 
-    def __init__(self, path: PathLike, t0: Optional[float] = None) -> None:
+    def __init__(self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None) -> None:
         self.path = Path(path)
-        self._t0 = t0
+        self._header = header
         self._handle: Any = _open_for_writing(self.path, "JSONL output")
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        if self._t0 is None:
-            self._t0 = frame.timestamp
-        self._handle.write(json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n")
+        if self._header is not None:
+            self._handle.write(json.dumps(self._header(), separators=(",", ":")) + "\n")
+            self._header = None
+        self._handle.write(json.dumps(frame_record(frame, result), separators=(",", ":")) + "\n")
         self._handle.flush()
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
@@ -99,9 +100,11 @@ def run(
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
     from edgeseg.edge.pipeline import Pipeline
+    from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
 
+    started = (time.time(), time.perf_counter())
     if camera is not None and source is not None:
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
@@ -116,7 +119,8 @@ def run(
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
         if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl)))
+            sinks.append(stack.enter_context(JsonlSink(jsonl, header=lambda: header_record(
+                cls_backend, seg_backend, str(uri), pipeline_ref[0].gate, started))))
         classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
         if video is not None:
