@@ -10,7 +10,7 @@ import contextlib
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import typer
 from rich.markup import escape
@@ -78,6 +78,10 @@ def run(
     ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4 or .avi).")] = None,
+    save_defects: Annotated[
+        Optional[Path],
+        typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -99,6 +103,7 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
@@ -118,9 +123,14 @@ def run(
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
+
+        def header() -> Dict[str, Any]:
+            return header_record(cls_backend, seg_backend, str(uri), pipeline_ref[0].gate, started)
+
         if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl, header=lambda: header_record(
-                cls_backend, seg_backend, str(uri), pipeline_ref[0].gate, started))))
+            sinks.append(stack.enter_context(JsonlSink(jsonl, header=header)))
+        if save_defects is not None:
+            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
         classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
         if video is not None:
@@ -141,7 +151,7 @@ def run(
         pipeline_ref.append(pipeline)
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
+    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
     if json_output:
         print_json(report)
     else:
