@@ -141,4 +141,5 @@ class DefectSink(Sink):
         try:
             return action()
         except OSError as exc:
-            raise EdgesegError(f"cannot write {self.folder / name}: {exc.strerror}", hint="free space or choose another --save-defects folder") from exc
+            hint = "free space or choose another --save-defects folder"
+            raise EdgesegError(f"cannot write {self.folder / name}: {exc.strerror}", hint=hint) from exc
