@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
+import math
 import os
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -132,16 +134,44 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     os.close(handle)
     tmp_path = Path(tmp)
     try:
-        with disk_full_as_error(target, writing=tmp_path):
-            yield tmp_path
+        yield tmp_path
         # mkstemp makes 0600 files; artifacts get the umask's usual mode so services can read them
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
+    except EdgesegError:
+        raise
+    except Exception as exc:
+        full = is_disk_full(exc) or nearly_full(tmp_path)  # asked before the partial file goes
+        if tmp_path.exists():
+            tmp_path.unlink()
+        if full:  # the space reported is what is left once the partial file is gone
+            raise disk_full_error(target, exc) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every NaN / infinity replaced by None: JSON has no NaN (Python writes a bare
+    `NaN` that strict parsers, jq and browsers refuse), and "not measurable" reads as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
+def write_json(path: PathLike, data: Any) -> Path:
+    """Strict JSON (NaN -> null), all or nothing (atomic_output), a full disk as one line."""
+    target = Path(path)
+    with atomic_output(target) as tmp:
+        tmp.write_text(json.dumps(json_ready(data), indent=2, allow_nan=False, default=str) + "\n")
+    return target
 
 
 # -- staged outputs: what sinks write -----------------------------------------------------------------

@@ -67,8 +67,10 @@ def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
 
 
 def print_json(data: Any) -> None:
-    """Machine output: one JSON document on stdout."""
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Machine output: one strict JSON document on stdout (NaN -> null)."""
+    from edgeseg.files import json_ready
+
+    typer.echo(json.dumps(json_ready(data), indent=2, default=str, allow_nan=False))
 
 
 # Shared option aliases (fastapi-cli style): declare once, reuse in every command.
