@@ -86,6 +86,10 @@ def run(
         Optional[Path],
         typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
     ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -113,6 +117,7 @@ def run(
     from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.edge.submission import SubmissionSink
 
     started = (time.time(), time.perf_counter())
     if camera is not None and source is not None:
@@ -139,6 +144,11 @@ def run(
         classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
+        if submission is not None:
+            if not stream.images or loop:
+                err.print("error: --submission needs an image folder or glob as --source, read once (no --loop)", markup=False)
+                raise typer.Exit(2)
+            sinks.append(stack.enter_context(SubmissionSink(submission, classes)))
         if video is not None:
             sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec)))
         if show:
@@ -158,7 +168,8 @@ def run(
         annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
+    outputs = (("jsonl", jsonl), ("video", video), ("submission", submission), ("defects", save_defects))
+    report["outputs"] = {kind: str(path) for kind, path in outputs if path is not None}
     if json_output:
         print_json(report)
     else:
