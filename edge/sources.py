@@ -66,13 +66,15 @@ class SourceOptions:
 @dataclass
 class Frame:
     """One captured image. `timestamp` (time.perf_counter) is when it was captured: the start
-    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage)."""
+    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage);
+    `camera` which of a pipeline's sources it came from (its position among them, 0 for one)."""
 
     index: int
     image: np.ndarray
     timestamp: float
     source: str
     decode: float = 0.0
+    camera: int = 0
 
 
 @dataclass
