@@ -218,11 +218,12 @@ def test_a_backend_failure_stops_every_thread_and_is_raised(tiny_models, clip, t
     broken.write_bytes(b"not onnx")
     segmenter = OnnxRuntimeBackend(broken, read_card(tiny_models["segmenter"]))
     jsonl = tmp_path / "out.jsonl"
+    jsonl.write_text("earlier run\n")
     before = threading.active_count()
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
         with pytest.raises(EdgesegError, match="ONNX Runtime cannot load"):
             Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink]).run()
-    assert jsonl.read_text() == ""
+    assert jsonl.read_text() == "earlier run\n"  # no frame came: the earlier output stays
     assert threading.active_count() <= before
 
 
