@@ -184,3 +184,34 @@ def test_a_lost_camera_ends_alone_with_its_error(tiny_models, tmp_path):
     assert "delivered no frame" in lost_report["source"]["error"]
     assert report["source"]["error"].startswith("camera 1 (flaky): ")
     assert steady_report["frames"] + steady_report["source"]["dropped"] == 40 and not steady_report["source"]["error"]
+
+
+def test_run_cli_takes_several_sources_and_a_sources_file(tiny_models, clips, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    models = ["--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
+    listing = tmp_path / "cameras.txt"
+    listing.write_text(f"# line 3\n{clips[1]}\n\n  {clips[2]}\n")
+    result = CliRunner().invoke(app, ["run", "--source", str(clips[0]), "--sources", str(listing), *models, "--json", "--max-batch", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [c["frames"] for c in report["cameras"]] == [8, 10, 12] and report["frames"] == 30
+    assert report["batching"]["max_batch"] == 2
+
+    result = CliRunner().invoke(app, ["run", "--source", str(clips[0]), "--source", str(clips[1]), *models, "--max-frames", "3"])
+    assert result.exit_code == 0, result.output
+    assert "per camera" in result.stdout and "6 frames" in result.stdout
+
+    for args, message in (
+        (["--source", str(clips[0]), "--source", str(clips[1]), "--video", str(tmp_path / "out.mp4")], "take one source"),
+        (["--sources", str(tmp_path / "missing.txt")], "cannot read the sources file"),
+        (["--sources", str(tmp_path / "empty.txt")], "lists no source"),
+        (["--camera", "0", "--sources", str(listing)], "not both"),
+    ):
+        (tmp_path / "empty.txt").write_text("# nothing\n")
+        result = CliRunner().invoke(app, ["run", *args, *models])
+        assert result.exit_code == 2 and message in result.output, result.output
