@@ -449,12 +449,12 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
 
     def config(builder: Any, network: Any) -> Any:
         """polygraphy's config plus DLA on the core asked for (its own use_dla always picks core 0)."""
-        built = create_config(builder, network)
+        builder_config: "trt.IBuilderConfig" = create_config(builder, network)  # typed for the API suite
         if options.dla_core is not None:
-            built.default_device_type = trt.DeviceType.DLA
-            built.DLA_core = options.dla_core
-            built.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        return built
+            builder_config.default_device_type = trt.DeviceType.DLA
+            builder_config.DLA_core = options.dla_core
+            builder_config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        return builder_config
 
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.WARNING
