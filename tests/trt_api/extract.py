@@ -12,7 +12,9 @@ without anyone listing it:
    methods), ``for layer in network``, ``a, b = [cuda.Event() for ...]``. What a call returns is not
    guessed here: the chain keeps the call and the checker follows the real pybind11 signature;
 3. names in `NAMING` where the code cannot show the type (a parameter ``builder: Any``): by
-   convention such a name holds that TensorRT object. A function parameter named ``trt`` is the module.
+   convention such a name holds that TensorRT object; a parameter named ``trt`` / ``cuda`` is the
+   tensorrt / pycuda.driver module (`MODULE_PARAMETERS`); a local annotated with a TensorRT class
+   (``config: "trt.IBuilderConfig" = ...``) is that class.
 
 Keywords: explicit ``f(a=...)`` and ``f(**d)`` where ``d`` is a local dict built from a literal and
 ``d["key"] = ...`` assignments; each key keeps the conditions it was added under.
@@ -47,6 +49,8 @@ NAMING = {
     "engine": "ICudaEngine",
     "layer": "ILayer",
 }
+# A function parameter of this name is that module (helpers that take the module as an argument).
+MODULE_PARAMETERS = {"trt": "tensorrt", "cuda": "pycuda.driver"}
 TOLERATED_EXCEPTIONS = {"AttributeError"}  # catching it is how code survives a missing name
 
 Term = Dict[str, Any]
@@ -399,8 +403,8 @@ class Extractor(ast.NodeVisitor):
         if not saved_function:  # nested functions count as part of the one they are defined in
             self.function = f"{self.class_name}.{node.name}" if self.class_name else node.name
         for arg in node.args.args + node.args.kwonlyargs:
-            if arg.arg == "trt":
-                self.scope.names["trt"] = Ref("tensorrt")
+            if arg.arg in MODULE_PARAMETERS:
+                self.scope.names[arg.arg] = Ref(MODULE_PARAMETERS[arg.arg])
             elif arg.annotation is not None and getattr(arg.annotation, "id", "") != "Any":
                 self.scope.names[arg.arg] = None  # typed as something else: NAMING does not apply
         self._block(node.body)
@@ -494,6 +498,8 @@ class Extractor(ast.NodeVisitor):
         if tolerant:
             self.guards.pop()
         for handler in node.handlers:
+            if handler.type is not None:
+                self.visit(handler.type)  # `except cuda.Error:` is a name the code relies on
             self._block(handler.body)
         self._block(node.orelse)
         self._block(node.finalbody)

@@ -136,14 +136,14 @@ def failures(report: Dict[str, Any], part: str = "edgeseg") -> List[str]:
 # -- pycuda -------------------------------------------------------------------------------------------------
 _CLASS = re.compile(r'py::class_<.*?>\s*\(\s*"(\w+)"', re.S)
 _MEMBER = re.compile(r'\.(?:def|def_static|add_property|def_readonly|def_readwrite|staticmethod)\s*\(\s*"(\w+)"|\.DEF_SIMPLE_(?:METHOD|RO_MEMBER)(?:_WITH_ARGS)?\s*\(\s*(\w+)')
-_FUNCTION = re.compile(r'py::def\s*\(\s*"(\w+)"|DEF_SIMPLE_FUNCTION(?:_WITH_ARGS)?\s*\(\s*(\w+)')
+_FUNCTION = re.compile(r'py::def\s*\(\s*"(\w+)"|(?:DEF_SIMPLE_FUNCTION(?:_WITH_ARGS)?|DECLARE_EXC)\s*\(\s*(\w+)')
 
 
 def pycuda_names(sources: Path) -> Dict[str, Set[str]]:
     """{"": module functions and classes, "Stream": its members, ...} of pycuda.driver, read from
     the C++ wrapper (src/wrapper/*.cpp: each ``py::class_<...>("Name")`` statement with its .def /
     DEF_SIMPLE_METHOD / add_property / staticmethod members; py::def and DEF_SIMPLE_FUNCTION
-    functions) and pycuda/driver.py's own top-level definitions (it re-exports the extension)."""
+    functions; DECLARE_EXC exceptions) and pycuda/driver.py's own top-level definitions (it re-exports the extension)."""
     names: Dict[str, Set[str]] = defaultdict(set)
     for cpp in sorted((sources / "src" / "wrapper").glob("*.cpp")):
         for statement in cpp.read_text(errors="replace").split(";"):
