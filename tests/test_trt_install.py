@@ -21,9 +21,12 @@ def broken_cuda_install(tmp_path, monkeypatch):
     (tmp_path / "pycuda-2026.1.dist-info").mkdir()
     (tmp_path / "pycuda-2026.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pycuda\nVersion: 2026.1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("tensorrt", "pycuda", "pycuda.driver"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    return tmp_path
+    names = ("tensorrt", "pycuda", "pycuda.driver")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    yield tmp_path
+    for name in names:  # the fakes imported here must not outlive the test
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
 
 
 def test_tensorrt_cells_need_a_loading_pycuda_driver(broken_cuda_install):
