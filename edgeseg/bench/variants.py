@@ -133,8 +133,10 @@ def _torch_cell(cell: Variant, onnx: Path, card: ModelCard, precision: str, devi
 
 def _runnable(backend: str) -> str:
     """Why `backend` cannot run on this machine ("" when it can)."""
-    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda")):
-        return "TensorRT and pycuda are not installed here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
+    # pycuda.driver, not the pycuda package: a pycuda built without CUDA, or without a driver here,
+    # imports as a package and fails at its driver.
+    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda.driver")):
+        return "TensorRT and pycuda (pycuda.driver) are not usable here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
     if backend == "pytorch" and not available("torch"):
         return "torch is not installed (pip install torch)"
     if backend == "onnxruntime" and not available("onnxruntime"):
