@@ -45,6 +45,10 @@ from edgeseg.files import PathLike, atomic_output, sha256
 from edgeseg.lazy import require
 
 FLAVOURS = ("trt", "cpu")
+# The flavour each backend runs best (first) and the one it falls back to when only that exists.
+# OpenVINO turns either flavour's Q/DQ pairs into int8 kernels; measured in
+# benchmarks/results/openvino_qdq.md.
+BACKEND_FLAVOURS = {"tensorrt": ("trt",), "onnxruntime": ("cpu", "trt"), "openvino": ("cpu", "trt")}
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 MIN_OPSET = 13  # per-channel DequantizeLinear needs the `axis` attribute

@@ -69,7 +69,12 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (by file: .engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
+            "else onnxruntime), onnxruntime, openvino or tensorrt.",
+        ),
     ] = "auto",
     gate: Annotated[
         Optional[float],
@@ -84,7 +89,7 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core).")] = 0,
     json_output: JsonOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
@@ -106,9 +111,9 @@ def run(
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
-    ort_options = {"intra_op_threads": threads}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+    options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
+    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
+    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
     uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
