@@ -9,13 +9,25 @@ Inference: classifier probability >= gate -> segmenter (ResUNet); clean frames s
 Threading contract (backends/base.py): backends are constructed by the caller but activated,
 run and deactivated only by the inference thread, which therefore owns any CUDA context.
 
+Latency: each frame's timings hold the time it waited in the queues ("queue": from the end of
+preprocessing until inference took it, plus the wait for the output thread) beside the stages
+that worked on it, so a file source read ahead of a slow model shows its wait as wait.
+
+Drops: every frame a live (or `rate`-paced) source captured and the pipeline did not process is
+counted as dropped, including the frames that arrived while the models were still loading and
+warming up (`dropped_warmup`, part of `dropped`). A paced file is a camera stand-in and a
+camera does not wait for the models either; `frames + dropped + corrupt` is then the whole file.
+
 `stop()` may be called from a signal handler: the capture thread stops taking frames and the
 frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
-abandons the queued frames (each thread leaves after its current step). An error in any thread
-stops the others and is re-raised by `run()`.
+abandons the queued frames: capture and output leave after their current step, and `run()`
+waits for an inference call (which cannot be interrupted) only ABANDON_GRACE seconds before it
+returns, so the sinks can be closed at once. An error in any thread stops the others and is
+re-raised by `run()`.
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -33,6 +45,16 @@ from edgeseg.errors import EdgesegError
 
 _END = object()  # end-of-stream marker passed down the queues
 _POLL = 0.1  # seconds between checks of the stop / abort flags while blocked
+ABANDON_GRACE = 1.0  # seconds run() still waits for a busy inference thread after an abort
+
+
+def check_gate(gate: float) -> float:
+    """The gate as a float, or EdgesegError: a finite probability threshold >= 0 (values above
+    1 are allowed and gate every frame out)."""
+    value = float(gate)
+    if not math.isfinite(value) or value < 0:
+        raise EdgesegError(f"gate must be a defect probability >= 0 (0 segments every frame, above 1 none), got {gate}")
+    return value
 
 
 class Pipeline:
@@ -77,7 +99,7 @@ class Pipeline:
         self.classifier = classifier
         self.segmenter = segmenter
         self.sinks = list(sinks)
-        self.gate = float(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
+        self.gate = check_gate(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
         self.max_frames = max_frames
         self.post = postprocess or MaskPostprocess(segmenter.card)
         self.on_result = on_result
@@ -89,7 +111,7 @@ class Pipeline:
         self._errors: List[BaseException] = []
         self._stopped_by = "end of source"
         self._backend_names: Dict[str, str] = {}
-        self._dropped_before = 0
+        self._dropped_warmup = 0
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking frames; the queued ones still finish. A second call abandons them.
@@ -113,12 +135,19 @@ class Pipeline:
             thread.start()
         try:
             for thread in threads:
+                abandon_at = None
                 while thread.is_alive():
                     thread.join(timeout=_POLL)  # short joins keep the main thread responsive to signals
+                    if thread is threads[1] and self._abort.is_set():
+                        # inference may sit in a backend call that cannot be interrupted: it
+                        # touches no sink, so leave it (a daemon) after a grace period
+                        abandon_at = abandon_at or time.perf_counter() + ABANDON_GRACE
+                        if time.perf_counter() >= abandon_at:
+                            break
         except BaseException:  # e.g. KeyboardInterrupt without a handler: leave nothing running
             self._stop.set()
             self._abort.set()
-            for thread in threads:
+            for thread in (threads[0], threads[2]):
                 thread.join()
             raise
         if self._errors:
@@ -128,8 +157,7 @@ class Pipeline:
     def report(self) -> Dict[str, Any]:
         """The latency report plus source counters, gate and backends."""
         report = self.recorder.report()
-        stats = self.source.stats.to_dict()
-        stats["dropped"] = max(0, stats["dropped"] - self._dropped_before)
+        stats = dict(self.source.stats.to_dict(), dropped_warmup=self._dropped_warmup)
         report.update(
             {
                 "source": dict(stats, uri=self.source.uri, live=self.source.live),
@@ -174,7 +202,7 @@ class Pipeline:
             while not self._ready.is_set():
                 if self._abort.wait(_POLL):
                     return
-            self._dropped_before = self.source.stats.dropped
+            self._dropped_warmup = self.source.stats.dropped
             count = 0
             while not self._stop.is_set():
                 if self.max_frames is not None and count >= self.max_frames:
@@ -187,7 +215,8 @@ class Pipeline:
                     continue
                 started = time.perf_counter()
                 tensor = preprocess(frame.image, spec)
-                if not self._put(frames_q, (frame, tensor, time.perf_counter() - started)):
+                queued = time.perf_counter()
+                if not self._put(frames_q, (frame, tensor, queued - started, queued)):
                     return
                 count += 1
         finally:
@@ -208,11 +237,12 @@ class Pipeline:
                 item = self._get(frames_q)
                 if item is _END:
                     break
-                frame, tensor, prep = item
+                frame, tensor, prep, queued = item
+                taken = time.perf_counter()
                 if classifier not in checked:
                     _check_batch(classifier, tensor.shape[0])
                     checked.add(classifier)
-                stages = {"capture": frame.decode, "preprocess": prep}
+                stages = {"capture": frame.decode, "preprocess": prep, "queue": taken - queued}
                 started = time.perf_counter()
                 scores = classifier.infer({classifier.card.input.name: tensor})[classifier.card.output.name]
                 stages["classifier"] = time.perf_counter() - started
@@ -236,7 +266,7 @@ class Pipeline:
                 for part in ("h2d", "d2h"):
                     if any(part in t for t in timings):
                         stages[part] = sum(t.get(part, 0.0) for t in timings)
-                if not self._put(results_q, (frame, probability, gated, maps, stages)):
+                if not self._put(results_q, (frame, probability, gated, maps, stages, time.perf_counter())):
                     return
         finally:
             self._ready.set()  # never leave the capture thread waiting
@@ -252,9 +282,10 @@ class Pipeline:
             item = self._get(results_q)
             if item is _END:
                 return
-            frame, probability, gated, maps, stages = item
+            frame, probability, gated, maps, stages, queued = item
             height, width = frame.image.shape[:2]
             started = time.perf_counter()
+            stages["queue"] += started - queued
             if maps is not None:
                 segmentation = self.post(maps, (height, width))
             else:
@@ -270,6 +301,7 @@ class Pipeline:
                 gated=gated,
                 segmentation=segmentation,
                 latency=stages,
+                gate=self.gate,
             )
             started = time.perf_counter()
             for sink in self.sinks:
