@@ -136,7 +136,12 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (by file: .engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
+            "else onnxruntime), onnxruntime, openvino or tensorrt.",
+        ),
     ] = "auto",
     gate: Annotated[
         Optional[float],
@@ -162,7 +167,7 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core; at most the cores).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -198,9 +203,9 @@ def run(
     if append and jsonl is None:
         raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     _check_usage(gate, threads)
-    ort_options = {"intra_op_threads": threads}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+    options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
+    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
+    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
     received: List[int] = []
