@@ -26,6 +26,7 @@ from edgeseg.commands.common import (
     err,
     metavar,
     note,
+    number,
     one_of,
     out,
     print_json,
@@ -79,9 +80,11 @@ def bench(
     out_dir: OutDirOption = BENCH_DIR,
     name: Annotated[str, typer.Option("--name", help="File name of the results: <out>/<name>.json, .md, .png.")] = "bench",
     compare: Annotated[
-        Optional[Tuple[Path, Path]], typer.Option("--compare", help="Compare two result files A B instead of measuring (exit 1 on a regression).")
+        Optional[Tuple[Path, Path]], typer.Option("--compare", help="Compare two result files A B instead of measuring (exit 1: a regression; 2: an unusable file).")
     ] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="With --compare: the slowdown that counts as a regression (0.05 = 5 %).")] = 0.05,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="With --compare: the change for the worse that counts (0.05 = 5 %), if also beyond the noise.")
+    ] = 0.05,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
@@ -190,27 +193,32 @@ def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
 
 
 def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> None:
+    """Exit 1 on a regression beyond the threshold and the runs' noise, 2 on an unusable file."""
     from rich.table import Table
 
     from edgeseg.bench.compare import compare, load, machines
 
     old, new = load(paths[0]), load(paths[1])
-    changes = compare(old, new, threshold)
-    regressions = [c for c in changes if c.regression]
+    result = compare(old, new, threshold)
     where = machines(old, new)
     if json_output:
-        print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where,
-                    "changes": [c.to_dict() for c in changes], "regressions": len(regressions)})
+        print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where, **result.to_dict()})
     else:
-        table = Table(title=f"{paths[1]} vs {paths[0]} (regression beyond {threshold:.0%})", title_justify="left")
-        for column in ("cell", "metric", "A", "B", "B / A", ""):
+        title = f"{paths[1]} vs {paths[0]}: a regression is worse by more than {threshold:.0%} and more than the runs' noise"
+        table = Table(title=title, title_justify="left")
+        for column in ("cell", "metric", "A", "B", "change", "noise", ""):
             table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
-        for c in changes:
-            mark = "[bold red]REGRESSION[/]" if c.regression else ""
-            table.add_row(c.cell, c.metric, f"{c.old:.3f}", "missing" if c.new is None else f"{c.new:.3f}", "-" if c.ratio is None else f"{c.ratio:.3f}", mark)
+        marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": ""}
+        for c in result.changes:
+            change = "n/a" if c.ratio is None else f"{c.ratio - 1:+.1%}".replace("-0.0%", "+0.0%")
+            table.add_row(c.cell, c.metric, number(c.old, 3), number(c.new, 3), change, f"{c.noise:.1%}", marks[c.verdict])
         out.print(table)
+        for cell in result.missing_in_b:
+            note(f"[yellow]missing in B:[/] {escape(cell)} (measured in A only: not compared)")
+        for cell in result.new_in_b:
+            note(f"[dim]new in B: {escape(cell)}[/]")
     if where[0] != where[1]:
         err.print(f"[yellow]warning:[/] different machines ({escape(where[0])} vs {escape(where[1])}): the ratios compare the machines too", highlight=False)
-    if regressions:
-        err.print(f"[bold red]{len(regressions)} regression(s)[/] beyond {threshold:.0%}", highlight=False)
+    if result.regressions:
+        err.print(f"[bold red]{len(result.regressions)} regression(s)[/] beyond {threshold:.0%} and the noise", highlight=False)
         raise typer.Exit(1)

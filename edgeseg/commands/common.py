@@ -96,7 +96,8 @@ class Group(_NoBoolMetavar, TyperGroup):
 
 
 def cli_errors(func: F) -> F:
-    """Turn an EdgesegError into one red line on stderr and exit code 1 (no traceback)."""
+    """Turn an EdgesegError into one red line on stderr and its exit code (1, or 2 for a
+    UsageError), no traceback (-v adds it)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -106,7 +107,7 @@ def cli_errors(func: F) -> F:
             if VERBOSITY.verbose:
                 err.print_exception()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
         finally:
             VERBOSITY.verbose = VERBOSITY.quiet = False  # the next command in this process starts afresh
 
