@@ -41,7 +41,7 @@ def test_export_classes_name_the_card_and_the_records(tiny_checkpoints, tmp_path
                  "--max-frames", 2, "--gate", 0, "--jsonl", jsonl, "--json")
     assert run.exit_code == 0, run.output
     record = json.loads(jsonl.read_text().splitlines()[-1])
-    assert set(record["areas"]) == {"pits", "crack", "scratch", "patch"}
+    assert set(record["classes"]) == {"pits", "crack", "scratch", "patch"}
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,6 @@ def run(
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
-        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
     report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
