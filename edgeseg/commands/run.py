@@ -252,7 +252,6 @@ def run(
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
-        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
     # what is on disk now, not what was asked for
