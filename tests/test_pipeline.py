@@ -311,4 +311,6 @@ def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models
         timer.join()
     segmenter.release.set()
     assert segmenter.entered.is_set() and took < 10
-    assert report["frames"] == segmenter.stuck_from - 1 == len(_records(jsonl))
+    # frames done before the stuck one reach the sink unless the abort overtook the output
+    # thread (a race on a loaded machine); what the report counts is exactly what was written
+    assert 1 <= report["frames"] <= segmenter.stuck_from - 1 and report["frames"] == len(_records(jsonl))
