@@ -17,23 +17,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
-import numpy as np
 
+from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
+from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
+from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, free_space_text, nearly_full
-
-# BGR colours per class, in class order (Severstal 1-4 first); cycled beyond.
-PALETTE: Tuple[Tuple[int, int, int], ...] = (
-    (60, 60, 255),
-    (0, 215, 255),
-    (255, 120, 0),
-    (80, 220, 80),
-    (255, 0, 255),
-    (255, 255, 0),
-)
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 class Sink(abc.ABC):
@@ -93,35 +84,40 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One JSON object per frame (FrameResult.to_json), each line flushed as it is written.
+    """One record per line (edgeseg.edge.records), each line on disk as it is written.
 
-    t0: perf_counter origin of the records' `time_s` (default: the first frame's capture).
+    header: makes the header record, written as the first line before the first frame's
+    (called then, once the backends are active, so the record names their providers).
     append: add this run's lines to an existing file instead of replacing it.
     """
 
-    def __init__(self, path: PathLike, t0: Optional[float] = None, append: bool = False) -> None:
+    def __init__(
+        self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False
+    ) -> None:
         super().__init__(path, append=append)
-        self._t0 = t0
+        self._header = header
         self._fd: Optional[int] = None
         self._size = 0  # bytes of complete lines in the temporary file
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        if self._t0 is None:
-            self._t0 = frame.timestamp
-        line = json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n"
+        lines = [frame_record(frame, result)]
+        if self._header is not None:
+            lines.insert(0, self._header())
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
         with disk_full_as_error(self.path):
             if self._fd is None:
                 flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.staged.direct else os.O_TRUNC)
                 self._fd = os.open(self.staged.temp, flags, 0o666)
             try:
-                view = memoryview(line.encode("utf-8"))
+                view = memoryview(data)
                 while view:  # unbuffered: a line is on disk (page cache) once write returns
                     view = view[os.write(self._fd, view) :]
             except BaseException:
                 if not self.staged.direct:
                     os.ftruncate(self._fd, self._size)  # no partial line
                 raise
-        self._size += len(line.encode("utf-8"))
+        self._header = None
+        self._size += len(data)
         self.frames += 1
 
     def _finish(self) -> bool:
@@ -131,78 +127,38 @@ class JsonlSink(FileSink):
         return True
 
 
-def annotate(image: np.ndarray, result: FrameResult, classes: Sequence[str]) -> np.ndarray:
-    """A BGR copy of `image` with each class's mask tinted in its colour and outlined, a box
-    around each component, one label per class (name and total area, on its largest component)
-    and a header line with the frame's probability and gate decision."""
-    if image.ndim == 2:
-        canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        canvas = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    else:
-        canvas = image.copy()
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(classes)}
-    masks = result.segmentation.masks
-    if masks:
-        # Paint every class into one overlay, blend once, keep the blend only where a mask is:
-        # whole-image arithmetic in OpenCV, no per-pixel gathers in numpy.
-        overlay = canvas.copy()
-        paint = np.empty_like(canvas)
-        covered = np.zeros(canvas.shape[:2], dtype=np.uint8)
-        for name, mask in masks.items():
-            paint[:] = colours[name]
-            cv2.copyTo(paint, mask, overlay)
-            cv2.bitwise_or(covered, mask, dst=covered)
-        cv2.copyTo(cv2.addWeighted(canvas, 0.55, overlay, 0.45, 0.0), covered, canvas)
-        for name, mask in masks.items():
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(canvas, contours, -1, colours[name], 1)
-    largest: Dict[str, Dict[str, Any]] = {}
-    for box in result.segmentation.boxes:
-        x, y, w, h = box["box"]
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colours[box["class"]], 1)
-        if box["area"] > largest.get(box["class"], {"area": -1})["area"]:
-            largest[box["class"]] = box
-    for name, box in largest.items():  # one label per class, on its largest component
-        x, y = box["box"][:2]
-        _text(canvas, f"{name}: {result.segmentation.areas[name]}px", (x, max(y - 4, 12)), colours[name])
-    state = "segmented" if result.gated else "clean (gated out)"
-    _text(canvas, f"#{result.index}  p(defect)={result.defect_probability:.2f}  {state}", (6, 16), (255, 255, 255))
-    return canvas
-
-
-def _text(canvas: np.ndarray, text: str, origin: Tuple[int, int], colour: Tuple[int, int, int]) -> None:
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-    x, y = origin
-    cv2.rectangle(canvas, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
-    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
-
-
 class VideoSink(FileSink):
-    """Annotated frames into a video (.mp4 with mp4v, .avi/.mkv with MJPG), sized by the first
-    frame; later frames of another size are scaled to it.
+    """Annotated frames into a video (edge.videocodec: .mp4 mp4v or h264, .avi/.mkv MJPG, .webm
+    VP8), sized by the first frame; later frames of another size are scaled to it.
+    `annotator` (default: plain class names) draws each frame.
 
     OpenCV's `write` reports nothing (a full disk only logs a warning), so `close` releases the
     writer and reads the file back: a video OpenCV cannot open is dropped, one that holds fewer
     frames than were written is kept and `problem` says so.
     """
 
-    def __init__(self, path: PathLike, classes: Sequence[str], fps: Optional[float] = None) -> None:
-        suffix = Path(path).suffix.lower()
-        if suffix not in FOURCC:
-            raise EdgesegError(f"cannot tell the video format of {path}", hint=f"end the name with one of {', '.join(FOURCC)}")
+    def __init__(
+        self,
+        path: PathLike,
+        classes: Sequence[str],
+        fps: Optional[float] = None,
+        annotator: Optional[Annotator] = None,
+        codec: str = "auto",
+    ) -> None:
+        self._fourcc = choose_fourcc(Path(path), codec)  # refused before anything is written
         super().__init__(path)
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.fps = fps if fps and fps > 0 else 10.0
         self._writer: Any = None
         self._size: Optional[Tuple[int, int]] = None
         self.readable = 0  # frames the finished file gives back
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        picture = annotate(frame.image, result, self.classes)
+        picture = self._annotate(frame.image, result)
         if self._writer is None:
             self._size = (picture.shape[1], picture.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter_fourcc(*self._fourcc)
             self._writer = cv2.VideoWriter(str(self.staged.temp), fourcc, float(self.fps), self._size)
             if not self._writer.isOpened():
                 self._writer = None
@@ -261,8 +217,11 @@ class WindowSink(Sink):
     Needs OpenCV with highgui (opencv-python); the headless wheel is refused up front.
     """
 
-    def __init__(self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg") -> None:
+    def __init__(
+        self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg", annotator: Optional[Annotator] = None
+    ) -> None:
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.title = title
         self._on_quit = on_quit
         try:  # probe: headless builds raise "The function is not implemented"
@@ -279,7 +238,7 @@ class WindowSink(Sink):
         if not self._open:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             self._open = True
-        cv2.imshow(self.title, annotate(frame.image, result, self.classes))
+        cv2.imshow(self.title, self._annotate(frame.image, result))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._on_quit()
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional
 
 import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -111,7 +113,14 @@ def run(
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
     ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
-    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4 or .avi).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4, .avi, .mkv or .webm).")] = None,
+    codec: Annotated[
+        Literal[CODEC_CHOICES], typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
+    ] = "auto",
+    save_defects: Annotated[
+        Optional[Path],
+        typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -134,11 +143,15 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.annotate import Annotator
+    from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
+    from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.files import check_output_paths
 
+    started = (time.time(), time.perf_counter())
     if camera is not None and source is not None:
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
@@ -157,16 +170,23 @@ def run(
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
+
+        def header() -> Dict[str, Any]:
+            return header_record(cls_backend, seg_backend, str(uri), pipeline_ref[0].gate, started)
+
         classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
-        check_output_paths(stream.files, {"--jsonl": jsonl, "--video": video})
+        check_output_paths(stream.files, {"--jsonl": jsonl, "--video": video, "--save-defects": save_defects})
+        annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
         if jsonl is not None:
-            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, append=append))
+            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
         if video is not None:
-            files["video"] = stack.enter_context(VideoSink(video, classes, fps=stream.fps))
+            files["video"] = stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec))
         sinks.extend(files.values())
+        if save_defects is not None:
+            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
         if show:
-            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
+            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames)
         pipeline = Pipeline(
@@ -179,6 +199,7 @@ def run(
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
+        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
     # what is on disk now, not what was asked for
