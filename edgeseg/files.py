@@ -210,8 +210,8 @@ class StagedOutput:
             raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
         if self._target.is_dir() and append:
             raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
-        if self.direct:
-            self._temp = self._target
+        if self.direct:  # the name given: a symlink like out.avi -> /dev/full keeps its suffix
+            self._temp = self.path
         else:
             self._temp = self._target.with_name(f".{self._target.stem}.{secrets.token_hex(4)}.part{self._target.suffix}")
         self.committed = False

@@ -126,6 +126,16 @@ def test_a_video_the_disk_cannot_hold_is_reported_not_claimed(tiny_models, clip,
         assert f"video: {avi} ({kept} frames)" in result.stdout
 
 
+def test_a_video_into_dev_full_is_reported_not_claimed(tiny_models, clip, tmp_path):
+    video = tmp_path / "run.avi"
+    video.symlink_to("/dev/full")
+    result = _run("--source", clip, *_models(tiny_models), "--video", video, "--json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["outputs"] == {}
+    _one_error_line(result, f"{video} was not written: none of its {FRAMES} frames can be read back")
+    assert video.is_symlink() and os.path.realpath(video) == "/dev/full" and not os.path.isfile("/dev/full")
+
+
 def test_a_full_disk_stops_the_run_with_one_line_and_only_complete_lines(tiny_models, clip, tmp_path):
     result = _run("--source", clip, *_models(tiny_models), "--jsonl", "/dev/full")
     assert result.exit_code == 1, result.output
