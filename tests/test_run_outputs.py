@@ -96,6 +96,7 @@ def test_outputs_that_are_the_source_or_each_other_are_refused(tiny_models, clip
         (["--source", folder, "--video", folder / "1.png"], "--video"),
         (["--source", str(folder / "*.png"), "--jsonl", folder / "0.png"], "--jsonl"),
         (["--source", source, "--jsonl", tmp_path / "x", "--video", tmp_path / "x"], "--jsonl and --video are the same file"),
+        (["--source", source, "--jsonl", card_path(tiny_models["segmenter"])], "is an input of this run"),
     ]
     for args, text in cases:
         result = _run(*args, *_models(tiny_models))

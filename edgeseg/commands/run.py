@@ -147,6 +147,7 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
@@ -181,8 +182,10 @@ def run(
 
         classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
+        models = [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
-            stream.files, {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects}
+            [*stream.files, *models, *map(card_path, models)],
+            {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
         )
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
         if jsonl is not None:
