@@ -67,7 +67,8 @@ class SourceOptions:
 @dataclass
 class Frame:
     """One captured image. `timestamp` (time.perf_counter) is when it was captured: the start
-    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage).
+    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage);
+    `camera` which of a pipeline's sources it came from (its position among them, 0 for one).
 
     item: what in the source the image is: the file name for folders, globs and video files
     (so a record names its file even after unreadable ones were skipped); None for live streams.
@@ -83,6 +84,7 @@ class Frame:
     item: Optional[str] = None
     captured_at: float = 0.0
     position_ms: Optional[float] = None
+    camera: int = 0
 
 
 @dataclass
