@@ -30,6 +30,19 @@ def _bundled(path: Path, flag: str) -> Path:
     return path
 
 
+def _mqtt_target(url: Optional[str]) -> Any:
+    """The parsed --mqtt URL (None without one); a bad URL is a usage error: one line, exit 2."""
+    if url is None:
+        return None
+    from edgeseg.edge.mqtt import parse_mqtt_url
+
+    try:
+        return parse_mqtt_url(url)
+    except EdgesegError as exc:
+        err.print(f"[bold red]error:[/] --mqtt: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stop: Any) -> Iterator[None]:
     """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
@@ -77,6 +90,13 @@ def run(
     ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4 or .avi).")] = None,
+    mqtt: Annotated[
+        Optional[str],
+        typer.Option("--mqtt", help="Publish each defective frame's record to mqtt://host[:port]/topic (QoS 1; heartbeat on topic/heartbeat)."),
+    ] = None,
+    mqtt_queue: Annotated[
+        int, typer.Option("--mqtt-queue", min=1, help="MQTT messages kept unacknowledged while the broker is away; beyond, new ones are dropped (counted).")
+    ] = 1000,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -106,6 +126,7 @@ def run(
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
+    mqtt_target = _mqtt_target(mqtt)
     ort_options = {"intra_op_threads": threads}
     cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
     seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
@@ -121,6 +142,11 @@ def run(
         stream = stack.enter_context(open_source(uri, source_options))
         if video is not None:
             sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps)))
+        if mqtt_target is not None:
+            from edgeseg.edge.mqtt import MqttSink
+
+            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, source_stats=stream.stats))
+            sinks.append(mqtt_sink)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -138,6 +164,8 @@ def run(
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
     report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
+    if mqtt_target is not None:
+        report["mqtt"] = mqtt_sink.stats()
     if json_output:
         print_json(report)
     else:
@@ -147,6 +175,12 @@ def run(
         out.print(latency_table(report, title=title))
         for kind, path in report["outputs"].items():
             out.print(f"{kind}: {path}")
+        if "mqtt" in report:
+            m = report["mqtt"]
+            out.print(f"mqtt: {m['url']} · {m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped")
+    if report.get("mqtt") and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
+        m = report["mqtt"]
+        err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
     if report["source"]["error"]:
         err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
