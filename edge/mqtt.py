@@ -3,13 +3,13 @@
 `--mqtt mqtt://[user:password@]host[:port]/topic` (`mqtts://` for TLS, default ports 1883 / 8883).
 
 Topics under `topic`:
-  `topic`            one frame record (edgeseg.edge.records schema) per *defective* frame: the
+  `topic`            one frame record (edgeseg.edge.records) per *defective* frame: the
                      segmenter ran (the gate passed) and kept at least one pixel of some class.
                      Gated frames whose masks came out empty are classifier false alarms; the
                      line has nothing to act on, and the JSONL still holds them.
   `topic/heartbeat`  every `heartbeat_s`, only while connected (one queued during an outage
                      would arrive stale): uptime, frames, fps since the last beat, gated and
-                     defective counts, the source's counters and this sink's delivery counters;
+                     defective counts, each source's counters and this sink's delivery counters;
                      a last one on close.
   `topic/header`     the run's header record (models' sha256, gate, ...), retained, before the
                      first defect, when the sink is given one.
@@ -34,14 +34,14 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
-from edgeseg.edge.sources import Frame, SourceStats
-from edgeseg.errors import EdgesegError
+from edgeseg.edge.records import frame_record, iso_utc
+from edgeseg.edge.sources import Frame, Source
+from edgeseg.errors import EdgesegError, UsageError
 
 HEARTBEAT_SCHEMA = "edgeseg.heartbeat/1"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -68,24 +68,24 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     """`mqtt[s]://[user:password@]host[:port]/topic` -> MqttTarget, or EdgesegError naming what
-    is wrong (a usage error: the CLI exits 2). Needs no paho."""
+    is wrong (UsageError: the CLI exits 2). Needs no paho."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:  # e.g. a port that is not a number or out of range
-        raise EdgesegError(f"bad MQTT URL {url!r}: {exc}", hint=f"use {URL_FORM}") from exc
+        raise UsageError(f"bad MQTT URL {url!r}: {exc}", hint=f"use {URL_FORM}") from exc
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise EdgesegError(f"bad MQTT URL {url!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {url!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
     if not parts.hostname:
-        raise EdgesegError(f"bad MQTT URL {url!r}: no broker host", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {url!r}: no broker host", hint=f"use {URL_FORM}")
     if parts.query:
-        raise EdgesegError(f"bad MQTT URL {url!r}: it takes no ?query", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {url!r}: it takes no ?query", hint=f"use {URL_FORM}")
     topic = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if "#" in url or any(ch in topic for ch in "+#\0"):  # a literal # would end the URL's path
-        raise EdgesegError(f"bad MQTT URL {url!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
+        raise UsageError(f"bad MQTT URL {url!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
     if not topic:
-        raise EdgesegError(f"bad MQTT URL {url!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
+        raise UsageError(f"bad MQTT URL {url!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
     return MqttTarget(
         host=parts.hostname,
         port=port or DEFAULT_PORTS[scheme],
@@ -125,8 +125,8 @@ class MqttSink(Sink):
     """Publish the defective frames' records to an MQTT broker (see the module docstring).
 
     target: a URL string or MqttTarget. queue_limit: unacknowledged messages kept while the
-    broker is slow or away. heartbeat_s: seconds between heartbeats (0: none). source_stats:
-    the source's live counters, copied into each heartbeat. header: makes the run's header
+    broker is slow or away. heartbeat_s: seconds between heartbeats (0: none). sources: the
+    run's sources, whose live counters each heartbeat copies. header: makes the run's header
     record, published retained on `topic/header` before the first defect (called then, once
     the backends are active).
     """
@@ -138,7 +138,7 @@ class MqttSink(Sink):
         heartbeat_s: float = 10.0,
         flush_timeout: float = 5.0,
         keepalive: int = 30,
-        source_stats: Optional[SourceStats] = None,
+        sources: Sequence[Source] = (),
         header: Optional[Callable[[], Dict[str, Any]]] = None,
         client_id: Optional[str] = None,
     ) -> None:
@@ -156,9 +156,8 @@ class MqttSink(Sink):
         self.flush_timeout = flush_timeout
         self.counters = MqttStats()
         self._mqtt = mqtt
-        self._source_stats = source_stats
+        self._sources = list(sources)
         self._header = header
-        self._t0: Optional[float] = None
         self._started = time.monotonic()
         self._last_beat = (0, self._started)  # frames and time of the previous heartbeat
         self._frames = self._gated = self._defects = 0
@@ -207,9 +206,7 @@ class MqttSink(Sink):
         if self._header is not None:
             self._publish(f"{self.target.topic}/header", self._header(), _OTHER, retain=True)
             self._header = None
-        if self._t0 is None:
-            self._t0 = frame.timestamp
-        self._publish(self.target.topic, result.to_json(self._t0), _DEFECT)
+        self._publish(self.target.topic, frame_record(frame, result), _DEFECT)
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -281,13 +278,13 @@ class MqttSink(Sink):
         beat = {
             "schema": HEARTBEAT_SCHEMA,
             "type": "heartbeat",
-            "sent_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "sent_at": iso_utc(time.time()),
             "uptime_s": round(now - self._started, 3),
             "frames": frames,
             "fps": round((frames - last_frames) / max(now - last_time, 1e-9), 3),
             "gated": self._gated,
             "defects": self._defects,
-            "source": self._source_stats.to_dict() if self._source_stats is not None else None,
+            "sources": [dict(source.stats.to_dict(), uri=source.uri) for source in self._sources],
             "mqtt": self.stats(),
         }
         self._last_beat = (frames, now)

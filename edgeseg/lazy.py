@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Optional
 
 from edgeseg.errors import EdgesegError
 
@@ -26,15 +27,16 @@ _ADVICE = {
 }
 
 
-def require(name: str, purpose: str = "") -> ModuleType:
-    """Import `name` or raise EdgesegError naming what needs it and how to install it."""
+def require(name: str, purpose: str = "", advice: Optional[str] = None) -> ModuleType:
+    """Import `name` or raise EdgesegError naming what needs it and how to install it (`advice`
+    when the purpose has its own install, e.g. the `trt` extra, else the module's default)."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         what = f" for {purpose}" if purpose else ""
         raise EdgesegError(
             f"{name} is needed{what} but could not be imported ({exc})",
-            hint=_ADVICE.get(name, f"pip install {name.split('.')[0]}"),
+            hint=advice or _ADVICE.get(name, f"pip install {name.split('.')[0]}"),
         ) from exc
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from edge_media import frames, write_video
 from edgeseg.cli import app
 from edgeseg.edge.mqtt import MqttSink, MqttTarget, parse_mqtt_url
-from edgeseg.errors import EdgesegError
+from edgeseg.edge.records import validate_record
+from edgeseg.errors import EdgesegError, UsageError
 from services import MOSQUITTO, Mosquitto, require
 
 mqtt = pytest.importorskip("paho.mqtt.client")
@@ -78,7 +79,7 @@ class Subscriber:
 
 @pytest.fixture
 def subscriber(broker):
-    client = Subscriber(broker.port, [TOPIC, f"{TOPIC}/status"])
+    client = Subscriber(broker.port, [TOPIC, f"{TOPIC}/status", f"{TOPIC}/header"])
     yield client
     client.close()
 
@@ -90,10 +91,13 @@ def _models(tiny_models):
 def _defective(jsonl) -> Dict[int, Dict[str, Any]]:
     """Frame index -> record of every defective frame the run wrote to its JSONL."""
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    return {r["frame"]: r for r in records if r.get("gated") and any(a > 0 for a in r["areas"].values())}
+    frames = [r for r in records if r["type"] == "frame"]
+    return {r["frame"]: r for r in frames if r["gated"] and any(c["area"] > 0 for c in r["classes"].values())}
 
 
 def _by_frame(messages: List[Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
+    for message in messages:
+        validate_record(message)
     return {m["frame"]: m for m in messages}
 
 
@@ -120,7 +124,7 @@ def test_urls_parse_with_defaults():
     ],
 )
 def test_bad_urls_are_refused(url, message):
-    with pytest.raises(EdgesegError, match=message):
+    with pytest.raises(UsageError, match=message):
         parse_mqtt_url(url)
 
 
@@ -158,6 +162,8 @@ def test_every_defective_frame_arrives_as_its_record(tiny_models, clip, broker, 
     assert report["published"] == report["acknowledged"] == len(expected)
     assert report["dropped"] == report["unsent"] == 0 and report["url"] == url
     assert subscriber.get(f"{TOPIC}/status")[-1] == "offline"  # closed cleanly
+    header = json.loads(jsonl.read_text().splitlines()[0])
+    assert subscriber.get(f"{TOPIC}/header") == [header]  # the same models, sha256 and gate
 
 
 def test_heartbeat_reports_progress_and_status_follows_the_sink(tiny_models, clip, broker):
@@ -168,7 +174,7 @@ def test_heartbeat_reports_progress_and_status_follows_the_sink(tiny_models, cli
     watcher = Subscriber(broker.port, [f"{TOPIC}/heartbeat", f"{TOPIC}/status"])
     try:
         with open_source(clip, SourceOptions(rate=20.0, live=True)) as source:
-            sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/{TOPIC}", heartbeat_s=0.3, source_stats=source.stats)
+            sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/{TOPIC}", heartbeat_s=0.3, sources=[source])
             with sink:
                 assert watcher.wait(lambda: "online" in watcher.get(f"{TOPIC}/status"), timeout=5)
                 classifier, segmenter = (open_backend(tiny_models[t], "onnxruntime") for t in ("classifier", "segmenter"))
@@ -181,7 +187,7 @@ def test_heartbeat_reports_progress_and_status_follows_the_sink(tiny_models, cli
     last = beats[-1]
     assert last["schema"] == "edgeseg.heartbeat/1" and last["frames"] == report["frames"]
     assert last["gated"] == report["frames"]  # gate 0
-    assert last["source"]["frames"] == report["source"]["frames"] and "dropped" in last["source"]
+    assert last["sources"] == [dict(source.stats.to_dict(), uri=source.uri)]  # the source's final counters
     assert any(beat["fps"] > 5 for beat in beats) and last["mqtt"]["dropped"] == 0
     assert [b["uptime_s"] for b in beats] == sorted(b["uptime_s"] for b in beats)
 

@@ -29,7 +29,7 @@ def bench(
         ),
     ] = None,
     backend: Annotated[
-        Optional[List[str]], typer.Option("--backend", "-b", help="tensorrt, onnxruntime, pytorch (repeat the option; default: all).")
+        Optional[List[str]], typer.Option("--backend", "-b", help="tensorrt, onnxruntime, openvino, pytorch (repeat the option; default: all).")
     ] = None,
     precision: Annotated[Optional[List[str]], typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat; default: all).")] = None,
     batch: Annotated[Optional[List[int]], typer.Option("--batch", help="Images per inference (repeat for several; default 1).")] = None,
@@ -48,7 +48,7 @@ def bench(
     validation_count: Annotated[Optional[int], typer.Option("--validation-count", min=1, help="Use this many strips of it (seeded choice).")] = None,
     frames: Annotated[int, typer.Option("--frames", min=0, help="Strips in the end-to-end pipeline clip (0 skips the pipeline run).")] = 30,
     prevalence: Annotated[float, typer.Option("--prevalence", help="Share of defective strips in that clip (the gate's pass rate).")] = 0.3,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / torch CPU threads (0 = their default).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO / torch CPU threads (0 = their default).")] = 0,
     baseline: Annotated[str, typer.Option("--baseline", help="The 'backend precision' cell the 'x base' column divides by.")] = "onnxruntime fp32",
     out_dir: OutDirOption = Path("bench"),
     name: Annotated[str, typer.Option("--name", help="File name of the results: <out>/<name>.json, .md, .png.")] = "bench",
