@@ -100,6 +100,14 @@ def _onnxruntime() -> Dict[str, Any]:
     return {"version": onnxruntime.__version__, "providers": list(onnxruntime.get_available_providers())}
 
 
+def _openvino() -> Dict[str, Any]:
+    import openvino  # noqa: F401  (not installed: ModuleNotFoundError, reported as such)
+
+    from edgeseg.edge.backends.openvino import devices, version
+
+    return {"version": version(), "devices": devices()}
+
+
 def _gpus() -> List[Dict[str, Any]]:
     from edgeseg.edge.cuda_context import list_gpus
 
@@ -172,6 +180,7 @@ def collect() -> Dict[str, Any]:
         "numpy": _soft(lambda: _module_version("numpy")),
         "opencv": _soft(_opencv),
         "onnxruntime": _soft(_onnxruntime),
+        "openvino": _soft(_openvino),
         "tensorrt": _soft(lambda: _module_version("tensorrt")),
         "pycuda": _soft(_pycuda),
         "polygraphy": _soft(lambda: distribution_version("polygraphy")),

@@ -15,6 +15,7 @@ from edgeseg.edge.card import read_card
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess
+from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink
 from edgeseg.edge.sources import SourceOptions, open_source
 from edgeseg.errors import EdgesegError
@@ -35,7 +36,10 @@ def _run(models, uri, sinks=(), options=None, **kwargs):
 
 
 def _records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
+    return records
 
 
 def test_every_frame_reaches_jsonl_and_video_with_the_card_gate(tiny_models, clip, tmp_path):
@@ -74,7 +78,8 @@ def test_results_equal_a_bare_loop_over_the_same_frames(tiny_models, clip, tmp_p
                 scores = classifier.infer({cls_card.input.name: preprocess(frame.image, cls_card.preprocess)})
                 assert record["defect_probability"] == pytest.approx(defect_probability(scores[cls_card.output.name]), abs=1e-6)
                 maps = segmenter.infer({seg_card.input.name: preprocess(frame.image, seg_card.preprocess)})
-                assert record["areas"] == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
+                areas = {name: entry["area"] for name, entry in record["classes"].items()}
+                assert areas == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
 
 
 @pytest.mark.parametrize("gate, expected", [(1.01, 0), (0.0, FRAMES)])
@@ -141,6 +146,48 @@ def test_live_source_drops_frames_a_slow_pipeline_cannot_take(tiny_models, tmp_p
     assert report["frames"] < 30
 
 
+class _SlowBackend(OnnxRuntimeBackend):
+    """The real ONNX Runtime backend taking `delay` s longer per run (a heavier model)."""
+
+    def __init__(self, *args, delay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+
+    def _infer_impl(self, feed):
+        time.sleep(self.delay)
+        return super()._infer_impl(feed)
+
+
+def test_queue_wait_is_reported_apart_from_processing(tiny_models, clip, tmp_path):
+    """A file read ahead of a slow classifier: its frames wait in the queue, and that wait is
+    the `queue` stage, not processing; glass-to-glass stays the whole time."""
+    delay = 0.06
+    classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=delay)
+    jsonl = tmp_path / "out.jsonl"
+    with open_source(clip) as source, JsonlSink(jsonl) as sink:
+        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"]), [sink], gate=1.01, queue_size=2).run()
+    latency = report["latency_ms"]
+    assert latency["queue"]["count"] == latency["processing"]["count"] == FRAMES
+    # a full queue of two frames ahead of a 60 ms classifier: later frames wait >= one run
+    assert latency["queue"]["median"] >= delay * 1000
+    assert latency["processing"]["max"] < latency["glass_to_glass"]["median"]
+    records = _records(jsonl)
+    assert all("queue" in r["latency_ms"] for r in records)
+    assert all(r["latency_ms"]["classifier"] >= delay * 1000 for r in records)
+
+
+def test_paced_file_counts_every_unprocessed_frame_as_dropped(tiny_models, tmp_path):
+    """--rate over a short clip: the frames that came while the models warmed up are dropped
+    too, so processed + dropped is the whole clip."""
+    clip = write_video(tmp_path / "paced.avi", frames(30))
+    classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=0.3)  # slow warm-up
+    with open_source(clip, SourceOptions(live=True, rate=60.0)) as source:
+        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"])).run()
+    stats = report["source"]
+    assert report["frames"] + stats["dropped"] + stats["corrupt"] == 30
+    assert stats["dropped_warmup"] > 0 and stats["dropped"] >= stats["dropped_warmup"]
+
+
 class _ThreadRecordingBackend(OnnxRuntimeBackend):
     """The real ONNX Runtime backend, noting which thread makes each call."""
 
@@ -176,11 +223,12 @@ def test_a_backend_failure_stops_every_thread_and_is_raised(tiny_models, clip, t
     broken.write_bytes(b"not onnx")
     segmenter = OnnxRuntimeBackend(broken, read_card(tiny_models["segmenter"]))
     jsonl = tmp_path / "out.jsonl"
+    jsonl.write_text("earlier run\n")
     before = threading.active_count()
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
         with pytest.raises(EdgesegError, match="ONNX Runtime cannot load"):
             Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink]).run()
-    assert jsonl.read_text() == ""
+    assert jsonl.read_text() == "earlier run\n"  # no frame came: the earlier output stays
     assert threading.active_count() <= before
 
 
@@ -228,3 +276,41 @@ def test_latency_summary_statistics():
     assert stats["mean"] == pytest.approx(22.0) and stats["p99"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 99))
     assert stats["cv"] == pytest.approx(np.std([1, 2, 3, 4, 100]) / 22.0)
     assert summarize([]) == {"count": 0}
+
+
+class _StuckSegmenter(OnnxRuntimeBackend):
+    """The real segmenter, except that from its `stuck_from`-th frame on a run blocks until
+    `release` is set: an inference call that no stop can interrupt."""
+
+    stuck_from = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _infer_impl(self, feed):
+        self.calls += 1
+        if self.calls > self.stuck_from:  # the first call is the warm-up
+            self.entered.set()
+            self.release.wait(60)
+        return super()._infer_impl(feed)
+
+
+def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models, clip, tmp_path):
+    jsonl = tmp_path / "out.jsonl"
+    segmenter = _StuckSegmenter(tiny_models["segmenter"], read_card(tiny_models["segmenter"]))
+    with open_source(clip) as source, JsonlSink(jsonl) as sink:
+        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0)
+        timer = threading.Thread(target=lambda: (segmenter.entered.wait(30), pipeline.stop("first"), pipeline.stop("second")))
+        timer.start()
+        started = time.perf_counter()
+        report = pipeline.run()
+        took = time.perf_counter() - started
+        timer.join()
+    segmenter.release.set()
+    assert segmenter.entered.is_set() and took < 10
+    # frames done before the stuck one reach the sink unless the abort overtook the output
+    # thread (a race on a loaded machine); what the report counts is exactly what was written
+    assert 1 <= report["frames"] <= segmenter.stuck_from - 1 and report["frames"] == len(_records(jsonl))

@@ -1,5 +1,7 @@
-"""Sinks: JSONL flushed per line, annotated video playable, paths checked up front, window advice."""
+"""Sinks: JSONL flushed per line, annotated video playable, paths checked up front, window advice,
+nothing on disk before the first frame and the previous output kept until a run produced one."""
 import json
+import os
 
 import cv2
 import numpy as np
@@ -7,7 +9,10 @@ import pytest
 
 from edge_media import count_video_frames, frames
 from edgeseg.edge.postprocess import FrameResult, Segmentation
-from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink, annotate
+from edgeseg.edge.annotate import annotate
+from edgeseg.edge.records import validate_record
+from edgeseg.edge.rle import encode
+from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
 
@@ -21,12 +26,16 @@ def _pair(index, image, with_mask=True):
         mask[10:30, 40:120] = 1
     segmentation = Segmentation(
         areas={"1": int(mask.sum()), "2": 0, "3": 0, "4": 0},
-        rle={"1": "x"} if with_mask else {},
+        rle={"1": encode(mask)} if with_mask else {},
         masks={"1": mask} if with_mask else {},
         boxes=[{"class": "1", "box": [40, 10, 80, 20], "area": int(mask.sum())}] if with_mask else [],
+        mean_probability={"1": 0.75} if with_mask else {},
     )
-    frame = Frame(index=index, image=image, timestamp=100.0 + index, source="test")
-    result = FrameResult(index, "test", frame.timestamp, height, width, 0.9, with_mask, segmentation, {"sink": 0.001})
+    frame = Frame(index=index, image=image, timestamp=100.0 + index, source="test", captured_at=1.7e9 + index)
+    result = FrameResult(
+        index, "test", frame.timestamp, height, width, 0.9, with_mask, segmentation, {"preprocess": 0.001},
+        gate=0.5, completed=frame.timestamp + 0.25,
+    )
     return frame, result
 
 
@@ -35,12 +44,34 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     sink = JsonlSink(path)
     for i, image in enumerate(frames(3)):
         sink.write(*_pair(i, image))
-        lines = path.read_text().splitlines()  # readable before close: flushed per line
+        lines = sink.staged.temp.read_text().splitlines()  # readable before close: flushed per line
         assert len(lines) == i + 1
+    assert not path.exists()
     sink.close()
+    assert sink.written == path and sorted(os.listdir(path.parent)) == ["frames.jsonl"]
     records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
     assert [r["frame"] for r in records] == [0, 1, 2]
-    assert [r["time_s"] for r in records] == [0.0, 1.0, 2.0]
+    assert [r["monotonic_s"] for r in records] == [100.0, 101.0, 102.0]
+    assert records[0]["latency_ms"] == {"glass_to_glass": 250.0, "preprocess": 1.0}
+    assert records[0]["classes"]["1"]["boxes"] == [[40, 10, 80, 20]] and records[0]["classes"]["2"]["area"] == 0
+
+
+def test_jsonl_starts_with_the_header_made_at_the_first_frame(tmp_path):
+    path = tmp_path / "frames.jsonl"
+    made = []
+
+    def header():
+        made.append(True)
+        return {"type": "header"}
+
+    with JsonlSink(path, header=header) as sink:
+        assert not made  # nothing is asked of the backends before the first frame
+        for i, image in enumerate(frames(2)):
+            sink.write(*_pair(i, image))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert made == [True] and lines[0] == {"type": "header"} and [r["frame"] for r in lines[1:]] == [0, 1]
 
 
 def test_video_sink_writes_a_playable_annotated_video(tmp_path):
@@ -84,6 +115,38 @@ def test_video_without_frames_leaves_no_empty_file(tmp_path):
     path = tmp_path / "never.mp4"
     VideoSink(path, CLASSES).close()
     assert not path.exists()
+
+
+def test_sinks_without_frames_leave_the_previous_outputs_byte_for_byte(tmp_path):
+    jsonl, video = tmp_path / "run.jsonl", tmp_path / "run.mp4"
+    jsonl.write_bytes(b'{"frame":0}\n')
+    video.write_bytes(b"previous video")
+    for sink in (JsonlSink(jsonl), VideoSink(video, CLASSES), JsonlSink(jsonl, append=True)):
+        sink.close()
+        assert sink.written is None
+    assert jsonl.read_bytes() == b'{"frame":0}\n' and video.read_bytes() == b"previous video"
+    assert sorted(os.listdir(tmp_path)) == ["run.jsonl", "run.mp4"]
+
+
+def test_video_is_written_under_a_hidden_name_and_replaces_the_old_one_on_close(tmp_path):
+    path = tmp_path / "run.avi"
+    path.write_bytes(b"previous video")
+    sink = VideoSink(path, CLASSES)
+    for i, image in enumerate(frames(3)):
+        sink.write(*_pair(i, image))
+    assert path.read_bytes() == b"previous video" and sink.staged.temp.suffix == ".avi"
+    sink.close()
+    assert sink.written == path and sink.readable == 3 and not sink.problem
+    assert count_video_frames(path) == 3 and sorted(os.listdir(tmp_path)) == ["run.avi"]
+
+
+def test_jsonl_append_adds_this_runs_lines(tmp_path):
+    path = tmp_path / "run.jsonl"
+    for _ in range(2):
+        with JsonlSink(path, append=True) as sink:
+            for i, image in enumerate(frames(2)):
+                sink.write(*_pair(i, image))
+    assert [json.loads(line)["frame"] for line in path.read_text().splitlines()] == [0, 1, 0, 1]
 
 
 def test_annotate_marks_the_header_and_keeps_the_input():

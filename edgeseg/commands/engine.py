@@ -67,7 +67,12 @@ def build_engine(
     out_dir: OutDirOption = Path("engines"),
     precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 | fp16 | int8 (int8 takes the QDQ ONNX from `edgeseg calibrate`).")] = "fp16",
     backend: Annotated[
-        str, typer.Option("--backend", help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX), for machines without TensorRT.")
+        str,
+        typer.Option(
+            "--backend",
+            help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). "
+            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs.",
+        ),
     ] = "tensorrt",
     min_batch: Annotated[int, typer.Option("--min-batch", help="Smallest batch the engine accepts.")] = 1,
     opt_batch: Annotated[int, typer.Option("--opt-batch", help="Batch TensorRT tunes for (tiles per frame for tiled models).")] = 1,
@@ -93,7 +98,7 @@ def build_engine(
 
     Writes <out>/<name>.<precision>.engine and its card <name>.<precision>.json (TensorRT version, GPU, compute capability, flags, hashes). An engine only loads on the TensorRT and GPU it was built with; the card lets the runtime say so before loading.
 
-    Without TensorRT, --backend onnxruntime writes <name>.<precision>.ort.onnx (the graph ONNX Runtime optimised, with its card) instead, so the same command works on every machine.
+    Without TensorRT, --backend onnxruntime writes <name>.<precision>.ort.onnx (the graph ONNX Runtime optimised, with its card) instead, so the same command works on every machine; --backend openvino writes the OpenVINO IR <name>.<precision>.xml + .bin with its card.
 
     Examples:
 
@@ -102,8 +107,11 @@ def build_engine(
     edgeseg build-engine segmenter.int8.qdq.onnx --precision int8 --workspace 1024
 
     edgeseg build-engine --backend onnxruntime --precision fp32
+
+    edgeseg build-engine --backend openvino --precision int8
     """
-    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_ort, tensorrt_or_advice
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
 
     options = BuildOptions(
         precision=precision,
@@ -123,9 +131,9 @@ def build_engine(
     options.check(backend)
     if backend == "tensorrt":
         tensorrt_or_advice()  # one line now, not after exporting checkpoints
-    flavour = ("trt" if backend == "tensorrt" else "cpu") if (precision, calibration) == ("int8", "qdq") else None
+    flavour = BACKEND_FLAVOURS[backend][0] if (precision, calibration) == ("int8", "qdq") else None
     sources = list(models) if models else demo_models(flavour)
-    build = onnx_to_engine if backend == "tensorrt" else onnx_to_ort
+    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[backend]
     results = []
     for model in sources:
         onnx = _as_onnx(model, out_dir)
