@@ -29,14 +29,15 @@ status=0
 step() { echo "== $*" >&2; }
 
 step "pycuda from its sdist with $(command -v nvcc || echo 'no nvcc')"
-# Built in place with one compiler job per core (pip would compile its ~60 C++ files one by one).
+# Built in place, one compiler job per core (parallel_build.py; pip would compile its ~60 C++
+# files one by one).
 start=$(date +%s)
 CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
 { timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$REPO"/benchmarks/gpu_check/wheels/*.whl \
   && tar -xzf "$REPO"/benchmarks/gpu_check/wheels/pycuda-*.tar.gz -C "$WORK" \
   && cd "$WORK"/pycuda-*/ \
   && "$PY" configure.py --cuda-root="$CUDA_ROOT" \
-  && timeout 420 "$PY" setup.py -q build_ext --inplace -j "$(nproc)"; } > "$WORK/pycuda_build.log" 2>&1
+  && timeout 420 "$PY" "$REPO/benchmarks/gpu_check/parallel_build.py" -q build_ext --inplace; } > "$WORK/pycuda_build.log" 2>&1
 pycuda_rc=$?
 cd "$REPO"
 pycuda_seconds=$(( $(date +%s) - start ))
