@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import Backend, JsonOption, QuietOption, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError
 
@@ -70,9 +70,7 @@ def run(
     segmenter: Annotated[
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
-    ] = "auto",
+    backend: Annotated[Backend, typer.Option("--backend", "-b", help="auto: by file (.engine -> tensorrt, .onnx -> onnxruntime).")] = "auto",
     gate: Annotated[
         Optional[float],
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
@@ -95,6 +93,8 @@ def run(
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
 
