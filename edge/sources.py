@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -66,7 +66,8 @@ class SourceOptions:
 @dataclass
 class Frame:
     """One captured image. `timestamp` (time.perf_counter) is when it was captured: the start
-    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage).
+    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage);
+    `camera` which of a pipeline's sources it came from (its position among them, 0 for one).
 
     item: what in the source the image is: the file name for folders, globs and video files
     (so a record names its file even after unreadable ones were skipped); None for live streams.
@@ -82,6 +83,7 @@ class Frame:
     item: Optional[str] = None
     captured_at: float = 0.0
     position_ms: Optional[float] = None
+    camera: int = 0
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Reader(abc.ABC):
     corrupt: int = 0
     item: Optional[str] = None
     position_ms: Optional[float] = None
+    files: Sequence[Path] = ()  # the local files it reads (outputs must not overwrite them)
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:
@@ -143,6 +146,7 @@ class _CaptureReader(Reader):
         self._api = api
         self._props = props
         self.is_file = is_file
+        self.files = (Path(str(target)),) if is_file else ()
         self._cap = self._open()
         self._pending: Optional[np.ndarray] = None
         self._pending_ms: Optional[float] = None
@@ -237,6 +241,7 @@ class _ImageReader(Reader):
     def __init__(self, name: str, paths: List[Path]) -> None:
         self.name = name
         self._paths = paths
+        self.files = tuple(paths)
         self._next = 0
 
     def read(self) -> Optional[np.ndarray]:
@@ -286,6 +291,17 @@ class Source:
     def fps(self) -> Optional[float]:
         """Nominal frame rate: the pacing rate, else what the container or device reports."""
         return self.options.rate or self._reader.fps
+
+    @property
+    def files(self) -> Sequence[Path]:
+        """The local files this source reads (a video, or a folder's or glob's images)."""
+        return self._reader.files
+
+    @property
+    def images(self) -> bool:
+        """True when each frame is one image file (folder, glob, single image), named by its
+        `item`: what a per-image output such as a Kaggle submission needs."""
+        return isinstance(self._reader, _ImageReader)
 
     @property
     def ended(self) -> bool:

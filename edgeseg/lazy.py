@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Optional
 
 from edgeseg.errors import EdgesegError
 
+TORCH_ADVICE = (
+    "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
+    "Jetson: NVIDIA's JetPack wheel)"
+)
 # module -> what to install
 _ADVICE = {
-    "torch": "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; Jetson: NVIDIA's JetPack wheel)",
+    "torch": TORCH_ADVICE,
     "onnx": "pip install 'edgeseg[export]'",
     "onnxslim": "pip install 'edgeseg[export]'",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
@@ -26,17 +31,17 @@ _ADVICE = {
 }
 
 
-def require(name: str, purpose: str = "", extra: str = "") -> ModuleType:
-    """Import `name` or raise EdgesegError naming what needs it and how to install it; `extra`
-    names the edgeseg extra that brings it (e.g. "export"), when that is the advice to give."""
+def require(name: str, purpose: str = "", advice: Optional[str] = None) -> ModuleType:
+    """Import `name` or raise EdgesegError naming what needs it and how to install it (`advice`
+    when the purpose has its own install, e.g. the `trt` extra, else the module's default)."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         what = f" for {purpose}" if purpose else ""
-        advice = _ADVICE.get(name, f"pip install {name.split('.')[0]}")
-        if extra:
-            advice = advice.replace("'edgeseg[train]'", f"'edgeseg[{extra}]'")
-        raise EdgesegError(f"{name} is needed{what} but cannot be imported ({exc})", hint=advice) from exc
+        raise EdgesegError(
+            f"{name} is needed{what} but could not be imported ({exc})",
+            hint=advice or _ADVICE.get(name, f"pip install {name.split('.')[0]}"),
+        ) from exc
 
 
 def available(name: str) -> bool:

@@ -99,7 +99,7 @@ def test_sample_feed_is_the_runtime_preprocessing(tiny_models):
 def test_plan_expands_fp32_models_and_says_why_a_cell_cannot_run(family, tmp_path):
     cells = plan([family["segmenter"]], scratch=tmp_path)
     by_label = {c.label: c for c in cells}
-    assert set(by_label) == {f"{b} {p}" for b in ("tensorrt", "onnxruntime", "pytorch") for p in ("fp32", "fp16", "int8")}
+    assert set(by_label) == {f"{b} {p}" for b in ("tensorrt", "onnxruntime", "openvino", "pytorch") for p in ("fp32", "fp16", "int8")}
     assert by_label["onnxruntime fp32"].artifact == family["segmenter"]
     assert by_label["onnxruntime fp16"].artifact.name == "segmenter.fp16.onnx"  # made on the fly
     assert read_card(by_label["onnxruntime fp16"].artifact).artifact["precision"] == "fp16"
@@ -107,8 +107,9 @@ def test_plan_expands_fp32_models_and_says_why_a_cell_cannot_run(family, tmp_pat
     assert "TensorRT" in by_label["tensorrt fp16"].skipped
     assert by_label["pytorch fp32"].artifact.suffix == ".pt"
     assert "CUDA" in by_label["pytorch fp16"].skipped and "INT8" in by_label["pytorch int8"].skipped
+    assert by_label["openvino fp16"].artifact == by_label["onnxruntime fp16"].artifact  # OpenVINO reads the same ONNX
     with pytest.raises(EdgesegError, match="unknown backend"):
-        plan([family["segmenter"]], backends=["openvino"])
+        plan([family["segmenter"]], backends=["coreml"])
 
 
 def test_plan_takes_a_qdq_model_as_given_and_refuses_a_replaced_checkpoint(family, tiny_models, tmp_path):
@@ -120,8 +121,8 @@ def test_plan_takes_a_qdq_model_as_given_and_refuses_a_replaced_checkpoint(famil
     cells = {c.label: c for c in plan([folder / "classifier.onnx"], backends=["pytorch"], precisions=["fp32"])}
     assert "sha256 differs" in cells["pytorch fp32"].skipped
     fp16 = plan([family["classifier"]], backends=["onnxruntime"], precisions=["fp16"], scratch=tmp_path)[0].artifact
-    as_given = plan([fp16])
-    assert [(c.backend, c.precision, c.artifact) for c in as_given] == [("onnxruntime", "fp16", fp16)]
+    as_given = plan([fp16])  # an ONNX given as is runs on both ONNX backends
+    assert [(c.backend, c.precision, c.artifact) for c in as_given] == [("onnxruntime", "fp16", fp16), ("openvino", "fp16", fp16)]
 
 
 def test_an_engine_given_alone_counts_flops_from_its_source_onnx(family, tmp_path):
@@ -261,6 +262,8 @@ def test_cli_writes_json_markdown_and_chart_then_compares(family, tmp_path):
     steady = json.loads((tmp_path / "bench.json").read_text())
     row = steady["results"][0]
     row["throughput_rounds"], row["latency_ms"]["host"]["cv"] = [100.0, 101.0, 99.0], 0.02  # a quiet machine
+    host = row["latency_ms"]["host"]
+    host["count"], host["p99"] = 200, host["median"] * 1.02
     row["throughput"] = 100.0
     (tmp_path / "steady.json").write_text(json.dumps(steady))
     slower = json.loads(json.dumps(steady))

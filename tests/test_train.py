@@ -268,3 +268,29 @@ def test_loss_choices_are_the_losses_that_exist():
 
     choice = typing.get_type_hints(segmenter, include_extras=True)["loss"].__origin__
     assert set(typing.get_args(choice)) == set(SEGMENTATION_LOSSES)
+
+
+def test_metrics_json_holds_null_where_a_metric_is_not_measurable(tiny_data, tmp_path):
+    """All-clean data: ROC AUC has no positive class (NaN in Python), which JSON writes as null."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    data = tmp_path / "clean"
+    shutil.copytree(tiny_data, data)
+    (data / "train.csv").write_text("ImageId,ClassId,EncodedPixels\n")  # no defects anywhere
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1", "--base-width", "4",
+        "--input-size", "32x208", "--batch-size", "4", "--threads", "1", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in JSON")
+
+    report = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert report["best"]["roc_auc"] is None
+    json.loads(result.stdout, parse_constant=refuse)

@@ -5,7 +5,6 @@ in each flavour, and with --validation compare every precision and fail on a mis
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
@@ -88,8 +87,9 @@ def calibrate(
     stratified: clean and defective strips, every class), stored as OUT/calibration.npz; its
     sha256 goes into every INT8 model card. Each --model gives OUT/<name>.int8.trt.qdq.onnx (for
     `edgeseg build-engine --precision int8`) and OUT/<name>.int8.cpu.qdq.onnx (ONNX Runtime).
-    With --validation, FP32, FP16 and each INT8 flavour are scored on it through ONNX Runtime
-    (classifier accuracy/recall, segmenter Dice per class, cascade gate recall) into OUT/accuracy.json;
+    With --validation, FP32, FP16 and each INT8 flavour are scored on it through ONNX Runtime, and
+    through OpenVINO too when it is installed ("openvino ..." rows; classifier accuracy/recall,
+    segmenter Dice per class, cascade gate recall) into OUT/accuracy.json;
     --max-dice-drop / --max-recall-drop turn that into a gate that names the layers to --exclude.
 
     Examples:
@@ -231,9 +231,10 @@ def _accuracy(
     max_recall_drop: Optional[float],
     quiet: bool,
 ) -> Any:
-    from edgeseg.calibration.accuracy import REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
+    from edgeseg.calibration.accuracy import OPENVINO, REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
     from edgeseg.edge.card import card_path, read_card
-    from edgeseg.files import atomic_output
+    from edgeseg.files import write_json
+    from edgeseg.lazy import available
 
     variants: Dict[str, Dict[str, Path]] = {REFERENCE: {read_card(m).task: m for m in models}}
     unavailable: Dict[str, str] = {}
@@ -243,12 +244,15 @@ def _accuracy(
         unavailable["fp16"] = str(exc)
     for r in results:
         variants.setdefault(f"int8-{r.flavour}", {})[read_card(r.path).task] = r.path
+    if available("openvino"):  # the same files through the other CPU runtime
+        for label in [label for label in variants if label != "fp16"]:
+            variants[f"{OPENVINO}{label}"] = variants[label]
     data = load_validation(validation, validation_count, seed)
     total = len(data) * sum(len(v) for v in variants.values())
     with progress_bar(quiet) as progress:
         task = progress.add_task(f"scoring {len(variants)} precisions on {len(data)} strips", total=total)
         report = accuracy_report(variants, data, unavailable, progress=lambda n: progress.advance(task, n))
-    int8 = [label for label in variants if label.startswith("int8-")]
+    int8 = [label for label in variants if "int8-" in label]
     misses = check_budget(report, int8, max_dice_drop, max_recall_drop)
     for miss in misses:
         reference = variants[REFERENCE][miss.task]
@@ -261,8 +265,7 @@ def _accuracy(
         card_path(path).unlink(missing_ok=True)
     summary = report.to_dict()
     summary["removed"] = [str(p) for p in removed]
-    with atomic_output(out_dir / REPORT_NAME) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(out_dir / REPORT_NAME, summary)
     if not quiet:
         _print_accuracy(report)
         out.print(f"accuracy report: {out_dir / REPORT_NAME}")
@@ -278,7 +281,7 @@ def _fp16(path: Path, out_dir: Path) -> Path:
 def _print_accuracy(report: Any) -> None:
     from edgeseg.calibration.accuracy import REFERENCE
 
-    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU")
+    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU (openvino rows: OpenVINO CPU)")
     columns = ["precision", "cls accuracy", "cls recall", "seg mean Dice", "Dice per class", "vs FP32 masks", "gate recall", "cascade Dice"]
     for column in columns:
         table.add_column(column)

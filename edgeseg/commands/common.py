@@ -23,7 +23,7 @@ from typing_extensions import Annotated
 
 from edgeseg.edge.backends import BACKENDS
 from edgeseg.edge.preprocess import GEOMETRIES
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR  # noqa: F401  (re-exported for the commands)
 
 # Results and logs. Off a terminal (CI logs, pipes) rich would fold tables to 80 columns: give
@@ -97,8 +97,8 @@ class Group(_NoBoolMetavar, TyperGroup):
 
 
 def cli_errors(func: F) -> F:
-    """Turn an EdgesegError into one red line on stderr and its exit code (1, or 2 for a
-    UsageError), no traceback (-v adds it)."""
+    """Turn an EdgesegError into one red line on stderr and exit code 1 (2 for a UsageError),
+    no traceback (-v adds it)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -109,7 +109,7 @@ def cli_errors(func: F) -> F:
             if VERBOSITY.verbose:
                 err.print_exception()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
         finally:
             VERBOSITY.depth -= 1
             if VERBOSITY.depth == 0:  # the next command in this process (tests, deploy's stages) starts afresh
@@ -159,8 +159,10 @@ def number(value: Any, digits: int = 4) -> str:
 
 
 def print_json(data: Any) -> None:
-    """Machine output: one JSON document on stdout."""
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Machine output: one strict JSON document on stdout (NaN -> null)."""
+    from edgeseg.files import json_ready
+
+    typer.echo(json.dumps(json_ready(data), indent=2, default=str, allow_nan=False))
 
 
 # Shared option aliases (fastapi-cli style): declare once, reuse in every command.
@@ -172,7 +174,7 @@ VerboseOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", callback=_set_quiet, help="No progress or notes: results and errors only.")]
 ThreadsOption = Annotated[
-    int, typer.Option("--threads", min=0, help="CPU threads per model (0 = one per core: ONNX Runtime's and PyTorch's own choice).")
+    int, typer.Option("--threads", min=0, help="CPU threads per model (0 = one per core: ONNX Runtime's, OpenVINO's and PyTorch's own choice).")
 ]
 DataOption = Annotated[Path, typer.Option("--data", "-d", help="Severstal-layout folder: train.csv + train_images/ (`edgeseg data synth` makes one).")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the folder (quick runs).")]

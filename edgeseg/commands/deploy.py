@@ -59,7 +59,8 @@ def deploy(
       edgeseg deploy runs/classifier/classifier.pt runs/segmenter/segmenter.pt --precision fp16 --backend tensorrt
     """
     from edgeseg.commands.calibrate import calibrate
-    from edgeseg.commands.engine import FLAVOUR, build_engine, machine_backend, run_command
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.commands.engine import build_engine, machine_backend, run_command
     from edgeseg.commands.export import export
 
     target = machine_backend() if backend == "auto" else backend
@@ -72,7 +73,7 @@ def deploy(
     if chosen == "int8":
         out.print(f"[bold]2/3 calibrate[/] on {data}, gate: Dice drop <= {max_dice_drop}, recall drop <= {max_recall_drop}")
         calibrate(
-            source=data, models=onnx, out_dir=out_dir, count=count, flavours=[FLAVOUR.get(target, "cpu")],
+            source=data, models=onnx, out_dir=out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]],
             validation=validation or data, max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed,
         )
     else:

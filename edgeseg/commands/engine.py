@@ -90,8 +90,10 @@ def build_engine(
     backend: Annotated[
         Backend,
         typer.Option(
-            "--backend", "-b",
-            help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). auto: TensorRT where it imports, else onnxruntime.",
+            "--backend",
+            "-b",
+            help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). "
+            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime.",
         ),
     ] = "auto",
     min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch the engine accepts.")] = 1,
@@ -122,7 +124,7 @@ def build_engine(
 
     Writes <out>/<name>.<precision>.engine and its card <name>.<precision>.json (TensorRT version, GPU, compute capability, flags, hashes). An engine only loads on the TensorRT and GPU it was built with; the card lets the runtime say so before loading.
 
-    Without TensorRT, --backend onnxruntime writes <name>.<precision>.ort.onnx (the graph ONNX Runtime optimised, with its card) instead, so the same command works on every machine.
+    Without TensorRT, --backend onnxruntime writes <name>.<precision>.ort.onnx (the graph ONNX Runtime optimised, with its card) instead, so the same command works on every machine; --backend openvino writes the OpenVINO IR <name>.<precision>.xml + .bin with its card.
 
     Examples:
 
@@ -133,8 +135,11 @@ def build_engine(
     edgeseg build-engine models/segmenter.int8.trt.qdq.onnx --precision int8 --workspace 1024
 
     edgeseg build-engine --backend onnxruntime --precision fp32
+
+    edgeseg build-engine --backend openvino --precision int8
     """
-    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_ort, tensorrt_or_advice
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
 
     target = machine_backend() if backend == "auto" else backend
     chosen = precision or default_precision(target, models or [], calibration)
@@ -162,9 +167,9 @@ def build_engine(
     if precision is None:
         note(f"precision: {chosen} (the fastest on {target} here; pass --precision to choose)")
     qdq = (chosen, calibration) == ("int8", "qdq")
-    flavour = FLAVOUR.get(target, "cpu") if qdq else None
+    flavour = BACKEND_FLAVOURS[target][0] if qdq else None
     sources = list(models) if models else demo_models(flavour)
-    build = onnx_to_engine if target == "tensorrt" else onnx_to_ort
+    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
     results = []
     for model in sources:
         onnx = _as_onnx(model, out_dir)
@@ -196,10 +201,6 @@ def run_command(results: List[Any]) -> Optional[str]:
     return f"edgeseg run --classifier {built['classifier']} --segmenter {built['segmenter']}"
 
 
-# The QDQ flavour each build target parses; every other backend runs the CPU (U8S8) flavour.
-FLAVOUR = {"tensorrt": "trt"}
-
-
 def machine_backend() -> str:
     """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
     from edgeseg.lazy import available
@@ -212,10 +213,11 @@ def default_precision(backend: str, models: List[Path], calibration: str = "qdq"
     reference kernels) INT8 when every given ONNX has its calibrated QDQ model beside it, else FP32."""
     if backend == "tensorrt":
         return "fp16"
-    from edgeseg.calibration.qdq import qdq_path
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS, qdq_path
 
+    flavour = BACKEND_FLAVOURS.get(backend, ("cpu",))[0]
     onnx = [m for m in models if m.suffix.lower() == ".onnx"]
-    if calibration == "qdq" and onnx and len(onnx) == len(models) and all(qdq_path(m, "cpu").is_file() or _is_int8(m) for m in onnx):
+    if calibration == "qdq" and onnx and len(onnx) == len(models) and all(qdq_path(m, flavour).is_file() or _is_int8(m) for m in onnx):
         return "int8"
     return "fp32"
 

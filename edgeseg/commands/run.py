@@ -1,12 +1,19 @@
 """`edgeseg run`: stream a camera, video, folder or RTSP feed through classifier -> gate -> ResUNet.
 
-A thin shell over edgeseg.edge: open the backends (cards checked), the sinks (paths checked
-before the first frame) and the source, run the Pipeline, print the latency report. SIGINT and
-SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is finalised.
+A thin shell over edgeseg.edge: check the arguments, open the backends (cards checked), the
+source and the sinks (outputs checked against the source and each other; nothing is written
+before the first frame), run the Pipeline, print the latency report and what was written.
+SIGINT and SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is
+finalised; a second signal skips the queued frames.
+
+Exit codes: 0 done; 1 a failure (source error, an output not fully written, no frame
+processed); 2 a usage error; 130 stopped by SIGINT (as the shell reports Ctrl-C). SIGTERM is a
+service manager's ordinary stop and exits 0 when everything was written.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,12 +25,13 @@ from typing_extensions import Annotated
 
 from edgeseg.commands.common import Backend, JsonOption, QuietOption, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CLASSIFIER = ASSETS / "classifier.onnx"
 DEMO_SEGMENTER = ASSETS / "segmenter.onnx"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
+EXIT_INTERRUPTED = 130
 
 
 def _bundled(path: Path, flag: str) -> Path:
@@ -32,15 +40,42 @@ def _bundled(path: Path, flag: str) -> Path:
     return path
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_usage(gate: Optional[float], threads: int) -> None:
+    """Refuse option values that cannot work before anything is opened (exit 2)."""
+    from edgeseg.edge.pipeline import check_gate
+
+    if gate is not None:
+        try:
+            check_gate(gate)
+        except EdgesegError as exc:
+            raise UsageError(f"--{exc.message}") from None
+    cores = usable_cores()
+    if threads > cores:
+        raise UsageError(f"--threads {threads} is more than the {cores} cores this process may use", hint=f"pass 1-{cores}, or 0 for one per core")
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: Any) -> Iterator[None]:
+def _stop_on_signals(stop: Any, received: List[int]) -> Iterator[None]:
     """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
-    run; a second signal skips the queued frames."""
+    run; a second signal skips the queued frames. Signals are appended to `received`."""
     previous = {}
 
     def handler(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the queued frames (again to skip them)")
-        stop(f"stopped by {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if len(received) == 1:
+            err.print(f"{name}: finishing the queued frames (again to skip them)")
+        else:
+            err.print(f"{name}: skipping the queued frames")
+        stop(f"stopped by {name}")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
@@ -52,25 +87,63 @@ def _stop_on_signals(stop: Any) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _source_uris(camera: Optional[int], sources: List[str], sources_file: Optional[Path]) -> List[Any]:
+    """The cameras of a run, in order: --camera, or every --source then the --sources file's
+    lines; the bundled demo clip when none is given."""
+    uris: List[Any] = list(sources)
+    if sources_file is not None:
+        try:
+            lines = sources_file.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read the sources file {sources_file}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not listed:
+            raise typer.BadParameter(f"the sources file {sources_file} lists no source (one URI per line)")
+        uris += listed
+    if camera is not None:
+        if uris:
+            raise typer.BadParameter("give --camera or --source / --sources, not both")
+        return [camera]
+    return uris or [str(_bundled(DEMO_CLIP, "--source"))]
+
+
 @cli_errors
 def run(
     camera: Annotated[Optional[int], typer.Option("--camera", help="Camera index (V4L2 /dev/videoN on Linux).")] = None,
     source: Annotated[
-        Optional[str],
+        Optional[List[str]],
         typer.Option(
             "--source",
             "-s",
             help="Video file, image folder, glob ('strips/*.png'), /dev/videoN, csi://N, rtsp://... or a GStreamer "
-            "pipeline. Default: the bundled demo clip.",
+            "pipeline; repeat it for several cameras, batched together. Default: the bundled demo clip.",
         ),
     ] = None,
+    sources_file: Annotated[
+        Optional[Path], typer.Option("--sources", help="A text file of sources, one per line (# comments), added to --source.")
+    ] = None,
+    max_batch: Annotated[
+        Optional[int],
+        typer.Option("--max-batch", min=1, help="Most frames per inference batch across cameras (default: one per camera; capped by the engine's profile)."),
+    ] = None,
+    batch_timeout: Annotated[
+        float, typer.Option("--batch-timeout", min=0.0, help="Milliseconds a batch waits for the cameras that have not given it a frame yet.")
+    ] = 20.0,
     classifier: Annotated[
         Optional[Path], typer.Option("--classifier", help="Classifier .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     segmenter: Annotated[
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
-    backend: Annotated[Backend, typer.Option("--backend", "-b", help="auto: by file (.engine -> tensorrt, .onnx -> onnxruntime).")] = "auto",
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
+            "else onnxruntime).",
+        ),
+    ] = "auto",
     gate: Annotated[
         Optional[float],
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
@@ -84,14 +157,19 @@ def run(
         Optional[Path],
         typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
     ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
     rate: Annotated[
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
+    append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -104,6 +182,7 @@ def run(
       edgeseg run\n
       edgeseg run --camera 0 --show\n
       edgeseg run --source line.mp4 --jsonl out.jsonl --video out.mp4\n
+      edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
@@ -111,62 +190,98 @@ def run(
     from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.records import header_record
-    from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
+    from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.edge.submission import SubmissionSink
+    from edgeseg.files import check_output_paths
 
     started = (time.time(), time.perf_counter())
-    if camera is not None and source is not None:
-        raise typer.BadParameter("give --camera or --source, not both")
+    uris = _source_uris(camera, source or [], sources_file)
+    if len(uris) > 1 and (video is not None or show or submission is not None):
+        raise typer.BadParameter(
+            f"--video, --show and --submission take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)"
+        )
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
-    ort_options = {"intra_op_threads": threads}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
-    uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
+    if append and jsonl is None:
+        raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
+    _check_usage(gate, threads)
+    options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
+    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
+    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
+    received: List[int] = []
+    files: Dict[str, FileSink] = {}  # output kind -> its sink
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
 
         def header() -> Dict[str, Any]:
-            return header_record(cls_backend, seg_backend, str(uri), pipeline_ref[0].gate, started)
+            return header_record(cls_backend, seg_backend, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
 
-        if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl, header=header)))
-        if save_defects is not None:
-            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
         classes = seg_backend.card.classes
-        stream = stack.enter_context(open_source(uri, source_options))
+        streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        check_output_paths(
+            [path for stream in streams for path in stream.files],
+            {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
+        )
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
+        if jsonl is not None:
+            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
+        if submission is not None:
+            if not streams[0].images or loop:
+                raise UsageError("--submission needs an image folder or glob as --source, read once (no --loop)")
+            files["submission"] = stack.enter_context(SubmissionSink(submission, classes))
         if video is not None:
-            sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec)))
+            files["video"] = stack.enter_context(VideoSink(video, classes, fps=streams[0].fps, annotator=annotator, codec=codec))
+        sinks.extend(files.values())
+        defects = stack.enter_context(DefectSink(save_defects, header=header)) if save_defects is not None else None
+        if defects is not None:
+            sinks.append(defects)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
-        task = progress.add_task("frames", total=max_frames)
+        task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
         pipeline = Pipeline(
-            stream,
+            streams,
             cls_backend,
             seg_backend,
             sinks,
             gate=gate,
             max_frames=max_frames,
+            max_batch=max_batch,
+            batch_timeout=batch_timeout / 1000.0,
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
-        with _stop_on_signals(pipeline.stop):
+        with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
+    # what is on disk now, not what was asked for
+    report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
+    report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
+    if defects is not None and defects.frames:
+        report["outputs"]["defects"] = str(defects.folder)
+        report["output_frames"]["defects"] = defects.frames
+    failures = [sink.problem for sink in files.values() if sink.problem]
+    if report["source"]["error"]:
+        failures.insert(0, report["source"]["error"])
+    if not report["frames"] and not received:
+        failures.append(f"no frame was processed ({report['stopped_by']}; {report['source']['corrupt']} unreadable frame(s) skipped), so nothing was written")
     if json_output:
-        print_json(report)
+        print_json(dict(report, errors=failures))
     else:
-        from edgeseg.edge.latency import latency_table
+        from edgeseg.edge.latency import camera_table, latency_table
 
         title = f"edgeseg run · {report['source']['uri']} · {report['backends'].get('segmenter', '')}"
         out.print(latency_table(report, title=title))
+        if len(report["cameras"]) > 1:
+            out.print(camera_table(report))
         for kind, path in report["outputs"].items():
-            out.print(f"{kind}: {path}")
-    if report["source"]["error"]:
-        err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
+            out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+    for failure in failures:
+        err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    if failures:
         raise typer.Exit(1)
+    if signal.SIGINT in received:
+        raise typer.Exit(EXIT_INTERRUPTED)
