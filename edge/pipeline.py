@@ -34,11 +34,14 @@ camera does not wait for the models either; `frames + dropped + corrupt` is then
 
 `stop()` may be called from a signal handler: the capture threads stop taking frames and the
 frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
-abandons the queued frames (each thread leaves after its current step). An error in any thread
-stops the others and is re-raised by `run()`.
+abandons the queued frames: capture and output leave after their current step, and `run()`
+waits for an inference call (which cannot be interrupted) only ABANDON_GRACE seconds before it
+returns, so the sinks can be closed at once. An error in any thread stops the others and is
+re-raised by `run()`.
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -60,6 +63,16 @@ from edgeseg.errors import EdgesegError
 _END = object()  # end-of-stream marker passed down the results queue
 _POLL = 0.1  # seconds between checks of the stop / abort flags while blocked
 BATCH_TIMEOUT = 0.02  # s a batch waits for the cameras that have not given it a frame yet
+ABANDON_GRACE = 1.0  # seconds run() still waits for a busy inference thread after an abort
+
+
+def check_gate(gate: float) -> float:
+    """The gate as a float, or EdgesegError: a finite probability threshold >= 0 (values above
+    1 are allowed and gate every frame out)."""
+    value = float(gate)
+    if not math.isfinite(value) or value < 0:
+        raise EdgesegError(f"gate must be a defect probability >= 0 (0 segments every frame, above 1 none), got {gate}")
+    return value
 
 
 @dataclass
@@ -141,7 +154,7 @@ class Pipeline:
         self.classifier = classifier
         self.segmenter = segmenter
         self.sinks = list(sinks)
-        self.gate = float(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
+        self.gate = check_gate(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
         self.max_frames = max_frames
         self.max_batch = max_batch or len(sources)
         self.batch_timeout = batch_timeout
@@ -175,21 +188,27 @@ class Pipeline:
             threading.Thread(target=self._guard, args=(self._capture, camera), name=f"edgeseg-capture-{camera.index}", daemon=True)
             for camera in self.cameras
         ]
-        threads += [
-            threading.Thread(target=self._guard, args=(self._infer, results_q), name="edgeseg-inference", daemon=True),
-            threading.Thread(target=self._guard, args=(self._output, results_q), name="edgeseg-output", daemon=True),
-        ]
+        inference = threading.Thread(target=self._guard, args=(self._infer, results_q), name="edgeseg-inference", daemon=True)
+        threads += [inference, threading.Thread(target=self._guard, args=(self._output, results_q), name="edgeseg-output", daemon=True)]
         for thread in threads:
             thread.start()
         try:
             for thread in threads:
+                abandon_at = None
                 while thread.is_alive():
                     thread.join(timeout=_POLL)  # short joins keep the main thread responsive to signals
+                    if thread is inference and self._abort.is_set():
+                        # inference may sit in a backend call that cannot be interrupted: it
+                        # touches no sink, so leave it (a daemon) after a grace period
+                        abandon_at = abandon_at or time.perf_counter() + ABANDON_GRACE
+                        if time.perf_counter() >= abandon_at:
+                            break
         except BaseException:  # e.g. KeyboardInterrupt without a handler: leave nothing running
             self._stop.set()
             self._abort.set()
             for thread in threads:
-                thread.join()
+                if thread is not inference:
+                    thread.join()
             raise
         if self._errors:
             raise self._errors[0]
@@ -384,6 +403,7 @@ class Pipeline:
                 gated=gated,
                 segmentation=segmentation,
                 latency=stages,
+                gate=self.gate,
             )
             started = time.perf_counter()
             for sink in self.sinks:

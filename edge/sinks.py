@@ -14,16 +14,17 @@ import abc
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 
 from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
+from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, nearly_full
+from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, free_space_text, nearly_full
 
 
 class Sink(abc.ABC):
@@ -48,8 +49,9 @@ class FileSink(Sink):
 
     Subclasses count `frames` in `write` (writing to `self.staged.temp`) and release their
     handles in `_finish`, which returns False when the output is not worth putting in place.
-    After `close`, `written` is the committed path (None: nothing was put in place) and
-    `problem` says, in one line, why the output is missing or holds less than was written.
+    After `close`, `written` is the committed path (None: nothing was put in place), `kept`
+    the frames it holds and `problem` says, in one line, why the output is missing or holds
+    less than was written.
     """
 
     def __init__(self, path: PathLike, append: bool = False) -> None:
@@ -62,6 +64,10 @@ class FileSink(Sink):
 
     def _finish(self) -> bool:
         return True
+
+    @property
+    def kept(self) -> int:
+        return self.frames if self.written is not None else 0
 
     def close(self) -> None:
         if self._closed:
@@ -78,33 +84,40 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One JSON object per frame (FrameResult.to_json), each line flushed as it is written.
+    """One record per line (edgeseg.edge.records), each line on disk as it is written.
 
-    t0: perf_counter origin of the records' `time_s` (default: the first frame's capture).
+    header: makes the header record, written as the first line before the first frame's
+    (called then, once the backends are active, so the record names their providers).
     append: add this run's lines to an existing file instead of replacing it.
     """
 
-    def __init__(self, path: PathLike, t0: Optional[float] = None, append: bool = False) -> None:
+    def __init__(
+        self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False
+    ) -> None:
         super().__init__(path, append=append)
-        self._t0 = t0
+        self._header = header
         self._fd: Optional[int] = None
         self._size = 0  # bytes of complete lines in the temporary file
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        if self._t0 is None:
-            self._t0 = frame.timestamp
-        line = json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n"
+        lines = [frame_record(frame, result)]
+        if self._header is not None:
+            lines.insert(0, self._header())
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
         with disk_full_as_error(self.path):
             if self._fd is None:
-                self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.staged.direct else os.O_TRUNC)
+                self._fd = os.open(self.staged.temp, flags, 0o666)
             try:
-                view = memoryview(line.encode("utf-8"))
+                view = memoryview(data)
                 while view:  # unbuffered: a line is on disk (page cache) once write returns
                     view = view[os.write(self._fd, view) :]
             except BaseException:
-                os.ftruncate(self._fd, self._size)  # no partial line
+                if not self.staged.direct:
+                    os.ftruncate(self._fd, self._size)  # no partial line
                 raise
-        self._size += len(line.encode("utf-8"))
+        self._header = None
+        self._size += len(data)
         self.frames += 1
 
     def _finish(self) -> bool:
@@ -165,12 +178,16 @@ class VideoSink(FileSink):
         self.readable = _readable_frames(self.staged.temp)
         if self.readable == self.frames:
             return True
-        why = str(disk_full_error(self.path)).split(" — ")[0] if nearly_full(self.staged.temp) else "OpenCV could not write them"
+        why = f"disk full, {free_space_text(self.staged.temp)}" if nearly_full(self.staged.temp) else "OpenCV could not write them"
         if self.readable == 0:
             self.problem = f"{self.path} was not written: none of its {self.frames} frames can be read back ({why})"
             return False
         self.problem = f"{self.path} holds {self.readable} of the {self.frames} frames written ({why})"
         return True
+
+    @property
+    def kept(self) -> int:
+        return self.readable if self.written is not None else 0
 
 
 def _readable_frames(path: Path) -> int:

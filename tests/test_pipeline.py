@@ -15,6 +15,7 @@ from edgeseg.edge.card import read_card
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess
+from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink
 from edgeseg.edge.sources import SourceOptions, open_source
 from edgeseg.errors import EdgesegError
@@ -35,7 +36,10 @@ def _run(models, uri, sinks=(), options=None, **kwargs):
 
 
 def _records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
+    return records
 
 
 def test_every_frame_reaches_jsonl_and_video_with_the_card_gate(tiny_models, clip, tmp_path):
@@ -74,7 +78,8 @@ def test_results_equal_a_bare_loop_over_the_same_frames(tiny_models, clip, tmp_p
                 scores = classifier.infer({cls_card.input.name: preprocess(frame.image, cls_card.preprocess)})
                 assert record["defect_probability"] == pytest.approx(defect_probability(scores[cls_card.output.name]), abs=1e-6)
                 maps = segmenter.infer({seg_card.input.name: preprocess(frame.image, seg_card.preprocess)})
-                assert record["areas"] == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
+                areas = {name: entry["area"] for name, entry in record["classes"].items()}
+                assert areas == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
 
 
 @pytest.mark.parametrize("gate, expected", [(1.01, 0), (0.0, FRAMES)])
@@ -271,3 +276,48 @@ def test_latency_summary_statistics():
     assert stats["mean"] == pytest.approx(22.0) and stats["p99"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 99))
     assert stats["cv"] == pytest.approx(np.std([1, 2, 3, 4, 100]) / 22.0)
     assert summarize([]) == {"count": 0}
+
+
+class _StuckSegmenter(OnnxRuntimeBackend):
+    """The real segmenter, except that from its `stuck_from`-th frame on a run blocks until
+    `release` is set: an inference call that no stop can interrupt."""
+
+    stuck_from = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _infer_impl(self, feed):
+        self.calls += 1
+        if self.calls > self.stuck_from:  # the first call is the warm-up
+            self.entered.set()
+            self.release.wait(60)
+        return super()._infer_impl(feed)
+
+
+def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models, clip, tmp_path):
+    jsonl = tmp_path / "out.jsonl"
+    segmenter = _StuckSegmenter(tiny_models["segmenter"], read_card(tiny_models["segmenter"]))
+    with open_source(clip) as source, JsonlSink(jsonl) as sink:
+        written = threading.Semaphore(0)
+        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0, on_result=lambda _r: written.release())
+
+        def stop_twice():
+            segmenter.entered.wait(30)
+            for _ in range(segmenter.stuck_from - 1):  # the frames inferred before the stuck call are out
+                written.acquire(timeout=30)
+            pipeline.stop("first")
+            pipeline.stop("second")
+
+        timer = threading.Thread(target=stop_twice)
+        timer.start()
+        started = time.perf_counter()
+        report = pipeline.run()
+        took = time.perf_counter() - started
+        timer.join()
+    segmenter.release.set()
+    assert segmenter.entered.is_set() and took < 10
+    assert report["frames"] == segmenter.stuck_from - 1 == len(_records(jsonl))

@@ -1,15 +1,23 @@
 """`edgeseg run`: stream a camera, video, folder or RTSP feed through classifier -> gate -> ResUNet.
 
-A thin shell over edgeseg.edge: open the backends (cards checked), the sinks (paths checked
-before the first frame) and the source, run the Pipeline, print the latency report. SIGINT and
-SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is finalised.
+A thin shell over edgeseg.edge: check the arguments, open the backends (cards checked), the
+source and the sinks (outputs checked against the source and each other; nothing is written
+before the first frame), run the Pipeline, print the latency report and what was written.
+SIGINT and SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is
+finalised; a second signal skips the queued frames.
+
+Exit codes: 0 done; 1 a failure (source error, an output not fully written, no frame
+processed); 2 a usage error; 130 stopped by SIGINT (as the shell reports Ctrl-C). SIGTERM is a
+service manager's ordinary stop and exits 0 when everything was written.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import time
 from pathlib import Path
-from typing import Any, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -17,12 +25,13 @@ from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CLASSIFIER = ASSETS / "classifier.onnx"
 DEMO_SEGMENTER = ASSETS / "segmenter.onnx"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
+EXIT_INTERRUPTED = 130
 
 
 def _bundled(path: Path, flag: str) -> Path:
@@ -31,15 +40,42 @@ def _bundled(path: Path, flag: str) -> Path:
     return path
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_usage(gate: Optional[float], threads: int) -> None:
+    """Refuse option values that cannot work before anything is opened (exit 2)."""
+    from edgeseg.edge.pipeline import check_gate
+
+    if gate is not None:
+        try:
+            check_gate(gate)
+        except EdgesegError as exc:
+            raise UsageError(f"--{exc.message}") from None
+    cores = usable_cores()
+    if threads > cores:
+        raise UsageError(f"--threads {threads} is more than the {cores} cores this process may use", hint=f"pass 1-{cores}, or 0 for one per core")
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: Any) -> Iterator[None]:
+def _stop_on_signals(stop: Any, received: List[int]) -> Iterator[None]:
     """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
-    run; a second signal skips the queued frames."""
+    run; a second signal skips the queued frames. Signals are appended to `received`."""
     previous = {}
 
     def handler(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the queued frames (again to skip them)")
-        stop(f"stopped by {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if len(received) == 1:
+            err.print(f"{name}: finishing the queued frames (again to skip them)")
+        else:
+            err.print(f"{name}: skipping the queued frames")
+        stop(f"stopped by {name}")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
@@ -111,6 +147,10 @@ def run(
     codec: Annotated[
         Literal[CODEC_CHOICES], typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
     ] = "auto",
+    save_defects: Annotated[
+        Optional[Path],
+        typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
@@ -118,7 +158,8 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core; at most the cores).")] = 0,
+    append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
@@ -134,30 +175,47 @@ def run(
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
     from edgeseg.edge.annotate import Annotator
+    from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
-    from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
+    from edgeseg.edge.records import header_record
+    from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.files import check_output_paths
 
+    started = (time.time(), time.perf_counter())
     uris = _source_uris(camera, source or [], sources_file)
     if len(uris) > 1 and (video is not None or show):
         raise typer.BadParameter(f"--video and --show take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
+    if append and jsonl is None:
+        raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
+    _check_usage(gate, threads)
     ort_options = {"intra_op_threads": threads}
     cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
     seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
+    received: List[int] = []
+    files: Dict[str, FileSink] = {}  # output kind -> its sink
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
-        if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl)))
+
+        def header() -> Dict[str, Any]:
+            return header_record(cls_backend, seg_backend, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
+
         classes = seg_backend.card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        check_output_paths([f for stream in streams for f in stream.files], {"--jsonl": jsonl, "--video": video, "--save-defects": save_defects})
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
+        if jsonl is not None:
+            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
         if video is not None:
-            sinks.append(stack.enter_context(VideoSink(video, classes, fps=streams[0].fps, annotator=annotator, codec=codec)))
+            files["video"] = stack.enter_context(VideoSink(video, classes, fps=streams[0].fps, annotator=annotator, codec=codec))
+        sinks.extend(files.values())
+        if save_defects is not None:
+            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -175,11 +233,18 @@ def run(
         )
         pipeline_ref.append(pipeline)
         annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
-        with _stop_on_signals(pipeline.stop):
+        with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
+    # what is on disk now, not what was asked for
+    report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
+    report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
+    failures = [sink.problem for sink in files.values() if sink.problem]
+    if report["source"]["error"]:
+        failures.insert(0, report["source"]["error"])
+    if not report["frames"] and not received:
+        failures.append(f"no frame was processed ({report['stopped_by']}; {report['source']['corrupt']} unreadable frame(s) skipped), so nothing was written")
     if json_output:
-        print_json(report)
+        print_json(dict(report, errors=failures))
     else:
         from edgeseg.edge.latency import camera_table, latency_table
 
@@ -188,7 +253,10 @@ def run(
         if len(report["cameras"]) > 1:
             out.print(camera_table(report))
         for kind, path in report["outputs"].items():
-            out.print(f"{kind}: {path}")
-    if report["source"]["error"]:
-        err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
+            out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+    for failure in failures:
+        err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    if failures:
         raise typer.Exit(1)
+    if signal.SIGINT in received:
+        raise typer.Exit(EXIT_INTERRUPTED)
