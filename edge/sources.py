@@ -74,6 +74,7 @@ class Frame:
     (so a record names its file even after unreadable ones were skipped); None for live streams.
     captured_at: wall-clock (time.time) of the same instant as `timestamp`.
     position_ms: for video files, the frame's position in the file (decoder timestamp, ms).
+    camera: which of a pipeline's sources it came from (its position among them; 0 for one).
     """
 
     index: int
