@@ -34,6 +34,12 @@ def _run(*args):
     return CliRunner().invoke(app, ["run", *map(str, args)])
 
 
+def _frames(jsonl):
+    """The frame records of a JSONL (each run also writes a header record)."""
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return [r for r in records if r["type"] == "frame"]
+
+
 def _one_error_line(result, text):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and text in lines[0], result.stderr
@@ -91,6 +97,7 @@ def test_outputs_that_are_the_source_or_each_other_are_refused(tiny_models, clip
         (["--source", folder, "--video", folder / "1.png"], "--video"),
         (["--source", str(folder / "*.png"), "--jsonl", folder / "0.png"], "--jsonl"),
         (["--source", source, "--jsonl", tmp_path / "x", "--video", tmp_path / "x"], "--jsonl and --video are the same file"),
+        (["--source", source, "--jsonl", card_path(tiny_models["segmenter"])], "is an input of this run"),
     ]
     for args, text in cases:
         result = _run(*args, *_models(tiny_models))
@@ -119,6 +126,16 @@ def test_a_video_the_disk_cannot_hold_is_reported_not_claimed(tiny_models, clip,
         assert 0 < kept < 60, "a partial MJPG AVI stays playable"
         assert f"{avi} holds {kept} of the 60 frames written (disk full" in result.stderr
         assert f"video: {avi} ({kept} frames)" in result.stdout
+
+
+def test_a_video_into_dev_full_is_reported_not_claimed(tiny_models, clip, tmp_path):
+    video = tmp_path / "run.avi"
+    video.symlink_to("/dev/full")
+    result = _run("--source", clip, *_models(tiny_models), "--video", video, "--json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["outputs"] == {}
+    _one_error_line(result, f"{video} was not written: none of its {FRAMES} frames can be read back")
+    assert video.is_symlink() and os.path.realpath(video) == "/dev/full" and not os.path.isfile("/dev/full")
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_only_complete_lines(tiny_models, clip, tmp_path):
