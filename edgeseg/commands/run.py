@@ -23,7 +23,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import Backend, JsonOption, QuietOption, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -136,11 +136,12 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        str,
+        Backend,
         typer.Option(
             "--backend",
-            help="auto (by file: .engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
-            "else onnxruntime), onnxruntime, openvino or tensorrt.",
+            "-b",
+            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
+            "else onnxruntime).",
         ),
     ] = "auto",
     gate: Annotated[
@@ -181,6 +182,8 @@ def run(
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
 
@@ -194,6 +197,7 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.mqtt import MqttSink, parse_mqtt_url
@@ -232,8 +236,9 @@ def run(
 
         classes = seg_backend.card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        models = [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
-            [path for stream in streams for path in stream.files],
+            [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
             {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
         )
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
@@ -269,7 +274,6 @@ def run(
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
-        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
     # what is on disk now, not what was asked for
