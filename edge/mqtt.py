@@ -310,6 +310,6 @@ class MqttSink(Sink):
             self.counters.disconnects += 1
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _properties: Any) -> None:
-        # Runs under paho's message lock: never take self._lock here (publish() holds them in
-        # the other order). A deque append is atomic.
+        # The PUBACK can come before publish() has returned this mid to _publish: only note it
+        # here (a deque append is atomic) and let _settle match it.
         self._acks.append(mid)

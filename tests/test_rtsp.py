@@ -34,9 +34,8 @@ def clip(tmp_path_factory):
 
 @pytest.fixture
 def server(clip, tmp_path):
-    require(SYSTEM_PYTHON, "python3-gi")
-    if not rtsp_server_available():
-        require("/nonexistent/gst-rtsp-server", "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good")
+    packages = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
+    require(f"{SYSTEM_PYTHON} with GstRtspServer", packages, available=rtsp_server_available())
     service = RtspServer(clip, tmp_path)
     service.start()
     yield service
