@@ -122,6 +122,8 @@ def latency_table(report: Dict[str, Any], title: str = "edgeseg run") -> Any:
         f"dropped {source.get('dropped', 0)}" + (f" ({source['dropped_warmup']} during warm-up)" if source.get("dropped_warmup") else ""),
         f"corrupt {source.get('corrupt', 0)}",
     ]
+    if source.get("gaps"):
+        parts.append(f"{source['gaps']} gap(s) of {source['gap_s']:.1f} s, {source['reconnects']} reconnect(s)")
     table.caption = " · ".join(parts)
     table.caption_justify = "left"
     return table

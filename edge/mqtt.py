@@ -191,6 +191,11 @@ class MqttSink(Sink):
             self._heartbeat.start()
 
     @property
+    def connected(self) -> bool:
+        """Whether a broker session is up now (paho reconnects in the background when not)."""
+        return bool(self._client.is_connected())
+
+    @property
     def _status_topic(self) -> str:
         return f"{self.target.topic}/status"
 
@@ -221,7 +226,7 @@ class MqttSink(Sink):
         unsent = self._unacknowledged()
         with self._lock:
             self.counters.unsent = unsent
-        if self._client.is_connected():
+        if self.connected:
             self._client.publish(self._status_topic, "offline", qos=1, retain=True).wait_for_publish(timeout=1.0)
         self._client.disconnect()
         self._client.loop_stop()
@@ -271,7 +276,7 @@ class MqttSink(Sink):
             self._send_heartbeat()
 
     def _send_heartbeat(self) -> None:
-        if not self._client.is_connected():
+        if not self.connected:
             return  # a heartbeat queued during an outage would arrive stale
         now, frames = time.monotonic(), self._frames
         last_frames, last_time = self._last_beat
@@ -305,6 +310,6 @@ class MqttSink(Sink):
             self.counters.disconnects += 1
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _properties: Any) -> None:
-        # Runs under paho's message lock: never take self._lock here (publish() holds them in
-        # the other order). A deque append is atomic.
+        # The PUBACK can come before publish() has returned this mid to _publish: only note it
+        # here (a deque append is atomic) and let _settle match it.
         self._acks.append(mid)

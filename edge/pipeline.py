@@ -226,7 +226,7 @@ class Pipeline:
         if len(stats) == 1:
             source = stats[0]
         else:
-            source = {key: sum(s[key] for s in stats) for key in ("frames", "dropped", "dropped_warmup", "corrupt", "reconnects")}
+            source = {key: sum(s[key] for s in stats) for key in ("frames", "dropped", "dropped_warmup", "corrupt", "reconnects", "gaps", "gap_s")}
             source["error"] = "; ".join(f"camera {c['camera']} ({s['uri']}): {s['error']}" for c, s in zip(cameras, stats) if s["error"])
             source["uri"] = ", ".join(s["uri"] for s in stats)
             source["live"] = any(s["live"] for s in stats)

@@ -40,7 +40,8 @@ class SourceOptions:
     live: None decides by URI (cameras, RTSP, GStreamer live; files and folders not).
     rate: pace files and folders at this many frames per second (None: as fast as read).
     width / height / fps: capture format requested from a camera (None: its default).
-    timeout: live sources: seconds without a frame before reconnecting.
+    timeout: live sources: seconds without a frame before reconnecting; for RTSP through
+        FFmpeg also the limit on opening the stream and on each read.
     reconnects: live sources: reopen attempts before the stream ends with an error.
     rtsp_latency_ms: jitter buffer for RTSP through GStreamer (0 = lowest latency).
     """
@@ -93,12 +94,16 @@ class SourceStats:
     """frames: delivered; dropped: live frames replaced by a newer one before being read;
     corrupt: unreadable frames skipped (failed decodes, unreadable images, and frames a video
     container announced that never decoded, as in a truncated file); reconnects: live reopen
-    attempts; error: why a live stream ended early."""
+    attempts; gaps: outages of a live stream (no frame for `timeout`, so it was reopened);
+    gap_s: their total length, from the last frame before each to the first after it (or to
+    the end of the stream); error: why a live stream ended early."""
 
     frames: int = 0
     dropped: int = 0
     corrupt: int = 0
     reconnects: int = 0
+    gaps: int = 0
+    gap_s: float = 0.0
     error: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -140,13 +145,24 @@ class Reader(abc.ABC):
 
 
 class _CaptureReader(Reader):
-    """cv2.VideoCapture over a file, device, RTSP URL or GStreamer pipeline."""
+    """cv2.VideoCapture over a file, device, RTSP URL or GStreamer pipeline. `params` are
+    open-time properties (cv2.VideoCapture's third argument, e.g. FFmpeg's timeouts), `props`
+    are set once it is open."""
 
-    def __init__(self, name: str, target: Union[int, str], api: int, is_file: bool, props: Dict[int, float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: Union[int, str],
+        api: int,
+        is_file: bool,
+        props: Dict[int, float],
+        params: Sequence[int] = (),
+    ) -> None:
         self.name = name
         self._target = target
         self._api = api
         self._props = props
+        self._params = list(params)
         self.is_file = is_file
         self.files = (Path(str(target)),) if is_file else ()
         self._cap = self._open()
@@ -160,7 +176,7 @@ class _CaptureReader(Reader):
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
 
     def _open(self) -> Any:
-        cap = cv2.VideoCapture(self._target, self._api)
+        cap = cv2.VideoCapture(self._target, self._api, self._params) if self._params else cv2.VideoCapture(self._target, self._api)
         if not cap.isOpened():
             cap.release()
             return None
@@ -399,6 +415,7 @@ class Source:
     def _capture_loop(self) -> None:
         last_good = time.perf_counter()
         attempts = 0
+        gap_from: Optional[float] = None  # the last frame before the current outage
         try:
             while not self._closed:
                 self._pace()
@@ -407,6 +424,9 @@ class Source:
                 self._sync_reader_stats()
                 if image is not None:
                     last_good, attempts = time.perf_counter(), 0
+                    if gap_from is not None:
+                        self.stats.gap_s += last_good - gap_from
+                        gap_from = None
                     frame = self._make_frame(image, started)
                     with self._cond:
                         if self._slot is not None:
@@ -419,6 +439,9 @@ class Source:
                 if time.perf_counter() - last_good < self.options.timeout:
                     time.sleep(0.01)
                     continue
+                if gap_from is None:
+                    gap_from = last_good
+                    self.stats.gaps += 1
                 if attempts >= self.options.reconnects:
                     self.stats.error = (
                         f"{self.uri} delivered no frame for {self.options.timeout:g} s "
@@ -430,6 +453,8 @@ class Source:
                 self._reader.reopen()
                 last_good = time.perf_counter()
         finally:
+            if gap_from is not None:  # ended (or closed) inside an outage
+                self.stats.gap_s += time.perf_counter() - gap_from
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
@@ -539,10 +564,24 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
     # FFmpeg reads its capture options from the environment when the stream opens; a user's own
     # setting wins. TCP avoids UDP packet loss; no input buffering keeps the stream current.
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay")
-    props = {cv2.CAP_PROP_BUFFERSIZE: 1.0}
-    reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, props)
+    # FFmpeg's own complaints (read once, at its first use in the process) would add lines to
+    # the one-line error below; OPENCV_FFMPEG_LOGLEVEL=16 shows them again.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    # Without limits OpenCV waits 30 s on a camera that accepts the connection but never answers
+    # (and on a read from a stalled stream); OpenCV >= 4.5.2 takes them at open.
+    limit_ms = int(options.timeout * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, limit_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, limit_ms]
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can't be used" warning
+    try:
+        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
-        raise EdgesegError(f"cannot open the RTSP stream {url}", hint="check the URL, credentials and that the camera is reachable")
+        raise EdgesegError(
+            f"the RTSP stream {url} did not open (refused, or no answer within {options.timeout:g} s)",
+            hint="check the URL, credentials and that the camera is reachable (OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's reason)",
+        )
     return reader
 
 

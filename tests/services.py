@@ -17,9 +17,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: the one python3-gi and GStreamer
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 
 
-def require(path: str, package: str) -> None:
-    """Skip without `path`, except on CI, whose .ci/run installs `package`: there it fails."""
-    if not os.access(path, os.X_OK):
+def require(path: str, package: str, available: Optional[bool] = None) -> None:
+    """Skip without the program `path` (or when `available` is False), except on CI, whose
+    .ci/run installs `package`: there it fails."""
+    if available is None:
+        available = os.access(path, os.X_OK)
+    if not available:
         message = f"{path} missing: apt-get install -y {package}"
         if os.environ.get("CI"):
             pytest.fail(message)

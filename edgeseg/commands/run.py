@@ -175,6 +175,10 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
+    source_timeout: Annotated[
+        float,
+        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting (3 tries); RTSP: also the connect and read limit."),
+    ] = 5.0,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
@@ -219,7 +223,7 @@ def run(
     options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
     cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
     seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
-    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
+    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
 
     received: List[int] = []
     files: Dict[str, FileSink] = {}  # output kind -> its sink
