@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import re
 from types import ModuleType
-from typing import Optional
 
 from edgeseg.errors import EdgesegError
 
