@@ -46,6 +46,7 @@ def _root(
 from edgeseg.commands import bench as _bench  # noqa: E402
 from edgeseg.commands import calibrate as _calibrate  # noqa: E402
 from edgeseg.commands import data as _data  # noqa: E402
+from edgeseg.commands import deploy as _deploy  # noqa: E402
 from edgeseg.commands import engine as _engine  # noqa: E402
 from edgeseg.commands import export as _export  # noqa: E402
 from edgeseg.commands import info as _info  # noqa: E402
@@ -59,6 +60,7 @@ app.add_typer(_train.app, name="train")
 app.command("export", cls=Command)(_export.export)
 app.command("calibrate", cls=Command)(_calibrate.calibrate)
 app.command("build-engine", cls=Command)(_engine.build_engine)
+app.command("deploy", cls=Command)(_deploy.deploy)
 app.command("run", cls=Command)(_run.run)
 app.command("bench", cls=Command)(_bench.bench)
 

@@ -12,8 +12,6 @@ from typing import Optional
 class EdgesegError(Exception):
     """A failure the user can fix: says what went wrong and, where known, how to fix it."""
 
-    exit_code = 1
-
     def __init__(self, message: str, hint: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message

@@ -12,9 +12,13 @@ from types import ModuleType
 
 from edgeseg.errors import EdgesegError
 
+TORCH_ADVICE = (
+    "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
+    "Jetson: NVIDIA's JetPack wheel)"
+)
 # module -> what to install
 _ADVICE = {
-    "torch": "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; Jetson: NVIDIA's JetPack wheel)",
+    "torch": TORCH_ADVICE,
     "onnx": "pip install 'edgeseg[export]'",
     "onnxslim": "pip install 'edgeseg[export]'",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",

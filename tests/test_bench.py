@@ -262,6 +262,8 @@ def test_cli_writes_json_markdown_and_chart_then_compares(family, tmp_path):
     steady = json.loads((tmp_path / "bench.json").read_text())
     row = steady["results"][0]
     row["throughput_rounds"], row["latency_ms"]["host"]["cv"] = [100.0, 101.0, 99.0], 0.02  # a quiet machine
+    host = row["latency_ms"]["host"]
+    host["count"], host["p99"] = 200, host["median"] * 1.02
     row["throughput"] = 100.0
     (tmp_path / "steady.json").write_text(json.dumps(steady))
     slower = json.loads(json.dumps(steady))

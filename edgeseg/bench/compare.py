@@ -8,7 +8,9 @@ A regression is a change for the worse beyond BOTH the threshold and the runs' o
 runs of the same models on a busy machine do not cry wolf:
 - throughput: the relative spread (max - min) / median of each run's `--repeats` rounds, the
   larger of the two runs; with a single round, the run's coefficient of variation;
-- latency: the larger coefficient of variation of the two runs' timed iterations;
+- latency: the larger coefficient of variation of the two runs' timed iterations, and for p99
+  also the run's own tail spread (p99 - median) / median; a p99 of fewer than MIN_TAIL_SAMPLES
+  timings is shown but not judged (it is the slowest one or two runs, not a percentile);
 - accuracy: none (the same data gives the same score), so any drop beyond the threshold counts.
 A cell in only one run is listed as missing, apart from the changes, and is no regression.
 Runs from different machines are compared but flagged: their ratios measure the machines.
@@ -25,6 +27,7 @@ from edgeseg.errors import UsageError
 from edgeseg.files import PathLike
 
 DEFAULT_THRESHOLD = 0.05
+MIN_TAIL_SAMPLES = 20
 _HINT = "pass JSON files written by `edgeseg bench`"
 
 
@@ -35,6 +38,7 @@ class Figure:
     value: float
     noise: float
     higher_is_better: bool
+    judged: bool = True  # False: too few samples for this figure to mean anything
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Change:
     new: float
     noise: float  # the larger relative noise of the two runs
     higher_is_better: bool
-    verdict: str  # "regression", "improvement", "within noise", "unchanged"
+    verdict: str  # "regression", "improvement", "within noise", "unchanged", "too few samples"
 
     @property
     def ratio(self) -> Optional[float]:
@@ -138,6 +142,13 @@ def _accuracy(row: Dict[str, Any]) -> Dict[str, Figure]:
     return figures
 
 
+def _tail(stats: Dict[str, Any], cv: float) -> Figure:
+    """The p99 of a latency block, with its noise: the cv or the run's own tail spread."""
+    p99, median = float(stats.get("p99", stats["median"])), float(stats["median"])
+    spread = (p99 - median) / median if median > 0 else 0.0
+    return Figure(p99, max(cv, spread), False, judged=int(stats.get("count", MIN_TAIL_SAMPLES)) >= MIN_TAIL_SAMPLES)
+
+
 def _cells(document: Dict[str, Any]) -> Dict[str, Dict[str, Figure]]:
     """{cell: {metric: Figure}} of one run; KeyError/TypeError for a document missing a key."""
     cells: Dict[str, Dict[str, Figure]] = {}
@@ -155,15 +166,16 @@ def _cells(document: Dict[str, Any]) -> Dict[str, Dict[str, Figure]]:
         cells[key] = {
             "throughput": Figure(float(row["throughput"]), _spread(row.get("throughput_rounds"), cv), True),
             "host_p50_ms": Figure(float(_need(row, "latency_ms", "host", "median")), cv, False),
-            "host_p99_ms": Figure(float(host.get("p99", host["median"])), cv, False),
+            "host_p99_ms": _tail(host, cv),
             **_accuracy(row),
         }
     for row in document.get("pipeline") or []:
         glass = _need(row, "latency_ms", "glass_to_glass")
         cv = float(glass.get("cv", 0.0))
+        _need(row, "latency_ms", "glass_to_glass", "p99")
         cells[f"pipeline {_need(row, 'backend')} {_need(row, 'precision')}"] = {
             "fps": Figure(float(_need(row, "fps")), cv, True),
-            "glass_p99_ms": Figure(float(_need(row, "latency_ms", "glass_to_glass", "p99")), cv, False),
+            "glass_p99_ms": _tail(glass, cv),
         }
     return cells
 
@@ -185,7 +197,8 @@ def compare(old: Dict[str, Any], new: Dict[str, Any], threshold: float = DEFAULT
                 result.missing_in_b.append(f"{cell} {metric}")
                 continue
             noise = max(a.noise, b.noise)
-            result.changes.append(Change(cell, metric, a.value, b.value, noise, a.higher_is_better, _verdict(a.value, b.value, a.higher_is_better, threshold, noise)))
+            verdict = _verdict(a.value, b.value, a.higher_is_better, threshold, noise) if a.judged and b.judged else "too few samples"
+            result.changes.append(Change(cell, metric, a.value, b.value, noise, a.higher_is_better, verdict))
     result.new_in_b = [cell for cell in after if cell not in before]
     return result
 

@@ -208,7 +208,8 @@ def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> N
         table = Table(title=title, title_justify="left")
         for column in ("cell", "metric", "A", "B", "change", "noise", ""):
             table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
-        marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": ""}
+        marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": "",
+                 "too few samples": "[dim]too few samples[/]"}
         for c in result.changes:
             change = "n/a" if c.ratio is None else f"{c.ratio - 1:+.1%}".replace("-0.0%", "+0.0%")
             table.add_row(c.cell, c.metric, number(c.old, 3), number(c.new, 3), change, f"{c.noise:.1%}", marks[c.verdict])

@@ -49,6 +49,7 @@ class Verbosity:
 
     verbose: bool = False
     quiet: bool = False
+    depth: int = 0  # commands running inside one another (deploy runs export, calibrate, build-engine)
 
 
 VERBOSITY = Verbosity()
@@ -101,6 +102,7 @@ def cli_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        VERBOSITY.depth += 1
         try:
             return func(*args, **kwargs)
         except EdgesegError as exc:
@@ -109,7 +111,9 @@ def cli_errors(func: F) -> F:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         finally:
-            VERBOSITY.verbose = VERBOSITY.quiet = False  # the next command in this process starts afresh
+            VERBOSITY.depth -= 1
+            if VERBOSITY.depth == 0:  # the next command in this process (tests, deploy's stages) starts afresh
+                VERBOSITY.verbose = VERBOSITY.quiet = False
 
     return wrapper  # type: ignore[return-value]
 
@@ -170,7 +174,7 @@ VerboseOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", callback=_set_quiet, help="No progress or notes: results and errors only.")]
 ThreadsOption = Annotated[
-    int, typer.Option("--threads", min=0, help="CPU threads per model (0 = one per core: ONNX Runtime's and PyTorch's own choice).")
+    int, typer.Option("--threads", min=0, help="CPU threads per model (0 = one per core: ONNX Runtime's, OpenVINO's and PyTorch's own choice).")
 ]
 DataOption = Annotated[Path, typer.Option("--data", "-d", help="Severstal-layout folder: train.csv + train_images/ (`edgeseg data synth` makes one).")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the folder (quick runs).")]
@@ -197,4 +201,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]  # contract: edgeseg.edge.backends.BACKENDS
 Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
+# edgeseg.calibration.qdq defines these (a test checks they agree); importing it here would make
+# `edgeseg --help` load the quantiser.
+FLAVOURS = ("trt", "cpu")
+METHODS = ("minmax", "entropy", "percentile")
 

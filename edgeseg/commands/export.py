@@ -76,7 +76,7 @@ def export(
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
-) -> None:
+) -> List[Any]:
     """Export models to ONNX (opset 17, dynamic batch, input [bold]image[/], output [bold]logits[/]) with a model card,
     after checking the ONNX against PyTorch on synthetic strips and random frames (fails above 1e-4 relative L2).
 
@@ -163,6 +163,7 @@ def export(
         print_json([r.to_dict() for r in reports])
     else:
         _table(reports)
+    return reports  # for `edgeseg deploy`, which runs this command as its first stage
 
 
 def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
