@@ -40,6 +40,7 @@ def _trt_compat() -> Any:
         path = Path(__file__).resolve().parents[2] / "edge" / "trt_compat.py"
         spec = importlib.util.spec_from_file_location("edgeseg_trt_compat", path)
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[spec.name] = module  # type: ignore[union-attr]  # dataclasses look their module up
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 

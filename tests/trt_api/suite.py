@@ -9,6 +9,7 @@ module functions, other funcified loaders) to every function they can reach.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -225,7 +226,8 @@ def main() -> int:
     polygraphy_uses = uses_of(extractors, "polygraphy")
     release = sys.argv[1] if len(sys.argv) > 1 else envs.POLYGRAPHY[-1]
     sites = [(envs.polygraphy(release), polygraphy_request(envs.polygraphy(release), polygraphy_uses))]
-    reports = {v: run_check(envs.ensure(v), uses_of(extractors, "tensorrt") + polygraphy_uses, sites)["releases"] for v in envs.TENSORRT}
+    versions = list(envs.TENSORRT) + (list(envs.SLOW) if os.environ.get("EDGESEG_TRT_API_SLOW") == "1" else [])
+    reports = {v: run_check(envs.ensure(v), uses_of(extractors, "tensorrt") + polygraphy_uses, sites)["releases"] for v in versions}
     print(table(reports, release, check_pycuda(pycuda_names(envs.pycuda_sources()), uses_of(extractors, "pycuda"))))
     return 0
 
