@@ -215,15 +215,17 @@ def main() -> None:
     parser.add_argument("--validation-strips", type=int, default=VALIDATION_STRIPS, help="held-out synthetic strips for the accuracy columns")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="bench_cpu")
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="backends to run (repeat; default: all)")
     parser.add_argument("--default-width", action="store_true", help=f"add a default-width random-init ResUNet ({DEFAULT_WIDTH}), ONNX Runtime and OpenVINO cells")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-matrix-") as scratch:
         folder = Path(scratch)
         validation = write_synthetic(folder / "validation", args.validation_strips, seed=VALIDATION_SEED).root
-        cells = plan(args.models or [DEMO_CLASSIFIER, DEMO_SEGMENTER], BACKENDS, PRECISIONS, args.engines, folder, default_device())
+        backends = args.backend or BACKENDS
+        cells = plan(args.models or [DEMO_CLASSIFIER, DEMO_SEGMENTER], backends, PRECISIONS, args.engines, folder, default_device())
         if args.default_width:
-            cells += plan([default_width_resunet(folder)], ("onnxruntime", "openvino"), PRECISIONS, None, folder)
+            cells += plan([default_width_resunet(folder)], [b for b in ("onnxruntime", "openvino") if b in backends], PRECISIONS, None, folder)
         options = Options(
             settings=Settings(args.warmup, args.duration, args.iterations),
             batches=args.batch or [1],
@@ -232,6 +234,7 @@ def main() -> None:
             pipeline_frames=args.frames,
             prevalence=args.prevalence,
             repeats=args.repeats,
+            scored=sorted({c.name for c in cells} - {DEFAULT_WIDTH}),  # random init: its accuracy means nothing
         )
         document = run_bench(cells, options, lambda step: print(step, flush=True))
         document["profiles_ms_by_op"] = profiles(document)  # while the FP16 variants made on the fly exist

@@ -31,11 +31,14 @@ from edgeseg.lazy import require
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 PRECISIONS = ("f32", "bf16", "f16")
-# INFERENCE_PRECISION_HINT per card precision. OpenVINO's CPU default is bf16 wherever the CPU
-# has bf16 (AVX512-BF16, AMX): an FP32 model would silently run in bf16. fp32 and the float parts
-# of int8 models run f32 (the accuracy `calibrate --validation` measured); fp16 takes the
-# device's own reduced precision (bf16 on such CPUs, f32 on AVX2, f16 on Intel GPU).
-_CARD_PRECISION = {"fp32": "f32", "int8": "f32", "fp16": None}
+# INFERENCE_PRECISION_HINT per card precision (None: the device's own default). OpenVINO's CPU
+# default is bf16 wherever the CPU has bf16 (AVX512-BF16, AMX), f32 elsewhere (AVX2): an FP32
+# model would silently run in bf16, so fp32 asks for f32. fp16 and the float layers between an
+# int8 model's Q/DQ pairs take the device default, as TensorRT runs INT8 with FP16 enabled: on
+# the AMX Xeon of benchmarks/results/openvino_qdq_demo.md the demo INT8 `cpu` segmenter ran
+# 3.74x ONNX Runtime FP32 with bf16 float layers against 2.05x with f32, mean Dice 0.9175 vs
+# 0.9172 (FP32 0.9175), classifier recall 1.0 either way.
+_CARD_PRECISION = {"fp32": "f32", "int8": None, "fp16": None}
 DEFAULT_HINT = "LATENCY"
 CACHE_ENV = "EDGESEG_OPENVINO_CACHE"  # a folder, or "" / "off" to compile every time
 IR_SUFFIXES = (".xml",)

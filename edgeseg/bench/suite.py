@@ -46,6 +46,7 @@ class Options:
     pipeline_frames: frames of the synthetic clip for the end-to-end run (0: skip it), with a
     share `prevalence` of defective strips. baseline: the cell every throughput is compared with.
     repeats: rounds the timed phase is split into, cells interleaved (see _measure_all).
+    scored: the model names `validation` scores (e.g. not a random-init speed stand-in).
     """
 
     settings: Settings = Settings()
@@ -59,6 +60,7 @@ class Options:
     seed: int = 0
     baseline: str = "onnxruntime fp32"
     repeats: int = 1
+    scored: Optional[Sequence[str]] = None  # model names the validation scores (None: every model)
 
     def check(self) -> None:
         if self.repeats < 1:
@@ -290,7 +292,8 @@ def run_bench(cells: List[Variant], options: Options, step: Step = None) -> Dict
     }
     document["results"].extend(dict(_identity(cell), skipped=cell.skipped) for cell in cells if cell.artifact is None)
     try:
-        accuracy = {id(cell): _accuracy(cell, options, data) for cell in cells if cell.artifact is not None}
+        scored = [cell for cell in cells if cell.artifact is not None and (options.scored is None or cell.name in options.scored)]
+        accuracy = {id(cell): _accuracy(cell, options, data) for cell in scored}
         _measure_all(cells, options, reference, accuracy, step, document["results"])
         if options.pipeline_frames:
             with tempfile.TemporaryDirectory(prefix="edgeseg-bench-clip-") as folder:
