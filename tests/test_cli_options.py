@@ -104,5 +104,5 @@ def test_off_a_terminal_no_progress_frames_reach_the_log(tmp_path):
     result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "d"), "--count", "4"])
     assert result.exit_code == 0, result.output
     spinner = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏━")
-    assert not spinner & set(result.output), result.output
-    assert "synthetic strips" in result.output  # the result table itself
+    assert not spinner & set(result.stderr), result.stderr  # progress goes to stderr: none of it here
+    assert "synthetic strips" in result.stdout  # the result table itself
