@@ -62,6 +62,7 @@ from edgeseg.errors import EdgesegError
 
 _END = object()  # end-of-stream marker passed down the results queue
 _POLL = 0.1  # seconds between checks of the stop / abort flags while blocked
+BATCH_TIMEOUT = 0.02  # s a batch waits for the cameras that have not given it a frame yet
 ABANDON_GRACE = 1.0  # seconds run() still waits for a busy inference thread after an abort
 
 
@@ -72,9 +73,6 @@ def check_gate(gate: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise EdgesegError(f"gate must be a defect probability >= 0 (0 segments every frame, above 1 none), got {gate}")
     return value
-
-
-BATCH_TIMEOUT = 0.02  # s a batch waits for the cameras that have not given it a frame yet
 
 
 @dataclass

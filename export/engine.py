@@ -280,7 +280,7 @@ def _fp16_variant(onnx: Path, scratch: Path) -> Path:
     """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes; what it needs is in
     the `trt` extra (no torch), since strongly typed TensorRT 11 builds FP16 only from it."""
     for module in ("onnx", "onnxslim", "packaging"):
-        require(module, "the FP16 ONNX that FP16 engines are built from here", advice="pip install 'edgeseg[trt]'")
+        require(module, "the FP16 ONNX that FP16 engines are built from here", extra="trt")
     from edgeseg.export.fp16 import onnx_to_fp16
 
     return Path(onnx_to_fp16(onnx, scratch / f"{base_name(onnx)}.fp16.onnx").onnx)

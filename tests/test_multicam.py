@@ -10,6 +10,7 @@ from edgeseg.edge.backends import open_backend
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import read_card
 from edgeseg.edge.pipeline import Pipeline
+from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Reader, Source, SourceOptions, open_source
 
@@ -196,11 +197,21 @@ def test_run_cli_takes_several_sources_and_a_sources_file(tiny_models, clips, tm
     models = ["--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
     listing = tmp_path / "cameras.txt"
     listing.write_text(f"# line 3\n{clips[1]}\n\n  {clips[2]}\n")
-    result = CliRunner().invoke(app, ["run", "--source", str(clips[0]), "--sources", str(listing), *models, "--json", "--max-batch", "2"])
+    jsonl = tmp_path / "line.jsonl"
+    args = ["run", "--source", str(clips[0]), "--sources", str(listing), *models, "--json", "--max-batch", "2", "--jsonl", str(jsonl)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [c["frames"] for c in report["cameras"]] == [8, 10, 12] and report["frames"] == 30
     assert report["batching"]["max_batch"] == 2
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
+    header, frames_ = records[0], records[1:]
+    assert header["type"] == "header" and header["source"] == ", ".join(str(c) for c in clips)
+    for camera, clip in enumerate(clips):  # each record names its camera; each camera's frames in order
+        assert [r["frame"] for r in frames_ if r["camera"] == camera] == list(range(8 + 2 * camera))
+        assert {r["item"] for r in frames_ if r["camera"] == camera} == {clip.name}
 
     result = CliRunner().invoke(app, ["run", "--source", str(clips[0]), "--source", str(clips[1]), *models, "--max-frames", "3"])
     assert result.exit_code == 0, result.output

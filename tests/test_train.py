@@ -284,7 +284,7 @@ def test_metrics_json_holds_null_where_a_metric_is_not_measurable(tiny_data, tmp
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1", "--base-width", "4",
-        "--input-size", "32x208", "--batch-size", "4", "--threads", "1", "--json",
+        "--input-size", "32x208", "--batch", "4", "--threads", "1", "--json",
     ])
     assert result.exit_code == 0, result.output
 

@@ -4,14 +4,15 @@ One model (FP32 / FP16 ONNX, either QDQ flavour, or an OpenVINO IR .xml + .bin) 
 per device by `openvino.Core.compile_model`, run through one infer request whose input tensors
 share the caller's arrays (no copy). OpenVINO's low-precision transformations turn the QDQ
 pairs of both flavours into int8 kernels, so the same file edgeseg writes for TensorRT runs int8
-here too (benchmarks/results/openvino_qdq.md).
+here too (benchmarks/results/openvino_qdq_demo.md).
 
-Settings, with defaults measured on the 2-core development machine (benchmarks/results/
-openvino_qdq.md): performance hint LATENCY (one stream using every core; THROUGHPUT splits the
-cores into streams, which a one-frame-at-a-time pipeline cannot fill), threads 0 (OpenVINO's
-choice: every physical core), streams left to the hint. The compiled model is cached in
-`cache_dir` (OpenVINO's CACHE_DIR; default the user cache folder, see `default_cache_dir`), so
-a restart imports the compiled blob instead of compiling again.
+Settings, defaults from benchmarks/results/openvino_qdq_demo.md (shared 2-core machine): hint
+LATENCY (one stream on every core: the pipeline infers one frame at a time; THROUGHPUT with an
+AsyncInferQueue keeping 2 requests in flight was 1.10x there, inside that run's noise, and only
+a batching caller could use it), threads 0 (OpenVINO's choice: every core), streams left to the
+hint. Float precision follows the card (`_CARD_PRECISION`). The compiled model is cached in
+`cache_dir` (OpenVINO's CACHE_DIR; default the user cache folder, see `default_cache_dir`), so a
+restart imports the compiled blob instead of compiling again.
 """
 from __future__ import annotations
 

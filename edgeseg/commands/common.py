@@ -23,7 +23,7 @@ from typing_extensions import Annotated
 
 from edgeseg.edge.backends import BACKENDS
 from edgeseg.edge.preprocess import GEOMETRIES
-from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.errors import EdgesegError
 from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR  # noqa: F401  (re-exported for the commands)
 
 # Results and logs. Off a terminal (CI logs, pipes) rich would fold tables to 80 columns: give
@@ -97,8 +97,8 @@ class Group(_NoBoolMetavar, TyperGroup):
 
 
 def cli_errors(func: F) -> F:
-    """Turn an EdgesegError into one red line on stderr and exit code 1 (2 for a UsageError),
-    no traceback (-v adds it)."""
+    """Turn an EdgesegError into one red line on stderr and its exit code (1, or 2 for a
+    UsageError), no traceback (-v adds it)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -109,7 +109,7 @@ def cli_errors(func: F) -> F:
             if VERBOSITY.verbose:
                 err.print_exception()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
+            raise typer.Exit(exc.exit_code) from None
         finally:
             VERBOSITY.depth -= 1
             if VERBOSITY.depth == 0:  # the next command in this process (tests, deploy's stages) starts afresh

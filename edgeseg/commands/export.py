@@ -26,7 +26,7 @@ from edgeseg.commands.common import (
     status,
 )
 from edgeseg.errors import EdgesegError
-from edgeseg.lazy import TORCH_ADVICE, require
+from edgeseg.lazy import require
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_PARITY_IMAGES = 8
@@ -107,7 +107,7 @@ def export(
 
     reports = []
     if checkpoint:
-        require("torch", "exporting checkpoints", advice=TORCH_ADVICE.replace("[train]", "[export]"))
+        require("torch", "exporting checkpoints", extra="export")
         from edgeseg.export.torch_onnx import torch_to_onnx
 
         declared = [_checkpoint_task(path) for path in checkpoint]

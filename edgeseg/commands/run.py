@@ -161,6 +161,13 @@ def run(
         Optional[Path],
         typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
     ] = None,
+    mqtt: Annotated[
+        Optional[str],
+        typer.Option("--mqtt", help="Publish each defective frame's record to mqtt://host[:port]/topic (QoS 1; heartbeat on topic/heartbeat)."),
+    ] = None,
+    mqtt_queue: Annotated[
+        int, typer.Option("--mqtt-queue", min=1, help="MQTT messages kept unacknowledged while the broker is away; beyond, new ones are dropped (counted).")
+    ] = 1000,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
@@ -186,8 +193,10 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
+    from edgeseg.edge.mqtt import MqttSink, parse_mqtt_url
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
@@ -206,6 +215,7 @@ def run(
     if append and jsonl is None:
         raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     _check_usage(gate, threads)
+    mqtt_target = parse_mqtt_url(mqtt) if mqtt is not None else None
     options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
     cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
     seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
@@ -222,8 +232,9 @@ def run(
 
         classes = seg_backend.card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        models = [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
-            [path for stream in streams for path in stream.files],
+            [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
             {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
         )
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
@@ -239,6 +250,10 @@ def run(
         defects = stack.enter_context(DefectSink(save_defects, header=header)) if save_defects is not None else None
         if defects is not None:
             sinks.append(defects)
+        mqtt_sink = None
+        if mqtt_target is not None:
+            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header))
+            sinks.append(mqtt_sink)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -263,6 +278,8 @@ def run(
     if defects is not None and defects.frames:
         report["outputs"]["defects"] = str(defects.folder)
         report["output_frames"]["defects"] = defects.frames
+    if mqtt_sink is not None:
+        report["mqtt"] = mqtt_sink.stats()
     failures = [sink.problem for sink in files.values() if sink.problem]
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
@@ -279,6 +296,12 @@ def run(
             out.print(camera_table(report))
         for kind, path in report["outputs"].items():
             out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+        if mqtt_sink is not None:
+            m = report["mqtt"]
+            out.print(f"mqtt: {m['url']} ({m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped)")
+    if mqtt_sink is not None and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
+        m = report["mqtt"]
+        err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:

@@ -25,8 +25,26 @@ import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from edgeseg.edge import trt_compat
 from edgeseg.errors import EdgesegError
+
+
+def _trt_compat() -> Any:
+    """edgeseg's version decisions: the installed package, or (an interpreter edgeseg is not
+    installed for, e.g. Python 3.8 for TensorRT 8.5) the source file itself."""
+    try:
+        from edgeseg.edge import trt_compat as module
+    except ImportError:
+        import importlib.util
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[2] / "edge" / "trt_compat.py"
+        spec = importlib.util.spec_from_file_location("edgeseg_trt_compat", path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+trt_compat = _trt_compat()
 
 UNKNOWN = None  # a condition that may go either way
 NOT_KNOWN = object()  # a value this checker does not know (None is a value)

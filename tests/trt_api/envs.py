@@ -43,7 +43,7 @@ TENSORRT = {
 }
 # JetPack 5's 8.5 exists only as the full wheel (~550 MB, cp38/cp310): opt-in (EDGESEG_TRT_API_SLOW=1).
 SLOW = {"8.5.3.1": "tensorrt==8.5.3.1"}
-SLOW_PYTHON = "python3.8"
+SLOW_PYTHON = "3.8"
 # Every polygraphy release on PyPI from 0.48 on: the floor is proven against its neighbours.
 POLYGRAPHY = ("0.48.1", "0.49.0", "0.49.9", "0.49.26", "0.50.3", "0.53.4", "0.53.6")
 SYSTEM_LIBRARIES = ("libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1", "libdl.so.2", "libpthread.so.0")
@@ -75,6 +75,18 @@ class Environment:
 
 class Unavailable(Exception):
     """The registry (or a tool) is not reachable: the suite skips with this reason."""
+
+
+def python(version: str) -> Optional[str]:
+    """An interpreter of Python `version` that runs ($EDGESEG_TRT_API_PY38, pyenv's, then PATH's;
+    a pyenv shim for a version that is not selected exists but fails)."""
+    candidates = [os.environ.get("EDGESEG_TRT_API_PY38", "")]
+    candidates += sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}"))
+    candidates += [shutil.which(f"python{version}") or ""]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "import pip"], capture_output=True).returncode == 0:
+            return candidate
+    return None
 
 
 def cache_root() -> Path:
@@ -145,22 +157,22 @@ def _shim(site: Path) -> None:
 def ensure(version: str) -> Environment:
     """The environment for TensorRT `version`, built when missing (raises Unavailable)."""
     specs = {**TENSORRT, **SLOW}
-    python = SLOW_PYTHON if version in SLOW else sys.executable
+    interpreter = python(SLOW_PYTHON) if version in SLOW else sys.executable
+    if interpreter is None:
+        raise Unavailable(f"Python {SLOW_PYTHON} with pip is not installed (TensorRT {version} wheels exist for it only)")
     root = cache_root() / version
-    environment = Environment(version, root, python)
+    environment = Environment(version, root, interpreter)
     if (root / "ready").is_file():
         return environment
     if shutil.which("gcc") is None or shutil.which("readelf") is None:
         raise Unavailable("gcc and readelf (binutils) are needed to build the stub libraries")
-    if shutil.which(python) is None and not Path(python).exists():
-        raise Unavailable(f"{python} is not installed (TensorRT {version} wheels exist for it only)")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    _pip(python, "install", "--no-deps", "--no-compile", "--only-binary=:all:", "--target", str(environment.site), specs[version])
+    _pip(interpreter, "install", "--no-deps", "--no-compile", "--only-binary=:all:", "--target", str(environment.site), specs[version])
     _shim(environment.site)
     build_stub(_extension(environment.site), environment.lib)
     probe = subprocess.run(
-        [python, "-c", "import tensorrt; print(tensorrt.__version__)"], env=environment.env(), capture_output=True, text=True
+        [interpreter, "-c", "import tensorrt; print(tensorrt.__version__)"], env=environment.env(), capture_output=True, text=True
     )
     if probe.returncode != 0 or not probe.stdout.strip().startswith(version.split(".post")[0][:3]):
         raise Unavailable(f"TensorRT {version} bindings do not import on the stub: {probe.stderr.strip()[-300:]}")

@@ -21,10 +21,11 @@ Keywords: explicit ``f(a=...)`` and ``f(**d)`` where ``d`` is a local dict built
 
 Every use carries the conditions that must hold to reach it (enclosing ``if``/``elif``/``else``,
 ``if ...: return`` before it, the left side of ``and``/``or``, conditional expressions,
-comprehension filters), as small JSON terms the checker evaluates per TensorRT version. A use
-inside ``try`` whose handler catches AttributeError/Exception and neither re-raises nor calls a
-``fail*`` helper is *tolerated* (the code survives its absence); ``getattr(x, "n", default)`` and
-``hasattr(x, "n")`` are *probes* (absence is a branch, not an error).
+comprehension filters, one-line helpers inlined), as small JSON terms the checker evaluates per
+TensorRT version. A use inside ``try`` whose handler catches AttributeError and neither re-raises
+nor calls a ``fail*`` helper, or inside ``contextlib.suppress(AttributeError)``, is *tolerated*
+(the code survives its absence); ``getattr(x, "n", default)`` and ``hasattr(x, "n")`` are
+*probes* (absence is a branch, not an error).
 
 Standard library only: this runs in the test process, the checker in each version's environment.
 """
