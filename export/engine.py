@@ -206,7 +206,7 @@ def input_profile(path: Path, card: ModelCard, options: BuildOptions) -> Profile
             fixed = "x".join(str(d) for d in shape[2:])
             raise EdgesegError(
                 f"{path.name} takes {fixed} inputs only (fixed in the graph), not {height}x{width}",
-                hint="drop --size, or re-export the model at that size (`edgeseg export --size HxW`)",
+                hint="drop --size, or re-export the model at that size (`edgeseg export -c CHECKPOINT.pt --height H --width W`)",
             )
     if isinstance(shape[0], int) and shape[0] > 0 and options.batch != (shape[0],) * 3:
         raise EdgesegError(

@@ -97,3 +97,12 @@ def test_cpu_build_defaults_to_its_fastest_precision_and_int8_finds_the_calibrat
     assert row["precision"] == "int8" and row["source"].endswith("classifier.int8.cpu.qdq.onnx")
     assert read_card(tmp_path / "b" / "classifier.int8.ort.onnx").artifact["precision"] == "int8"
     assert "classifier.int8.cpu.qdq.onnx" in fastest.stderr  # it says which model it built from
+
+
+def test_off_a_terminal_no_progress_frames_reach_the_log(tmp_path):
+    """CI logs and pipes get results and notes, not the frames of a spinner or a progress bar."""
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "d"), "--count", "4"])
+    assert result.exit_code == 0, result.output
+    spinner = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏━")
+    assert not spinner & set(result.stderr), result.stderr  # progress goes to stderr: none of it here
+    assert "synthetic strips" in result.stdout  # the result table itself

@@ -178,7 +178,7 @@ class _Steps:
 
 
 def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
-    from edgeseg.bench.report import rich_tables, skipped, summary_line, unstable
+    from edgeseg.bench.report import gemm_note, rich_tables, skipped, summary_line, unstable
 
     for table in rich_tables(document):
         out.print(table)
@@ -189,6 +189,8 @@ def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
         err.print(f"[yellow]warning:[/] unstable timing (coefficient of variation > 0.1), close other programs and rerun: {escape(line)}", highlight=False)
     for key, value in (document.get("notes") or {}).items():
         note(f"[dim]{escape(key)}: {escape(str(value))}[/]")
+    if gemm_note(document):
+        note(f"[dim]{escape(str(gemm_note(document)))}[/]")
     out.print("results: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
 

@@ -194,7 +194,7 @@ def run(
       edgeseg run --camera 0 --show\n
       edgeseg run --source line.mp4 --jsonl out.jsonl --video out.mp4\n
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
-      edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
+      edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
     from edgeseg.edge.card import card_path

@@ -26,6 +26,7 @@ from edgeseg.commands.common import (
     out,
     print_json,
 )
+from edgeseg.lazy import require
 
 app = typer.Typer(
     help=(
@@ -143,6 +144,7 @@ def segmenter(
     the checkpoint. Example: `edgeseg train segmenter --data data/train --base-width 8 --crop 128x384`
     (writes runs/segmenter/segmenter.pt).
     """
+    require("torch", "training")  # one line of install advice on a runtime-only install
     from edgeseg.training.loop import TrainConfig
 
     config = TrainConfig(
@@ -180,6 +182,7 @@ def classifier(
     Example: `edgeseg train classifier --data data/train --base-width 8 --input-size 64x400`
     (writes runs/classifier/classifier.pt).
     """
+    require("torch", "training")  # one line of install advice on a runtime-only install
     from edgeseg.training.loop import TrainConfig
 
     config = TrainConfig(
@@ -207,6 +210,7 @@ def evaluate(
     classifier: accuracy, precision, recall, F1 at its threshold, and ROC AUC. --json prints
     {checkpoint path as given: metrics}.
     """
+    require("torch", "evaluating checkpoints")
     from edgeseg.training.loop import evaluate as run_evaluate
 
     if len({str(path) for path in checkpoints}) != len(checkpoints):
