@@ -186,12 +186,13 @@ class Pipeline:
     def run(self) -> Dict[str, Any]:
         """Process until every source ended, `max_frames`, `stop()` or an error; return the report."""
         results_q: "queue.Queue[Any]" = queue.Queue(maxsize=self._queue_size * len(self.cameras))
-        threads = [
+        inference = threading.Thread(target=self._guard, args=(self._infer, results_q), name="edgeseg-inference", daemon=True)
+        others = [
             threading.Thread(target=self._guard, args=(self._capture, camera), name=f"edgeseg-capture-{camera.index}", daemon=True)
             for camera in self.cameras
         ]
-        inference = threading.Thread(target=self._guard, args=(self._infer, results_q), name="edgeseg-inference", daemon=True)
-        threads += [inference, threading.Thread(target=self._guard, args=(self._output, results_q), name="edgeseg-output", daemon=True)]
+        others.append(threading.Thread(target=self._guard, args=(self._output, results_q), name="edgeseg-output", daemon=True))
+        threads = others[:-1] + [inference, others[-1]]
         for thread in threads:
             thread.start()
         try:
@@ -208,9 +209,8 @@ class Pipeline:
         except BaseException:  # e.g. KeyboardInterrupt without a handler: leave nothing running
             self._stop.set()
             self._abort.set()
-            for thread in threads:
-                if thread is not inference:
-                    thread.join()
+            for thread in others:
+                thread.join()
             raise
         if self._errors:
             raise self._errors[0]

@@ -23,7 +23,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import Backend, JsonOption, QuietOption, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -136,7 +136,13 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
+        Backend,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
+            "else onnxruntime).",
+        ),
     ] = "auto",
     gate: Annotated[
         Optional[float],
@@ -151,6 +157,17 @@ def run(
         Optional[Path],
         typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
     ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
+    ] = None,
+    mqtt: Annotated[
+        Optional[str],
+        typer.Option("--mqtt", help="Publish each defective frame's record to mqtt://host[:port]/topic (QoS 1; heartbeat on topic/heartbeat)."),
+    ] = None,
+    mqtt_queue: Annotated[
+        int, typer.Option("--mqtt-queue", min=1, help="MQTT messages kept unacknowledged while the broker is away; beyond, new ones are dropped (counted).")
+    ] = 1000,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
@@ -158,9 +175,11 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core; at most the cores).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
 
@@ -174,26 +193,32 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
+    from edgeseg.edge.mqtt import MqttSink, parse_mqtt_url
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.edge.submission import SubmissionSink
     from edgeseg.files import check_output_paths
 
     started = (time.time(), time.perf_counter())
     uris = _source_uris(camera, source or [], sources_file)
-    if len(uris) > 1 and (video is not None or show):
-        raise typer.BadParameter(f"--video and --show take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)")
+    if len(uris) > 1 and (video is not None or show or submission is not None):
+        raise typer.BadParameter(
+            f"--video, --show and --submission take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)"
+        )
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
     if append and jsonl is None:
         raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     _check_usage(gate, threads)
-    ort_options = {"intra_op_threads": threads}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+    mqtt_target = parse_mqtt_url(mqtt) if mqtt is not None else None
+    options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
+    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
+    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
     received: List[int] = []
@@ -207,15 +232,28 @@ def run(
 
         classes = seg_backend.card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
-        check_output_paths([f for stream in streams for f in stream.files], {"--jsonl": jsonl, "--video": video, "--save-defects": save_defects})
+        models = [b.artifact for b in (cls_backend, seg_backend)]
+        check_output_paths(
+            [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
+            {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
+        )
         annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
         if jsonl is not None:
             files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
+        if submission is not None:
+            if not streams[0].images or loop:
+                raise UsageError("--submission needs an image folder or glob as --source, read once (no --loop)")
+            files["submission"] = stack.enter_context(SubmissionSink(submission, classes))
         if video is not None:
             files["video"] = stack.enter_context(VideoSink(video, classes, fps=streams[0].fps, annotator=annotator, codec=codec))
         sinks.extend(files.values())
-        if save_defects is not None:
-            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
+        defects = stack.enter_context(DefectSink(save_defects, header=header)) if save_defects is not None else None
+        if defects is not None:
+            sinks.append(defects)
+        mqtt_sink = None
+        if mqtt_target is not None:
+            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header))
+            sinks.append(mqtt_sink)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -232,12 +270,16 @@ def run(
             on_result=lambda _result: progress.advance(task),
         )
         pipeline_ref.append(pipeline)
-        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
     # what is on disk now, not what was asked for
     report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
     report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
+    if defects is not None and defects.frames:
+        report["outputs"]["defects"] = str(defects.folder)
+        report["output_frames"]["defects"] = defects.frames
+    if mqtt_sink is not None:
+        report["mqtt"] = mqtt_sink.stats()
     failures = [sink.problem for sink in files.values() if sink.problem]
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
@@ -254,6 +296,12 @@ def run(
             out.print(camera_table(report))
         for kind, path in report["outputs"].items():
             out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+        if mqtt_sink is not None:
+            m = report["mqtt"]
+            out.print(f"mqtt: {m['url']} ({m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped)")
+    if mqtt_sink is not None and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
+        m = report["mqtt"]
+        err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:
