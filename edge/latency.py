@@ -87,6 +87,10 @@ class LatencyRecorder:
         return {
             "frames": self.frames,
             "wall_s": wall,
+            # the same span on the host's monotonic clock (time.perf_counter), comparable across
+            # runs on one host: e.g. the union of several processes' spans
+            "first_capture_s": self._first,
+            "last_output_s": self._last,
             "fps": self.frames / wall if wall > 0 else 0.0,
             "gated": self.gated,
             "gate_pass_rate": self.gated / self.frames if self.frames else 0.0,

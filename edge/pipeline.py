@@ -142,6 +142,8 @@ class Pipeline:
         sources = [sources] if isinstance(sources, Source) else list(sources)
         if not sources:
             raise EdgesegError("the pipeline needs at least one source")
+        if len({id(source) for source in sources}) != len(sources):
+            raise EdgesegError("the same Source was given twice", hint="open the URI once per camera: two readers of one Source would split its frames")
         if max_frames is not None and max_frames < 1:
             raise EdgesegError(f"max frames must be >= 1, got {max_frames}")
         if queue_size < 1:
@@ -315,6 +317,8 @@ class Pipeline:
                 backend.activate()
                 _warm_up(backend)
                 self._backend_names[role] = backend.describe()
+            if classifier.max_batch is not None:  # at least one image per frame; tiles refine it later
+                self._batch_limit = min(self.max_batch, classifier.max_batch)
             self._ready.set()
             while not self._abort.is_set():
                 batch = self._muxer.next_batch(self._batch_limit, self.batch_timeout, _POLL)

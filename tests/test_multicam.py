@@ -226,3 +226,41 @@ def test_run_cli_takes_several_sources_and_a_sources_file(tiny_models, clips, tm
         (tmp_path / "empty.txt").write_text("# nothing\n")
         result = CliRunner().invoke(app, ["run", *args, *models])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_model_with_a_fixed_batch_of_one_runs_every_camera_frame_by_frame(tiny_models, clips, tmp_path):
+    """An ONNX exported with batch 1: ONNX Runtime reports max_batch 1, so the batch holds one
+    frame (the segmenter, batch 1 too, is run once per gated frame) and nothing is refused."""
+    import onnx
+
+    from edgeseg.edge.card import write_card
+
+    fixed = {}
+    for task in ("classifier", "segmenter"):
+        model = onnx.load(str(tiny_models[task]))
+        for value in (*model.graph.input, *model.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_value = 1
+        fixed[task] = tmp_path / f"{task}.b1.onnx"
+        onnx.save(model, str(fixed[task]))
+        card = read_card(tiny_models[task])
+        card.input.shape[0] = 1
+        card.output.shape[0] = 1
+        write_card(fixed[task], card)
+    classifier, segmenter = _backend(fixed, "classifier", _CallCounting), _backend(fixed, "segmenter", _CallCounting)
+    sources = [open_source(clip) for clip in clips[:2]]
+    try:
+        report = Pipeline(sources, classifier, segmenter, gate=0.0).run()
+    finally:
+        for source in sources:
+            source.close()
+    assert classifier.max_batch == segmenter.max_batch == 1
+    assert set(classifier.batches) == set(segmenter.batches) == {1}
+    assert report["frames"] == 18 and report["batching"]["max_batch"] == 1 and report["gated"] == 18
+
+
+def test_one_source_given_twice_is_refused(tiny_models, clips):
+    from edgeseg.errors import EdgesegError
+
+    with open_source(clips[0]) as source:
+        with pytest.raises(EdgesegError, match="same Source was given twice"):
+            Pipeline([source, source], open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]))
