@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-STAGES = ("capture", "preprocess", "h2d", "classifier", "segmenter", "d2h", "postprocess", "sink")
+STAGES = ("capture", "preprocess", "h2d", "classifier", "segmenter", "d2h", "triton", "postprocess", "sink")  # triton: remote round trip (edge/backends/triton.py)
 GLASS_TO_GLASS = "glass_to_glass"
 UNSTABLE_CV = 0.1  # coefficient of variation above which a timing is too noisy to trust
 

@@ -45,10 +45,12 @@ from edgeseg.commands import engine as _engine  # noqa: E402
 from edgeseg.commands import export as _export  # noqa: E402
 from edgeseg.commands import info as _info  # noqa: E402
 from edgeseg.commands import run as _run  # noqa: E402
+from edgeseg.commands import serve as _serve  # noqa: E402
 from edgeseg.commands import train as _train  # noqa: E402
 
 app.command("info")(_info.info)
 app.command("run")(_run.run)
+app.command("serve")(_serve.serve)
 app.command("export")(_export.export)
 app.command("calibrate")(_calibrate.calibrate)
 app.command("build-engine")(_engine.build_engine)

@@ -13,7 +13,7 @@ from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "triton")  # triton: the whole cascade on a server (backends/triton.py)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 __all__ = ["BACKENDS", "Backend", "artifact_backend", "open_backend"]
@@ -45,6 +45,8 @@ def open_backend(
     path = Path(artifact)
     if backend not in BACKENDS:
         raise EdgesegError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if backend == "triton":
+        raise EdgesegError("the triton backend runs the whole cascade on a Triton server, not one model here", hint="use edgeseg.edge.backends.triton.TritonCascade (edgeseg run --backend triton --url grpc://host:8001)")
     if not path.is_file():
         raise EdgesegError(f"model {path} not found", hint="pass an exported .onnx or a built .engine (with its .json card)")
     card = read_card(path)

@@ -69,8 +69,16 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime or tensorrt.")
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (by file: .engine -> tensorrt, .onnx -> onnxruntime), onnxruntime, tensorrt, or triton (the cascade on the "
+            "Triton server at --url; models come from the server).",
+        ),
     ] = "auto",
+    url: Annotated[
+        Optional[str], typer.Option("--url", help="Triton server for --backend triton (default grpc://127.0.0.1:8001; `edgeseg serve` starts one).")
+    ] = None,
     gate: Annotated[
         Optional[float],
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
@@ -106,9 +114,20 @@ def run(
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
-    ort_options = {"intra_op_threads": threads}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+    if url is not None and backend != "triton":
+        raise typer.BadParameter("--url is for --backend triton")
+    if backend == "triton":
+        if classifier is not None or segmenter is not None:
+            raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
+        from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
+
+        cascade = TritonCascade(url or "grpc://127.0.0.1:8001")
+        classes = cascade.segmenter_card.classes
+    else:
+        ort_options = {"intra_op_threads": threads}
+        cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
+        seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
+        classes = seg_backend.card.classes
     uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
@@ -117,7 +136,6 @@ def run(
         sinks: List[Sink] = []
         if jsonl is not None:
             sinks.append(stack.enter_context(JsonlSink(jsonl)))
-        classes = seg_backend.card.classes
         stream = stack.enter_context(open_source(uri, source_options))
         if video is not None:
             sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps)))
@@ -125,15 +143,12 @@ def run(
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames)
-        pipeline = Pipeline(
-            stream,
-            cls_backend,
-            seg_backend,
-            sinks,
-            gate=gate,
-            max_frames=max_frames,
-            on_result=lambda _result: progress.advance(task),
-        )
+        options: Any = dict(gate=gate, max_frames=max_frames, on_result=lambda _result: progress.advance(task))
+        if backend == "triton":
+            stack.callback(cascade.close)
+            pipeline = TritonPipeline(stream, cascade, sinks, **options)
+        else:
+            pipeline = Pipeline(stream, cls_backend, seg_backend, sinks, **options)
         pipeline_ref.append(pipeline)
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
