@@ -9,6 +9,15 @@ Inference: classifier probability >= gate -> segmenter (ResUNet); clean frames s
 Threading contract (backends/base.py): backends are constructed by the caller but activated,
 run and deactivated only by the inference thread, which therefore owns any CUDA context.
 
+Latency: each frame's timings hold the time it waited in the queues ("queue": from the end of
+preprocessing until inference took it, plus the wait for the output thread) beside the stages
+that worked on it, so a file source read ahead of a slow model shows its wait as wait.
+
+Drops: every frame a live (or `rate`-paced) source captured and the pipeline did not process is
+counted as dropped, including the frames that arrived while the models were still loading and
+warming up (`dropped_warmup`, part of `dropped`). A paced file is a camera stand-in and a
+camera does not wait for the models either; `frames + dropped + corrupt` is then the whole file.
+
 `stop()` may be called from a signal handler: the capture thread stops taking frames and the
 frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
 abandons the queued frames (each thread leaves after its current step). An error in any thread
@@ -89,7 +98,7 @@ class Pipeline:
         self._errors: List[BaseException] = []
         self._stopped_by = "end of source"
         self._backend_names: Dict[str, str] = {}
-        self._dropped_before = 0
+        self._dropped_warmup = 0
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking frames; the queued ones still finish. A second call abandons them.
@@ -128,8 +137,7 @@ class Pipeline:
     def report(self) -> Dict[str, Any]:
         """The latency report plus source counters, gate and backends."""
         report = self.recorder.report()
-        stats = self.source.stats.to_dict()
-        stats["dropped"] = max(0, stats["dropped"] - self._dropped_before)
+        stats = dict(self.source.stats.to_dict(), dropped_warmup=self._dropped_warmup)
         report.update(
             {
                 "source": dict(stats, uri=self.source.uri, live=self.source.live),
@@ -174,7 +182,7 @@ class Pipeline:
             while not self._ready.is_set():
                 if self._abort.wait(_POLL):
                     return
-            self._dropped_before = self.source.stats.dropped
+            self._dropped_warmup = self.source.stats.dropped
             count = 0
             while not self._stop.is_set():
                 if self.max_frames is not None and count >= self.max_frames:
@@ -187,7 +195,8 @@ class Pipeline:
                     continue
                 started = time.perf_counter()
                 tensor = preprocess(frame.image, spec)
-                if not self._put(frames_q, (frame, tensor, time.perf_counter() - started)):
+                queued = time.perf_counter()
+                if not self._put(frames_q, (frame, tensor, queued - started, queued)):
                     return
                 count += 1
         finally:
@@ -208,11 +217,12 @@ class Pipeline:
                 item = self._get(frames_q)
                 if item is _END:
                     break
-                frame, tensor, prep = item
+                frame, tensor, prep, queued = item
+                taken = time.perf_counter()
                 if classifier not in checked:
                     _check_batch(classifier, tensor.shape[0])
                     checked.add(classifier)
-                stages = {"capture": frame.decode, "preprocess": prep}
+                stages = {"capture": frame.decode, "preprocess": prep, "queue": taken - queued}
                 started = time.perf_counter()
                 scores = classifier.infer({classifier.card.input.name: tensor})[classifier.card.output.name]
                 stages["classifier"] = time.perf_counter() - started
@@ -236,7 +246,7 @@ class Pipeline:
                 for part in ("h2d", "d2h"):
                     if any(part in t for t in timings):
                         stages[part] = sum(t.get(part, 0.0) for t in timings)
-                if not self._put(results_q, (frame, probability, gated, maps, stages)):
+                if not self._put(results_q, (frame, probability, gated, maps, stages, time.perf_counter())):
                     return
         finally:
             self._ready.set()  # never leave the capture thread waiting
@@ -252,9 +262,10 @@ class Pipeline:
             item = self._get(results_q)
             if item is _END:
                 return
-            frame, probability, gated, maps, stages = item
+            frame, probability, gated, maps, stages, queued = item
             height, width = frame.image.shape[:2]
             started = time.perf_counter()
+            stages["queue"] += started - queued
             if maps is not None:
                 segmentation = self.post(maps, (height, width))
             else:

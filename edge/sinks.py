@@ -1,34 +1,29 @@
 """Where results go: JSONL per frame, an annotated video, a window.
 
-Each sink opens (or proves it can open) its output in the constructor, so a path that cannot be
-written fails before the first frame; `close` finalises it (the video gets its index and stays
-playable after Ctrl-C). JSONL is flushed line by line, so whatever was written survives a crash.
+File sinks write nothing before their first frame, and then only under a hidden temporary
+name beside the target (edgeseg.files.StagedOutput); `close` puts it in place when at least one
+frame was written, also after Ctrl-C, SIGTERM or a source error. So a run that fails to start
+leaves the previous results byte for byte, and a target never holds a half-written file. JSONL
+is flushed line by line and a line that did not fit on the disk is cut off, never kept half;
+the video is released and read back at close, and `problem` says when it holds less than
+what was written.
 """
 from __future__ import annotations
 
 import abc
 import json
+import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import cv2
-import numpy as np
 
+from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sources import Frame
+from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, ensure_writable_dir
-
-# BGR colours per class, in class order (Severstal 1-4 first); cycled beyond.
-PALETTE: Tuple[Tuple[int, int, int], ...] = (
-    (60, 60, 255),
-    (0, 215, 255),
-    (255, 120, 0),
-    (80, 220, 80),
-    (255, 0, 255),
-    (255, 255, 0),
-)
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, nearly_full
 
 
 class Sink(abc.ABC):
@@ -48,120 +43,155 @@ class Sink(abc.ABC):
         self.close()
 
 
-def _open_for_writing(path: Path, what: str) -> Any:
-    ensure_writable_dir(path.parent)
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise EdgesegError(f"cannot write the {what} {path}: {exc.strerror}", hint="choose a writable path") from exc
+class FileSink(Sink):
+    """A sink whose output is one file or folder, staged until `close` (see the module doc).
+
+    Subclasses count `frames` in `write` (writing to `self.staged.temp`) and release their
+    handles in `_finish`, which returns False when the output is not worth putting in place.
+    After `close`, `written` is the committed path (None: nothing was put in place) and
+    `problem` says, in one line, why the output is missing or holds less than was written.
+    """
+
+    def __init__(self, path: PathLike, append: bool = False) -> None:
+        self.staged = StagedOutput(path, append=append)
+        self.path = self.staged.path
+        self.frames = 0
+        self.problem = ""
+        self.written: Optional[Path] = None
+        self._closed = False
+
+    def _finish(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._finish() and self.frames > 0:
+                self.written = self.staged.commit()
+        except EdgesegError as exc:
+            self.problem = self.problem or str(exc)
+        finally:
+            if self.written is None:
+                self.staged.discard()
 
 
-class JsonlSink(Sink):
+class JsonlSink(FileSink):
     """One JSON object per frame (FrameResult.to_json), each line flushed as it is written.
 
     t0: perf_counter origin of the records' `time_s` (default: the first frame's capture).
+    append: add this run's lines to an existing file instead of replacing it.
     """
 
-    def __init__(self, path: PathLike, t0: Optional[float] = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: PathLike, t0: Optional[float] = None, append: bool = False) -> None:
+        super().__init__(path, append=append)
         self._t0 = t0
-        self._handle: Any = _open_for_writing(self.path, "JSONL output")
+        self._fd: Optional[int] = None
+        self._size = 0  # bytes of complete lines in the temporary file
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         if self._t0 is None:
             self._t0 = frame.timestamp
-        self._handle.write(json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n")
-        self._handle.flush()
+        line = json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n"
+        with disk_full_as_error(self.path):
+            if self._fd is None:
+                self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                view = memoryview(line.encode("utf-8"))
+                while view:  # unbuffered: a line is on disk (page cache) once write returns
+                    view = view[os.write(self._fd, view) :]
+            except BaseException:
+                os.ftruncate(self._fd, self._size)  # no partial line
+                raise
+        self._size += len(line.encode("utf-8"))
+        self.frames += 1
 
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def annotate(image: np.ndarray, result: FrameResult, classes: Sequence[str]) -> np.ndarray:
-    """A BGR copy of `image` with each class's mask tinted in its colour and outlined, a box
-    around each component, one label per class (name and total area, on its largest component)
-    and a header line with the frame's probability and gate decision."""
-    if image.ndim == 2:
-        canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        canvas = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    else:
-        canvas = image.copy()
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(classes)}
-    masks = result.segmentation.masks
-    if masks:
-        # Paint every class into one overlay, blend once, keep the blend only where a mask is:
-        # whole-image arithmetic in OpenCV, no per-pixel gathers in numpy.
-        overlay = canvas.copy()
-        paint = np.empty_like(canvas)
-        covered = np.zeros(canvas.shape[:2], dtype=np.uint8)
-        for name, mask in masks.items():
-            paint[:] = colours[name]
-            cv2.copyTo(paint, mask, overlay)
-            cv2.bitwise_or(covered, mask, dst=covered)
-        cv2.copyTo(cv2.addWeighted(canvas, 0.55, overlay, 0.45, 0.0), covered, canvas)
-        for name, mask in masks.items():
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(canvas, contours, -1, colours[name], 1)
-    largest: Dict[str, Dict[str, Any]] = {}
-    for box in result.segmentation.boxes:
-        x, y, w, h = box["box"]
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colours[box["class"]], 1)
-        if box["area"] > largest.get(box["class"], {"area": -1})["area"]:
-            largest[box["class"]] = box
-    for name, box in largest.items():  # one label per class, on its largest component
-        x, y = box["box"][:2]
-        _text(canvas, f"{name}: {result.segmentation.areas[name]}px", (x, max(y - 4, 12)), colours[name])
-    state = "segmented" if result.gated else "clean (gated out)"
-    _text(canvas, f"#{result.index}  p(defect)={result.defect_probability:.2f}  {state}", (6, 16), (255, 255, 255))
-    return canvas
+    def _finish(self) -> bool:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return True
 
 
-def _text(canvas: np.ndarray, text: str, origin: Tuple[int, int], colour: Tuple[int, int, int]) -> None:
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-    x, y = origin
-    cv2.rectangle(canvas, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
-    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+class VideoSink(FileSink):
+    """Annotated frames into a video (edge.videocodec: .mp4 mp4v or h264, .avi/.mkv MJPG, .webm
+    VP8), sized by the first frame; later frames of another size are scaled to it.
+    `annotator` (default: plain class names) draws each frame.
 
+    OpenCV's `write` reports nothing (a full disk only logs a warning), so `close` releases the
+    writer and reads the file back: a video OpenCV cannot open is dropped, one that holds fewer
+    frames than were written is kept and `problem` says so.
+    """
 
-class VideoSink(Sink):
-    """Annotated frames into a video (.mp4 with mp4v, .avi/.mkv with MJPG), sized by the first
-    frame; later frames of another size are scaled to it. Released on close, so it is playable."""
-
-    def __init__(self, path: PathLike, classes: Sequence[str], fps: Optional[float] = None) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in FOURCC:
-            raise EdgesegError(f"cannot tell the video format of {self.path}", hint=f"end the name with one of {', '.join(FOURCC)}")
+    def __init__(
+        self,
+        path: PathLike,
+        classes: Sequence[str],
+        fps: Optional[float] = None,
+        annotator: Optional[Annotator] = None,
+        codec: str = "auto",
+    ) -> None:
+        self._fourcc = choose_fourcc(Path(path), codec)  # refused before anything is written
+        super().__init__(path)
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.fps = fps if fps and fps > 0 else 10.0
-        _open_for_writing(self.path, "video output").close()  # proves the path is writable now
         self._writer: Any = None
         self._size: Optional[Tuple[int, int]] = None
-        self.frames = 0
+        self.readable = 0  # frames the finished file gives back
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        picture = annotate(frame.image, result, self.classes)
+        picture = self._annotate(frame.image, result)
         if self._writer is None:
             self._size = (picture.shape[1], picture.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), self._size)
+            fourcc = cv2.VideoWriter_fourcc(*self._fourcc)
+            self._writer = cv2.VideoWriter(str(self.staged.temp), fourcc, float(self.fps), self._size)
             if not self._writer.isOpened():
                 self._writer = None
+                if nearly_full(self.staged.temp):
+                    raise disk_full_error(self.path)
                 raise EdgesegError(f"OpenCV cannot encode {self.path}", hint="try an .avi output (MJPG)")
         if (picture.shape[1], picture.shape[0]) != self._size:
             picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(picture)
         self.frames += 1
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        elif self.frames == 0 and self.path.is_file() and self.path.stat().st_size == 0:
-            self.path.unlink()  # no frame ever came: leave no unplayable empty file
+    def _finish(self) -> bool:
+        if self._writer is None:
+            return False
+        self._writer.release()
+        self._writer = None
+        self.readable = _readable_frames(self.staged.temp)
+        if self.readable == self.frames:
+            return True
+        why = str(disk_full_error(self.path)).split(" — ")[0] if nearly_full(self.staged.temp) else "OpenCV could not write them"
+        if self.readable == 0:
+            self.problem = f"{self.path} was not written: none of its {self.frames} frames can be read back ({why})"
+            return False
+        self.problem = f"{self.path} holds {self.readable} of the {self.frames} frames written ({why})"
+        return True
+
+
+def _readable_frames(path: Path) -> int:
+    """Frames a finished video gives back: the container's count when it has one (cheap),
+    else decoded one by one; 0 when OpenCV cannot open it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0
+        announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if announced > 0 and capture.set(cv2.CAP_PROP_POS_FRAMES, announced - 1) and capture.grab():
+            return announced  # the last announced frame is there: so are the others
+        capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
 
 
 class WindowSink(Sink):
@@ -170,8 +200,11 @@ class WindowSink(Sink):
     Needs OpenCV with highgui (opencv-python); the headless wheel is refused up front.
     """
 
-    def __init__(self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg") -> None:
+    def __init__(
+        self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg", annotator: Optional[Annotator] = None
+    ) -> None:
         self.classes = list(classes)
+        self._annotate = annotator or Annotator(self.classes)
         self.title = title
         self._on_quit = on_quit
         try:  # probe: headless builds raise "The function is not implemented"
@@ -188,7 +221,7 @@ class WindowSink(Sink):
         if not self._open:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             self._open = True
-        cv2.imshow(self.title, annotate(frame.image, result, self.classes))
+        cv2.imshow(self.title, self._annotate(frame.image, result))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._on_quit()
 

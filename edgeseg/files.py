@@ -1,16 +1,26 @@
-"""File helpers shared by every stage: hashes and all-or-nothing writes."""
+"""File helpers shared by every stage: hashes, all-or-nothing writes, staged sink outputs,
+output-path checks, and the one translation of a full disk into a line a user can act on."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Mapping, Optional, Union
 
 from edgeseg.errors import EdgesegError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# errno values that mean "no room": the disk, or the user's quota on it.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Below this much free space a library's failed write (ONNX Runtime, protobuf, TensorRT report
+# it without errno) is taken to be the full disk.
+_NEARLY_FULL_BYTES = 1 << 20
 
 
 def sha256(path: PathLike) -> str:
@@ -33,19 +43,92 @@ def ensure_writable_dir(path: PathLike) -> Path:
     return directory
 
 
+# -- full disks -------------------------------------------------------------------------------------
+def free_bytes(path: PathLike) -> Optional[int]:
+    """Bytes an unprivileged user may still write on the filesystem holding `path` (or its
+    nearest existing parent); None when it cannot be asked."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        stats = os.statvfs(probe)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _human(size: Optional[int]) -> str:
+    if size is None:
+        return "unknown space"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop returns at GiB
+
+
+def disk_full_error(path: PathLike, exc: Optional[BaseException] = None) -> EdgesegError:
+    """The one message for a write that ran out of room: the file and the space left."""
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno == errno.EDQUOT else "disk full"
+    return EdgesegError(
+        f"{reason} writing {path} ({_human(free_bytes(path))} free there)",
+        hint="free some space or write to another disk; nothing partial was kept",
+    )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc` or an exception it was raised from is ENOSPC / EDQUOT."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def nearly_full(path: PathLike) -> bool:
+    """Whether the filesystem holding `path` has (almost) no room left: how a library's failed
+    write that carries no errno is recognised as a full disk."""
+    free = free_bytes(path)
+    return free is not None and free < _NEARLY_FULL_BYTES
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: PathLike, writing: Optional[PathLike] = None) -> Iterator[None]:
+    """Re-raise a full disk inside the block as `disk_full_error(path)`.
+
+    writing: the file the block writes (default `path`); when given, a failure of any kind
+    while its filesystem is (nearly) full counts too, for libraries that swallow the errno.
+    """
+    try:
+        yield
+    except EdgesegError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc) or (writing is not None and nearly_full(writing)):
+            raise disk_full_error(path, exc) from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 
-    A crash, Ctrl-C or error leaves the previous file (or none), never a half-written one.
+    A crash, Ctrl-C or error leaves the previous file (or none), never a half-written one; a
+    full disk is reported as one line naming `path` and the space left.
     """
     target = Path(path)
     ensure_writable_dir(target.parent)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=str(target.parent))
+    with disk_full_as_error(target):
+        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=str(target.parent))
     os.close(handle)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with disk_full_as_error(target, writing=tmp_path):
+            yield tmp_path
         # mkstemp makes 0600 files; artifacts get the umask's usual mode so services can read them
         umask = os.umask(0)
         os.umask(umask)
@@ -54,3 +137,126 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# -- staged outputs: what sinks write -----------------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+class StagedOutput:
+    """A sink's output file (or folder), written under a hidden temporary name and put in place
+    only by `commit()`: a run that fails before producing anything leaves the previous result
+    byte for byte, and a half-written one never takes its name.
+
+    Constructing creates nothing; it only checks that the folder is (or can be made) writable.
+    `temp` is `.<stem>.<token>.part<suffix>` beside the target: the same suffix, so writers
+    that choose a container by extension (OpenCV) still do; asking for it creates the folder.
+    `commit()` renames it onto the target, or with `append` appends its bytes to the target
+    (truncated back if that append fails, so no partial line). `discard()` removes it.
+    """
+
+    def __init__(self, path: PathLike, append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = append
+        existing = _nearest_existing(self.path.parent)
+        if not existing.is_dir():
+            raise EdgesegError(f"cannot create output folder {self.path.parent}: {existing} is not a folder", hint="choose another path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
+        if self.path.is_dir() and not self.path.is_symlink() and append:
+            raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
+        self._temp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.part{self.path.suffix}")
+        self.committed = False
+
+    @property
+    def temp(self) -> Path:
+        """Where to write; its folder exists once this is asked for."""
+        ensure_writable_dir(self.path.parent)
+        return self._temp
+
+    def commit(self) -> Path:
+        """Put what was written in place (rename, or append to the target); returns the target."""
+        with disk_full_as_error(self.path):
+            if self._temp.is_dir():
+                self._merge_folder()
+            elif self.append and self.path.exists():
+                self._append()
+            else:
+                os.replace(self._temp, self.path)
+        self.committed = True
+        return self.path
+
+    def discard(self) -> None:
+        """Remove what was written; the target is left as it was. Safe to call twice."""
+        if self._temp.is_dir() and not self._temp.is_symlink():
+            shutil.rmtree(self._temp, ignore_errors=True)
+        elif os.path.lexists(self._temp):
+            self._temp.unlink()
+
+    def _append(self) -> None:
+        size = self.path.stat().st_size
+        try:
+            with open(self._temp, "rb") as source, open(self.path, "ab") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+                target.flush()
+                os.fsync(target.fileno())
+        except BaseException:
+            os.truncate(self.path, size)  # all of this run, or nothing of it
+            raise
+        self._temp.unlink()
+
+    def _merge_folder(self) -> None:
+        if not self.path.exists():
+            os.replace(self._temp, self.path)
+            return
+        for entry in sorted(self._temp.iterdir()):
+            os.replace(entry, self.path / entry.name)
+        self._temp.rmdir()
+
+    def __repr__(self) -> str:
+        return f"StagedOutput({str(self.path)!r}, append={self.append})"
+
+
+# -- output paths against inputs and each other -------------------------------------------------------
+def _same(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts, case-insensitive filesystems
+    except OSError:
+        return False
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return outer in inner.parents
+
+
+def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optional[PathLike]]) -> None:
+    """Refuse an output that would overwrite what is read or another output.
+
+    inputs: the local files a source reads (a folder's or glob's items); outputs: option name
+    -> path (None: not given), e.g. {"--jsonl": ..., "--video": ...}; an output folder (like
+    --save-defects) must not hold an input or another output either. Raises EdgesegError.
+    """
+    given = {name: Path(os.path.abspath(os.path.expanduser(p))) for name, p in outputs.items() if p is not None}
+    resolved = {name: path.resolve() for name, path in given.items()}
+    sources = [Path(os.path.abspath(os.path.expanduser(p))).resolve() for p in inputs]
+    for name, path in resolved.items():
+        for source in sources:
+            if _same(path, source):
+                raise EdgesegError(f"{name} {given[name]} is the source being read", hint=f"write {name} somewhere else")
+            if _within(source, path):
+                raise EdgesegError(f"{name} {given[name]} holds the source file {source}", hint=f"write {name} somewhere else")
+    names = list(resolved)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = resolved[first], resolved[second]
+            if _same(a, b):
+                raise EdgesegError(f"{first} and {second} are the same file {given[first]}", hint="give each output its own path")
+            if _within(a, b) or _within(b, a):
+                outer, inner = (second, first) if _within(a, b) else (first, second)
+                raise EdgesegError(f"{inner} {given[inner]} lies inside the {outer} folder {given[outer]}", hint="give each output its own path")

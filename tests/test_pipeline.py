@@ -141,6 +141,48 @@ def test_live_source_drops_frames_a_slow_pipeline_cannot_take(tiny_models, tmp_p
     assert report["frames"] < 30
 
 
+class _SlowBackend(OnnxRuntimeBackend):
+    """The real ONNX Runtime backend taking `delay` s longer per run (a heavier model)."""
+
+    def __init__(self, *args, delay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+
+    def _infer_impl(self, feed):
+        time.sleep(self.delay)
+        return super()._infer_impl(feed)
+
+
+def test_queue_wait_is_reported_apart_from_processing(tiny_models, clip, tmp_path):
+    """A file read ahead of a slow classifier: its frames wait in the queue, and that wait is
+    the `queue` stage, not processing; glass-to-glass stays the whole time."""
+    delay = 0.06
+    classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=delay)
+    jsonl = tmp_path / "out.jsonl"
+    with open_source(clip) as source, JsonlSink(jsonl) as sink:
+        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"]), [sink], gate=1.01, queue_size=2).run()
+    latency = report["latency_ms"]
+    assert latency["queue"]["count"] == latency["processing"]["count"] == FRAMES
+    # a full queue of two frames ahead of a 60 ms classifier: later frames wait >= one run
+    assert latency["queue"]["median"] >= delay * 1000
+    assert latency["processing"]["max"] < latency["glass_to_glass"]["median"]
+    records = _records(jsonl)
+    assert all("queue" in r["latency_ms"] for r in records)
+    assert all(r["latency_ms"]["classifier"] >= delay * 1000 for r in records)
+
+
+def test_paced_file_counts_every_unprocessed_frame_as_dropped(tiny_models, tmp_path):
+    """--rate over a short clip: the frames that came while the models warmed up are dropped
+    too, so processed + dropped is the whole clip."""
+    clip = write_video(tmp_path / "paced.avi", frames(30))
+    classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=0.3)  # slow warm-up
+    with open_source(clip, SourceOptions(live=True, rate=60.0)) as source:
+        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"])).run()
+    stats = report["source"]
+    assert report["frames"] + stats["dropped"] + stats["corrupt"] == 30
+    assert stats["dropped_warmup"] > 0 and stats["dropped"] >= stats["dropped_warmup"]
+
+
 class _ThreadRecordingBackend(OnnxRuntimeBackend):
     """The real ONNX Runtime backend, noting which thread makes each call."""
 
@@ -176,11 +218,12 @@ def test_a_backend_failure_stops_every_thread_and_is_raised(tiny_models, clip, t
     broken.write_bytes(b"not onnx")
     segmenter = OnnxRuntimeBackend(broken, read_card(tiny_models["segmenter"]))
     jsonl = tmp_path / "out.jsonl"
+    jsonl.write_text("earlier run\n")
     before = threading.active_count()
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
         with pytest.raises(EdgesegError, match="ONNX Runtime cannot load"):
             Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink]).run()
-    assert jsonl.read_text() == ""
+    assert jsonl.read_text() == "earlier run\n"  # no frame came: the earlier output stays
     assert threading.active_count() <= before
 
 

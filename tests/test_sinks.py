@@ -1,5 +1,7 @@
-"""Sinks: JSONL flushed per line, annotated video playable, paths checked up front, window advice."""
+"""Sinks: JSONL flushed per line, annotated video playable, paths checked up front, window advice,
+nothing on disk before the first frame and the previous output kept until a run produced one."""
 import json
+import os
 
 import cv2
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 
 from edge_media import count_video_frames, frames
 from edgeseg.edge.postprocess import FrameResult, Segmentation
-from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink, annotate
+from edgeseg.edge.annotate import annotate
+from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
 
@@ -35,9 +38,11 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     sink = JsonlSink(path)
     for i, image in enumerate(frames(3)):
         sink.write(*_pair(i, image))
-        lines = path.read_text().splitlines()  # readable before close: flushed per line
+        lines = sink.staged.temp.read_text().splitlines()  # readable before close: flushed per line
         assert len(lines) == i + 1
+    assert not path.exists()
     sink.close()
+    assert sink.written == path and sorted(os.listdir(path.parent)) == ["frames.jsonl"]
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1, 2]
     assert [r["time_s"] for r in records] == [0.0, 1.0, 2.0]
@@ -84,6 +89,38 @@ def test_video_without_frames_leaves_no_empty_file(tmp_path):
     path = tmp_path / "never.mp4"
     VideoSink(path, CLASSES).close()
     assert not path.exists()
+
+
+def test_sinks_without_frames_leave_the_previous_outputs_byte_for_byte(tmp_path):
+    jsonl, video = tmp_path / "run.jsonl", tmp_path / "run.mp4"
+    jsonl.write_bytes(b'{"frame":0}\n')
+    video.write_bytes(b"previous video")
+    for sink in (JsonlSink(jsonl), VideoSink(video, CLASSES), JsonlSink(jsonl, append=True)):
+        sink.close()
+        assert sink.written is None
+    assert jsonl.read_bytes() == b'{"frame":0}\n' and video.read_bytes() == b"previous video"
+    assert sorted(os.listdir(tmp_path)) == ["run.jsonl", "run.mp4"]
+
+
+def test_video_is_written_under_a_hidden_name_and_replaces_the_old_one_on_close(tmp_path):
+    path = tmp_path / "run.avi"
+    path.write_bytes(b"previous video")
+    sink = VideoSink(path, CLASSES)
+    for i, image in enumerate(frames(3)):
+        sink.write(*_pair(i, image))
+    assert path.read_bytes() == b"previous video" and sink.staged.temp.suffix == ".avi"
+    sink.close()
+    assert sink.written == path and sink.readable == 3 and not sink.problem
+    assert count_video_frames(path) == 3 and sorted(os.listdir(tmp_path)) == ["run.avi"]
+
+
+def test_jsonl_append_adds_this_runs_lines(tmp_path):
+    path = tmp_path / "run.jsonl"
+    for _ in range(2):
+        with JsonlSink(path, append=True) as sink:
+            for i, image in enumerate(frames(2)):
+                sink.write(*_pair(i, image))
+    assert [json.loads(line)["frame"] for line in path.read_text().splitlines()] == [0, 1, 0, 1]
 
 
 def test_annotate_marks_the_header_and_keeps_the_input():

@@ -220,17 +220,17 @@ class TritonPipeline(Pipeline):
                 item = self._get(frames_q)
                 if item is _END:
                     break
-                frame, _tensor, prep = item
+                frame, _tensor, prep, queued = item
                 started = time.perf_counter()
                 record = self.cascade.infer(frame, self.gate)
                 round_trip = time.perf_counter() - started
                 result = result_from_record(record, frame, classes)
-                stages = {"capture": frame.decode, "preprocess": prep + result.latency.get("preprocess", 0.0)}
+                stages = {"capture": frame.decode, "preprocess": prep + result.latency.get("preprocess", 0.0), "queue": started - queued}
                 for stage in ("classifier", "segmenter"):
                     if stage in result.latency:
                         stages[stage] = result.latency[stage]
                 stages["triton"] = max(0.0, round_trip - sum(result.latency.values()))
-                if not self._put(results_q, (frame, result.defect_probability, result.gated, result.segmentation, stages)):
+                if not self._put(results_q, (frame, result.defect_probability, result.gated, result.segmentation, stages, time.perf_counter())):
                     return
         finally:
             self._ready.set()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Literal, Optional
 
 import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -84,7 +85,10 @@ def run(
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
     ] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
-    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4 or .avi).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4, .avi, .mkv or .webm).")] = None,
+    codec: Annotated[
+        Literal[CODEC_CHOICES], typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
+    ] = "auto",
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -106,6 +110,7 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier cls.fp16.engine --segmenter seg.fp16.engine
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
@@ -137,10 +142,11 @@ def run(
         if jsonl is not None:
             sinks.append(stack.enter_context(JsonlSink(jsonl)))
         stream = stack.enter_context(open_source(uri, source_options))
+        annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
         if video is not None:
-            sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps)))
+            sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec)))
         if show:
-            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"))))
+            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames)
         options: Any = dict(gate=gate, max_frames=max_frames, on_result=lambda _result: progress.advance(task))
@@ -150,6 +156,7 @@ def run(
         else:
             pipeline = Pipeline(stream, cls_backend, seg_backend, sinks, **options)
         pipeline_ref.append(pipeline)
+        annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
     report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
