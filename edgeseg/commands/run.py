@@ -127,12 +127,13 @@ def run(
         from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
 
         cascade = TritonCascade(url or "grpc://127.0.0.1:8001")
-        classes = cascade.segmenter_card.classes
+        segmenter_card = cascade.segmenter_card
     else:
         ort_options = {"intra_op_threads": threads}
         cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, ort_options)
         seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, ort_options)
-        classes = seg_backend.card.classes
+        segmenter_card = seg_backend.card
+    classes = segmenter_card.classes
     uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
@@ -142,7 +143,7 @@ def run(
         if jsonl is not None:
             sinks.append(stack.enter_context(JsonlSink(jsonl)))
         stream = stack.enter_context(open_source(uri, source_options))
-        annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
+        annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
         if video is not None:
             sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec)))
         if show:

@@ -34,6 +34,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -198,6 +199,9 @@ class TritonServer:
         self.http_port = http_port
         self.log = Path(log) if log is not None else self.repository.parent / f"{self.repository.name}.tritonserver.log"
         self.process: Optional["subprocess.Popen[bytes]"] = None
+        # Unique per start: the Python backend names its shared-memory regions with this prefix,
+        # and a killed server leaves them behind (kill() removes them).
+        self._shm_prefix = ""
 
     @property
     def grpc_url(self) -> str:
@@ -217,13 +221,13 @@ class TritonServer:
             "--allow-metrics=false",
             "--exit-on-error=true",
             "--exit-timeout-secs=10",
-            # Unique shared-memory names: two servers on one host must not share the stub regions.
-            f"--backend-config=python,shm-region-prefix-name=edgeseg_{os.getpid()}_{self.grpc_port}_",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
 
     def start(self, timeout: float = 120.0) -> "TritonServer":
         """Start and wait until every model is ready; EdgesegError with the server's last log
         lines when it exits or is not ready within `timeout` seconds."""
+        self._shm_prefix = f"edgeseg_{uuid.uuid4().hex[:12]}_"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -270,6 +274,8 @@ class TritonServer:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*") if self._shm_prefix else ():
+            region.unlink()
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self
