@@ -281,6 +281,7 @@ class Pipeline:
                 gated=gated,
                 segmentation=segmentation,
                 latency=stages,
+                gate=self.gate,
             )
             started = time.perf_counter()
             for sink in self.sinks:

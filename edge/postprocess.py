@@ -9,6 +9,7 @@ probability threshold), so no per-pixel sigmoid is computed.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -42,13 +43,20 @@ def defect_probability(output: np.ndarray, activation: str = "sigmoid") -> float
 
 @dataclass
 class Segmentation:
-    """Kept masks of one frame: per class name its area, RLE and uint8 mask (only classes with
-    pixels appear in `rle` / `masks`), and one box per kept component."""
+    """Kept masks of one frame: per class name its area, RLE, uint8 mask and mean probability
+    (only classes with pixels appear in `rle` / `masks` / `mean_probability`), and one box per
+    kept component.
+
+    mean_probability: the class probability averaged over the kept mask's pixels, from the same
+    frame-sized map the mask was thresholded on (bilinear or stitched model output, so it is the
+    model's confidence where it said "defect", not over the whole frame).
+    """
 
     areas: Dict[str, int]
     rle: Dict[str, str] = field(default_factory=dict)
     masks: Dict[str, np.ndarray] = field(default_factory=dict)
     boxes: List[Dict[str, Any]] = field(default_factory=list)
+    mean_probability: Dict[str, float] = field(default_factory=dict)
 
 
 class MaskPostprocess:
@@ -93,8 +101,17 @@ class MaskPostprocess:
             result.areas[name] = int(np.count_nonzero(kept))
             result.masks[name] = kept
             result.rle[name] = encode(kept)
+            result.mean_probability[name] = self._mean_probability(frame_maps[row], kept)
         return result
 
+    def _mean_probability(self, values: np.ndarray, mask: np.ndarray) -> float:
+        """Mean probability over the mask's pixels: the activation runs on those pixels only
+        (inside the mask's bounding rectangle), never over the whole frame."""
+        x0, y0, width, height = cv2.boundingRect(mask)
+        inside = values[y0 : y0 + height, x0 : x0 + width][mask[y0 : y0 + height, x0 : x0 + width].view(bool)]
+        if self.card.output_activation == "sigmoid":
+            inside = 1.0 / (1.0 + np.exp(-inside.astype(np.float64)))
+        return float(np.clip(inside.mean(), 0.0, 1.0))
 
     def _components(self, binary: np.ndarray, c: int, name: str, boxes: List[Dict[str, Any]]) -> Optional[np.ndarray]:
         """Keep the components of `binary` with at least the class's minimum area; append their
@@ -124,9 +141,11 @@ class MaskPostprocess:
 
 @dataclass
 class FrameResult:
-    """Everything the sinks get for one frame. `latency` holds the stage durations in seconds
-    up to post-processing (the sink time and glass-to-glass are known only after the sinks, and
-    go to the run's latency report)."""
+    """Everything the sinks get for one frame (edgeseg.edge.records.frame_record turns it into
+    the record). `latency` holds the stage durations in seconds up to post-processing (the sink
+    time is known only after the sinks, and goes to the run's latency report); `gate` is the
+    threshold `defect_probability` was compared with; `completed` the perf_counter time the
+    result was made, i.e. when it was ready for the sinks."""
 
     index: int
     source: str
@@ -137,18 +156,5 @@ class FrameResult:
     gated: bool
     segmentation: Segmentation
     latency: Dict[str, float] = field(default_factory=dict)
-
-    def to_json(self, t0: float = 0.0) -> Dict[str, Any]:
-        """The JSONL record: `time_s` is the capture time relative to `t0` (the run's start)."""
-        return {
-            "frame": self.index,
-            "source": self.source,
-            "time_s": round(self.timestamp - t0, 6),
-            "size": [self.height, self.width],
-            "defect_probability": round(self.defect_probability, 6),
-            "gated": self.gated,
-            "areas": self.segmentation.areas,
-            "masks": self.segmentation.rle,
-            "boxes": self.segmentation.boxes,
-            "latency_ms": {k: round(v * 1000.0, 3) for k, v in self.latency.items()},
-        }
+    gate: float = math.nan
+    completed: float = field(default_factory=time.perf_counter)

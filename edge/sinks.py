@@ -14,12 +14,13 @@ import abc
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 
 from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
+from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
@@ -78,33 +79,38 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One JSON object per frame (FrameResult.to_json), each line flushed as it is written.
+    """One record per line (edgeseg.edge.records), each line on disk as it is written.
 
-    t0: perf_counter origin of the records' `time_s` (default: the first frame's capture).
+    header: makes the header record, written as the first line before the first frame's
+    (called then, once the backends are active, so the record names their providers).
     append: add this run's lines to an existing file instead of replacing it.
     """
 
-    def __init__(self, path: PathLike, t0: Optional[float] = None, append: bool = False) -> None:
+    def __init__(
+        self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False
+    ) -> None:
         super().__init__(path, append=append)
-        self._t0 = t0
+        self._header = header
         self._fd: Optional[int] = None
         self._size = 0  # bytes of complete lines in the temporary file
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        if self._t0 is None:
-            self._t0 = frame.timestamp
-        line = json.dumps(result.to_json(self._t0), separators=(",", ":")) + "\n"
+        lines = [frame_record(frame, result)]
+        if self._header is not None:
+            lines.insert(0, self._header())
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
         with disk_full_as_error(self.path):
             if self._fd is None:
                 self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
-                view = memoryview(line.encode("utf-8"))
+                view = memoryview(data)
                 while view:  # unbuffered: a line is on disk (page cache) once write returns
                     view = view[os.write(self._fd, view) :]
             except BaseException:
                 os.ftruncate(self._fd, self._size)  # no partial line
                 raise
-        self._size += len(line.encode("utf-8"))
+        self._header = None
+        self._size += len(data)
         self.frames += 1
 
     def _finish(self) -> bool:

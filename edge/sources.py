@@ -66,13 +66,22 @@ class SourceOptions:
 @dataclass
 class Frame:
     """One captured image. `timestamp` (time.perf_counter) is when it was captured: the start
-    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage)."""
+    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage).
+
+    item: what in the source the image is: the file name for folders, globs and video files
+    (so a record names its file even after unreadable ones were skipped); None for live streams.
+    captured_at: wall-clock (time.time) of the same instant as `timestamp`.
+    position_ms: for video files, the frame's position in the file (decoder timestamp, ms).
+    """
 
     index: int
     image: np.ndarray
     timestamp: float
     source: str
     decode: float = 0.0
+    item: Optional[str] = None
+    captured_at: float = 0.0
+    position_ms: Optional[float] = None
 
 
 @dataclass
@@ -98,13 +107,16 @@ class Reader(abc.ABC):
     open (e.g. a vendor camera SDK) and pass it to `Source(reader, options, live=True)`.
 
     `read` returns an image, or None on failure; `ended` tells a finished file from a failed
-    read of a live device (which the Source answers with timeouts and `reopen`).
+    read of a live device (which the Source answers with timeouts and `reopen`). After a good
+    read, `item` and `position_ms` describe that image (see Frame).
     """
 
     name: str = ""
     fps: Optional[float] = None
     ended: bool = False
     corrupt: int = 0
+    item: Optional[str] = None
+    position_ms: Optional[float] = None
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:
@@ -133,6 +145,8 @@ class _CaptureReader(Reader):
         self.is_file = is_file
         self._cap = self._open()
         self._pending: Optional[np.ndarray] = None
+        self._pending_ms: Optional[float] = None
+        self.item = name if is_file else None
         self._decoded = 0  # good frames in this pass over the file
         self._skipped = 0  # corrupt frames in this pass
         fps = self._cap.get(cv2.CAP_PROP_FPS) if self._cap is not None else 0.0
@@ -154,11 +168,13 @@ class _CaptureReader(Reader):
     def peek(self) -> bool:
         """Decode the first frame now (kept for the first `read`): proves the source delivers."""
         self._pending = self.read()
+        self._pending_ms = self.position_ms
         return self._pending is not None
 
     def read(self) -> Optional[np.ndarray]:
         if self._pending is not None:
             image, self._pending = self._pending, None
+            self.position_ms = self._pending_ms
             return image
         if self._cap is None or self.ended:
             return None
@@ -173,6 +189,7 @@ class _CaptureReader(Reader):
                 self.corrupt += bad  # failures followed by a good frame were corrupt frames
                 self._skipped += bad
                 self._decoded += 1
+                self.position_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
                 return image
             bad += 1
             if total > 0 and self._cap.get(cv2.CAP_PROP_POS_FRAMES) >= total:
@@ -228,6 +245,7 @@ class _ImageReader(Reader):
             self._next += 1
             image = read_image(path)
             if image is not None:
+                self.item = path.name
                 return image
             self.corrupt += 1
         self.ended = True
@@ -330,8 +348,12 @@ class Source:
         return image
 
     def _make_frame(self, image: np.ndarray, started: float) -> Frame:
-        now = time.perf_counter()
-        frame = Frame(index=self._index, image=image, timestamp=now, source=self.uri, decode=now - started)
+        now, wall = time.perf_counter(), time.time()
+        reader = self._reader
+        frame = Frame(
+            index=self._index, image=image, timestamp=now, source=self.uri, decode=now - started,
+            item=reader.item, captured_at=wall, position_ms=reader.position_ms,
+        )
         self._index += 1
         return frame
 

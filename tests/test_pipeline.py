@@ -15,6 +15,7 @@ from edgeseg.edge.card import read_card
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess
+from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink
 from edgeseg.edge.sources import SourceOptions, open_source
 from edgeseg.errors import EdgesegError
@@ -35,7 +36,10 @@ def _run(models, uri, sinks=(), options=None, **kwargs):
 
 
 def _records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
+    return records
 
 
 def test_every_frame_reaches_jsonl_and_video_with_the_card_gate(tiny_models, clip, tmp_path):
@@ -74,7 +78,8 @@ def test_results_equal_a_bare_loop_over_the_same_frames(tiny_models, clip, tmp_p
                 scores = classifier.infer({cls_card.input.name: preprocess(frame.image, cls_card.preprocess)})
                 assert record["defect_probability"] == pytest.approx(defect_probability(scores[cls_card.output.name]), abs=1e-6)
                 maps = segmenter.infer({seg_card.input.name: preprocess(frame.image, seg_card.preprocess)})
-                assert record["areas"] == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
+                areas = {name: entry["area"] for name, entry in record["classes"].items()}
+                assert areas == post(maps[seg_card.output.name], frame.image.shape[:2]).areas
 
 
 @pytest.mark.parametrize("gate, expected", [(1.01, 0), (0.0, FRAMES)])

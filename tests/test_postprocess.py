@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeseg.edge.card import ModelCard, TensorSpec
-from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation, defect_probability
+from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.rle import decode
 from edgeseg.errors import EdgesegError
@@ -84,9 +84,22 @@ def test_probabilities_without_sigmoid():
     assert MaskPostprocess(_card(activation="none"))(maps, (32, 160)).areas == {"scratch": 4, "patch": 0}
 
 
+def test_mean_probability_is_taken_over_the_kept_pixels_only():
+    maps = np.full((1, 2, 32, 160), -10.0, np.float32)
+    maps[0, 0, 4:14, 10:30] = _logit(0.9)
+    maps[0, 0, 4:14, 10:20] = _logit(0.7)  # half the component at 0.7, half at 0.9
+    maps[0, 0, 30:32, 150:152] = _logit(0.99)  # removed by min_area: must not count
+    result = MaskPostprocess(_card(min_area=(10, 0)))(maps, (32, 160))
+    assert result.mean_probability == {"scratch": pytest.approx(0.8, abs=1e-6)}
+    plain = np.zeros((1, 2, 32, 160), np.float32)
+    plain[0, 1, :2, :2] = 0.9
+    assert MaskPostprocess(_card(activation="none"))(plain, (32, 160)).mean_probability == {"patch": pytest.approx(0.9)}
+
+
 def test_a_clean_frame_has_empty_results():
     result = MaskPostprocess(_card())(np.full((1, 2, 32, 160), -5.0, np.float32), (32, 160))
     assert result.areas == {"scratch": 0, "patch": 0} and not result.masks and not result.rle and not result.boxes
+    assert not result.mean_probability
 
 
 def test_mismatched_thresholds_and_outputs_are_refused():
@@ -94,15 +107,3 @@ def test_mismatched_thresholds_and_outputs_are_refused():
         MaskPostprocess(_card(probability=(0.5,)))
     with pytest.raises(EdgesegError, match="class maps"):
         MaskPostprocess(_card())(np.zeros((1, 3, 32, 160), np.float32), (32, 160))
-
-
-def test_frame_result_json_record():
-    segmentation = Segmentation(areas={"scratch": 4, "patch": 0}, rle={"scratch": "1 2 33 2"})
-    result = FrameResult(
-        index=7, source="clip.mp4", timestamp=12.5, height=32, width=160, defect_probability=0.91234567,
-        gated=True, segmentation=segmentation, latency={"classifier": 0.0015},
-    )
-    record = result.to_json(t0=10.0)
-    assert record["frame"] == 7 and record["time_s"] == 2.5 and record["size"] == [32, 160]
-    assert record["gated"] is True and record["defect_probability"] == 0.912346
-    assert record["masks"] == {"scratch": "1 2 33 2"} and record["latency_ms"] == {"classifier": 1.5}

@@ -30,7 +30,7 @@ def test_source_with_jsonl_video_and_json_report(tiny_models, clip, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["frames"] == FRAMES == len(jsonl.read_text().splitlines()) == count_video_frames(video)
+    assert report["frames"] == FRAMES == len(jsonl.read_text().splitlines()) - 1 == count_video_frames(video)  # + header
     assert report["outputs"] == {"jsonl": str(jsonl), "video": str(video)}
     for key in ("fps", "gate_pass_rate", "latency_ms", "source", "backends"):
         assert key in report
@@ -105,7 +105,7 @@ def test_signal_mid_run_leaves_complete_jsonl_playable_video_and_a_summary(tiny_
     assert process.returncode == 0, stderr
     report = json.loads(stdout)
     assert report["stopped_by"] == f"stopped by {signal.Signals(signum).name}"
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line complete
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()][1:]  # every line complete; header first
     assert len(records) == report["frames"] >= 2 * FRAMES
     assert [r["frame"] for r in records] == list(range(len(records)))
     assert count_video_frames(video) == report["frames"]

@@ -10,6 +10,8 @@ import pytest
 from edge_media import count_video_frames, frames
 from edgeseg.edge.postprocess import FrameResult, Segmentation
 from edgeseg.edge.annotate import annotate
+from edgeseg.edge.records import validate_record
+from edgeseg.edge.rle import encode
 from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
@@ -24,12 +26,16 @@ def _pair(index, image, with_mask=True):
         mask[10:30, 40:120] = 1
     segmentation = Segmentation(
         areas={"1": int(mask.sum()), "2": 0, "3": 0, "4": 0},
-        rle={"1": "x"} if with_mask else {},
+        rle={"1": encode(mask)} if with_mask else {},
         masks={"1": mask} if with_mask else {},
         boxes=[{"class": "1", "box": [40, 10, 80, 20], "area": int(mask.sum())}] if with_mask else [],
+        mean_probability={"1": 0.75} if with_mask else {},
     )
-    frame = Frame(index=index, image=image, timestamp=100.0 + index, source="test")
-    result = FrameResult(index, "test", frame.timestamp, height, width, 0.9, with_mask, segmentation, {"sink": 0.001})
+    frame = Frame(index=index, image=image, timestamp=100.0 + index, source="test", captured_at=1.7e9 + index)
+    result = FrameResult(
+        index, "test", frame.timestamp, height, width, 0.9, with_mask, segmentation, {"preprocess": 0.001},
+        gate=0.5, completed=frame.timestamp + 0.25,
+    )
     return frame, result
 
 
@@ -44,8 +50,28 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     sink.close()
     assert sink.written == path and sorted(os.listdir(path.parent)) == ["frames.jsonl"]
     records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
     assert [r["frame"] for r in records] == [0, 1, 2]
-    assert [r["time_s"] for r in records] == [0.0, 1.0, 2.0]
+    assert [r["monotonic_s"] for r in records] == [100.0, 101.0, 102.0]
+    assert records[0]["latency_ms"] == {"glass_to_glass": 250.0, "preprocess": 1.0}
+    assert records[0]["classes"]["1"]["boxes"] == [[40, 10, 80, 20]] and records[0]["classes"]["2"]["area"] == 0
+
+
+def test_jsonl_starts_with_the_header_made_at_the_first_frame(tmp_path):
+    path = tmp_path / "frames.jsonl"
+    made = []
+
+    def header():
+        made.append(True)
+        return {"type": "header"}
+
+    with JsonlSink(path, header=header) as sink:
+        assert not made  # nothing is asked of the backends before the first frame
+        for i, image in enumerate(frames(2)):
+            sink.write(*_pair(i, image))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert made == [True] and lines[0] == {"type": "header"} and [r["frame"] for r in lines[1:]] == [0, 1]
 
 
 def test_video_sink_writes_a_playable_annotated_video(tmp_path):

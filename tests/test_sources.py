@@ -34,6 +34,16 @@ def test_video_file_delivers_every_frame_in_order(tmp_path, suffix):
     assert np.abs(got[3].image.astype(int) - images[3].astype(int)).mean() < 8
 
 
+def test_video_frames_carry_the_file_wall_clock_and_position(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", frames(5), fps=20.0)
+    with open_source(str(path), SourceOptions(loop=True)) as source:
+        got = [f for f, _ in zip(source, range(8))]
+    assert all(f.item == "clip.mp4" for f in got)
+    assert [f.position_ms for f in got] == pytest.approx([50.0 * (i % 5) for i in range(8)])  # restarts with the loop
+    for frame in got:  # wall-clock and perf_counter stamps of the same instant
+        assert abs((time.time() - frame.captured_at) - (time.perf_counter() - frame.timestamp)) < 0.01
+
+
 def test_loop_restarts_a_file(clip):
     with open_source(clip, SourceOptions(loop=True)) as source:
         got = [f for f, _ in zip(source, range(30))]
@@ -51,6 +61,8 @@ def test_image_folder_and_glob_skip_and_count_unreadable_images(tmp_path):
         got = list(source)
     assert len(got) == 4 and source.stats.corrupt == 1
     assert np.array_equal(got[2].image, images[3])
+    assert [f.item for f in got] == ["strip_00.png", "strip_01.png", "strip_03.png", "strip_04.png"]  # not the counter
+    assert all(f.position_ms is None for f in got)
     with open_source(str(tmp_path / "strip_0[34].png")) as source:
         assert len(list(source)) == 2
 
@@ -140,6 +152,7 @@ def test_live_source_keeps_the_newest_frame_and_counts_drops(clip):
             time.sleep(0.035)
     indices = [f.index for f in got]
     assert indices == sorted(indices) and len(indices) < 12
+    assert [f.position_ms for f in got] == pytest.approx([40.0 * i for i in indices])  # the frame kept is the one named
     assert source.stats.dropped > 0
     assert source.stats.frames + source.stats.dropped == 12  # every captured frame is accounted for
     assert indices[-1] == 11  # the newest frame is the one kept

@@ -15,6 +15,7 @@ from edge_media import frames, write_video
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.card import read_card, write_card
 from edgeseg.edge.pipeline import Pipeline
+from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import JsonlSink
 from edgeseg.edge.sources import SourceOptions, open_source
 from edgeseg.errors import EdgesegError
@@ -25,7 +26,7 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", rea
 from google.protobuf import text_format  # noqa: E402  (tritonclient's dependency)
 
 EDGESEG = [sys.executable, "-c", "from edgeseg.cli import main; main()"]
-VOLATILE = ("latency_ms", "time_s")  # timings differ between runs; everything else must not
+VOLATILE = ("latency_ms", "captured_at", "monotonic_s")  # clocks differ between runs; nothing else may
 
 
 def _config(path: Path):
@@ -33,7 +34,11 @@ def _config(path: Path):
 
 
 def _records(path: Path):
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in path.read_text().splitlines()]
+    """The frame records of a JSONL (each schema-checked), without their clocks."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validate_record(record)
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records if r["type"] == "frame"]
 
 
 # -- the repository --------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ def test_four_clients_get_the_records_of_local_runs_in_shared_batches(served, ti
     assert not errors, errors
     for i in range(4):
         assert _records(tmp_path / f"remote{i}.jsonl") == expected[i]
-    assert all(r["gated"] for r in expected[1]) and any(any(r["areas"].values()) for r in expected[1])  # masks compared too
+    assert all(r["gated"] for r in expected[1]) and any(c["area"] for r in expected[1] for c in r["classes"].values())  # masks compared too
     for model in ("cascade", "classifier", "segmenter"):
         after = _stats(served, model)
         batched = {size: count - before[model].get(size, 0) for size, count in after.items() if size > 1}

@@ -22,8 +22,9 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from edgeseg.edge.card import ModelCard
@@ -144,15 +145,22 @@ class TritonCascade:
 
 
 def result_from_record(record: Dict[str, Any], frame: Frame, classes: Sequence[str]) -> FrameResult:
-    """The FrameResult a local run would have made from the server's record (masks from RLE)."""
+    """The FrameResult a local run makes for `frame`, from the server's record: masks decoded
+    from the RLE, each box's component area recounted on its mask (8-connected, as the
+    post-processing labelled it), the server's stage times."""
     height, width = frame.image.shape[:2]
-    rle = dict(record["masks"])
-    segmentation = Segmentation(
-        areas={name: int(record["areas"].get(name, 0)) for name in classes},
-        rle=rle,
-        masks={name: decode(value, (height, width)) for name, value in rle.items()},
-        boxes=list(record["boxes"]),
-    )
+    entries = record["classes"]
+    segmentation = Segmentation(areas={name: int(entries[name]["area"]) if name in entries else 0 for name in classes})
+    for name, entry in entries.items():
+        if not entry["rle"]:
+            continue
+        mask = decode(entry["rle"], (height, width))
+        segmentation.rle[name] = entry["rle"]
+        segmentation.masks[name] = mask
+        if entry["mean_probability"] is not None:
+            segmentation.mean_probability[name] = float(entry["mean_probability"])
+        areas = _component_areas(mask)
+        segmentation.boxes.extend({"class": name, "box": list(box), "area": areas.get(tuple(box), 0)} for box in entry["boxes"])
     return FrameResult(
         index=frame.index,
         source=frame.source,
@@ -162,19 +170,27 @@ def result_from_record(record: Dict[str, Any], frame: Frame, classes: Sequence[s
         defect_probability=float(record["defect_probability"]),
         gated=bool(record["gated"]),
         segmentation=segmentation,
-        latency={k: v / 1000.0 for k, v in record.get("latency_ms", {}).items() if k in _SERVER_STAGES},
+        latency={k: v / 1000.0 for k, v in record["latency_ms"].items() if k in _SERVER_STAGES},
+        gate=float(record["gate"]),
     )
+
+
+def _component_areas(mask: np.ndarray) -> Dict[Tuple[int, ...], int]:
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return {tuple(int(v) for v in stats[label, :4]): int(stats[label, cv2.CC_STAT_AREA]) for label in range(1, count)}
 
 
 @dataclass
 class _RemoteModel:
-    """What the pipeline reads of a model it does not run itself: the card and a name."""
+    """What the pipeline and the header record read of a model they do not run: card, a path
+    naming it on the server, and the server's description."""
 
     card: ModelCard
     artifact: Path
+    served_by: str
 
     def describe(self) -> str:
-        return str(self.artifact)
+        return self.served_by
 
 
 class TritonPipeline(Pipeline):
@@ -192,11 +208,11 @@ class TritonPipeline(Pipeline):
         queue_size: int = 2,
         on_result: Optional[Callable[[FrameResult], None]] = None,
     ) -> None:
-        where = Path(f"{cascade.url}/{cascade.model}")
+        served_by = cascade.describe()
         super().__init__(
             source,
-            _RemoteModel(cascade.classifier_card, where),  # type: ignore[arg-type]
-            _RemoteModel(cascade.segmenter_card, where),  # type: ignore[arg-type]
+            _RemoteModel(cascade.classifier_card, Path(cascade.address, cascade.model, "classifier"), served_by),  # type: ignore[arg-type]
+            _RemoteModel(cascade.segmenter_card, Path(cascade.address, cascade.model, "segmenter"), served_by),  # type: ignore[arg-type]
             sinks,
             gate=gate,
             max_frames=max_frames,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from pathlib import Path
-from typing import Any, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -89,6 +90,10 @@ def run(
     codec: Annotated[
         Literal[CODEC_CHOICES], typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
     ] = "auto",
+    save_defects: Annotated[
+        Optional[Path],
+        typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -111,10 +116,13 @@ def run(
     """
     from edgeseg.edge.backends import BACKENDS, open_backend
     from edgeseg.edge.annotate import Annotator
+    from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
+    from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
 
+    started = (time.time(), time.perf_counter())
     if camera is not None and source is not None:
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
@@ -140,8 +148,14 @@ def run(
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
+
+        def header() -> Dict[str, Any]:
+            return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, str(uri), pipeline_ref[0].gate, started)
+
         if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl)))
+            sinks.append(stack.enter_context(JsonlSink(jsonl, header=header)))
+        if save_defects is not None:
+            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
         stream = stack.enter_context(open_source(uri, source_options))
         annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
         if video is not None:
@@ -160,7 +174,7 @@ def run(
         annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
         with _stop_on_signals(pipeline.stop):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video)) if v is not None}
+    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
     if json_output:
         print_json(report)
     else:

@@ -8,7 +8,11 @@ batchers also merge the calls of several cascade instances.
 
 Request: input IMAGE uint8 [n, height, width] (grayscale frames), optional request parameter
 "edgeseg" = JSON {"frame": {Frame fields but the image, one dict or a list of n}, "gate": p}.
-Response: RECORD [n, 1] BYTES, each one JSON record (the same record `edgeseg run` writes).
+Response: RECORD [n, 1] BYTES, each one frame record (edgeseg.edge.records, the record `edgeseg
+run` writes). Its clocks are the server's: `monotonic_s` is when the request arrived and
+`glass_to_glass` the time from there to the record (the client's clock means nothing here);
+`captured_at`, `item`, `source`, `frame` are the client's. The edgeseg client keeps only the model
+results and writes its own record with its own clocks.
 Only importable inside Triton's Python backend (`triton_python_backend_utils`).
 """
 from __future__ import annotations
@@ -24,15 +28,11 @@ import triton_python_backend_utils as pb_utils
 from edgeseg.edge.card import ModelCard
 from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation, defect_probability
 from edgeseg.edge.preprocess import preprocess, to_gray
+from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.serve.repository import IMAGE_INPUT, RECORD_OUTPUT, REQUEST_PARAMETER
 
-_FRAME_FIELDS = {f.name for f in fields(Frame)} - {"image"}
-
-
-def frame_record(frame: Frame, result: FrameResult) -> Dict[str, Any]:
-    """The one place this model builds a record (the JSONL writer's record)."""
-    return result.to_json()
+_FRAME_FIELDS = {f.name for f in fields(Frame)} - {"image", "timestamp"}
 
 
 class TritonPythonModel:
@@ -74,13 +74,13 @@ class TritonPythonModel:
         meta = options.get("frame") or {}
         metas = meta if isinstance(meta, list) else [meta] * len(images)
         gate = float(options.get("gate", self.gate))
+        arrived = time.perf_counter()
         frames = []
         for image, data in zip(images, metas):
             known = {key: value for key, value in data.items() if key in _FRAME_FIELDS}
             known.setdefault("index", 0)
-            known.setdefault("timestamp", 0.0)
             known.setdefault("source", "")
-            frames.append((Frame(image=to_gray(image), **known), gate))
+            frames.append((Frame(image=to_gray(image), timestamp=arrived, **known), gate))
         return frames
 
     def _run(self, work: Sequence[Tuple[Frame, float]]) -> List[bytes]:
@@ -99,7 +99,7 @@ class TritonPythonModel:
             _spread(stages, gated, "preprocess", time.perf_counter() - started)
             maps = dict(zip(gated, self._infer("segmenter", self.segmenter, seg_tensors, stages, gated)))
         records = []
-        for i, (frame, _) in enumerate(work):
+        for i, (frame, gate) in enumerate(work):
             height, width = frame.image.shape[:2]
             started = time.perf_counter()
             segmentation = self.post(maps[i], (height, width)) if i in maps else Segmentation(areas={n: 0 for n in self.segmenter.classes})
@@ -114,6 +114,7 @@ class TritonPythonModel:
                 gated=i in maps,
                 segmentation=segmentation,
                 latency=stages[i],
+                gate=gate,
             )
             records.append(json.dumps(frame_record(frame, result), separators=(",", ":")).encode())
         return records
