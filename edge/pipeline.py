@@ -20,11 +20,14 @@ camera does not wait for the models either; `frames + dropped + corrupt` is then
 
 `stop()` may be called from a signal handler: the capture thread stops taking frames and the
 frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
-abandons the queued frames (each thread leaves after its current step). An error in any thread
-stops the others and is re-raised by `run()`.
+abandons the queued frames: capture and output leave after their current step, and `run()`
+waits for an inference call (which cannot be interrupted) only ABANDON_GRACE seconds before it
+returns, so the sinks can be closed at once. An error in any thread stops the others and is
+re-raised by `run()`.
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -42,6 +45,16 @@ from edgeseg.errors import EdgesegError
 
 _END = object()  # end-of-stream marker passed down the queues
 _POLL = 0.1  # seconds between checks of the stop / abort flags while blocked
+ABANDON_GRACE = 1.0  # seconds run() still waits for a busy inference thread after an abort
+
+
+def check_gate(gate: float) -> float:
+    """The gate as a float, or EdgesegError: a finite probability threshold >= 0 (values above
+    1 are allowed and gate every frame out)."""
+    value = float(gate)
+    if not math.isfinite(value) or value < 0:
+        raise EdgesegError(f"gate must be a defect probability >= 0 (0 segments every frame, above 1 none), got {gate}")
+    return value
 
 
 class Pipeline:
@@ -86,7 +99,7 @@ class Pipeline:
         self.classifier = classifier
         self.segmenter = segmenter
         self.sinks = list(sinks)
-        self.gate = float(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
+        self.gate = check_gate(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
         self.max_frames = max_frames
         self.post = postprocess or MaskPostprocess(segmenter.card)
         self.on_result = on_result
@@ -122,12 +135,19 @@ class Pipeline:
             thread.start()
         try:
             for thread in threads:
+                abandon_at = None
                 while thread.is_alive():
                     thread.join(timeout=_POLL)  # short joins keep the main thread responsive to signals
+                    if thread is threads[1] and self._abort.is_set():
+                        # inference may sit in a backend call that cannot be interrupted: it
+                        # touches no sink, so leave it (a daemon) after a grace period
+                        abandon_at = abandon_at or time.perf_counter() + ABANDON_GRACE
+                        if time.perf_counter() >= abandon_at:
+                            break
         except BaseException:  # e.g. KeyboardInterrupt without a handler: leave nothing running
             self._stop.set()
             self._abort.set()
-            for thread in threads:
+            for thread in (threads[0], threads[2]):
                 thread.join()
             raise
         if self._errors:

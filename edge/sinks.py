@@ -24,7 +24,7 @@ from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, nearly_full
+from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, free_space_text, nearly_full
 
 
 class Sink(abc.ABC):
@@ -49,8 +49,9 @@ class FileSink(Sink):
 
     Subclasses count `frames` in `write` (writing to `self.staged.temp`) and release their
     handles in `_finish`, which returns False when the output is not worth putting in place.
-    After `close`, `written` is the committed path (None: nothing was put in place) and
-    `problem` says, in one line, why the output is missing or holds less than was written.
+    After `close`, `written` is the committed path (None: nothing was put in place), `kept`
+    the frames it holds and `problem` says, in one line, why the output is missing or holds
+    less than was written.
     """
 
     def __init__(self, path: PathLike, append: bool = False) -> None:
@@ -63,6 +64,10 @@ class FileSink(Sink):
 
     def _finish(self) -> bool:
         return True
+
+    @property
+    def kept(self) -> int:
+        return self.frames if self.written is not None else 0
 
     def close(self) -> None:
         if self._closed:
@@ -101,13 +106,15 @@ class JsonlSink(FileSink):
         data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
         with disk_full_as_error(self.path):
             if self._fd is None:
-                self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.staged.direct else os.O_TRUNC)
+                self._fd = os.open(self.staged.temp, flags, 0o666)
             try:
                 view = memoryview(data)
                 while view:  # unbuffered: a line is on disk (page cache) once write returns
                     view = view[os.write(self._fd, view) :]
             except BaseException:
-                os.ftruncate(self._fd, self._size)  # no partial line
+                if not self.staged.direct:
+                    os.ftruncate(self._fd, self._size)  # no partial line
                 raise
         self._header = None
         self._size += len(data)
@@ -171,12 +178,16 @@ class VideoSink(FileSink):
         self.readable = _readable_frames(self.staged.temp)
         if self.readable == self.frames:
             return True
-        why = str(disk_full_error(self.path)).split(" — ")[0] if nearly_full(self.staged.temp) else "OpenCV could not write them"
+        why = f"disk full, {free_space_text(self.staged.temp)}" if nearly_full(self.staged.temp) else "OpenCV could not write them"
         if self.readable == 0:
             self.problem = f"{self.path} was not written: none of its {self.frames} frames can be read back ({why})"
             return False
         self.problem = f"{self.path} holds {self.readable} of the {self.frames} frames written ({why})"
         return True
+
+    @property
+    def kept(self) -> int:
+        return self.readable if self.written is not None else 0
 
 
 def _readable_frames(path: Path) -> int:

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -117,6 +117,7 @@ class Reader(abc.ABC):
     corrupt: int = 0
     item: Optional[str] = None
     position_ms: Optional[float] = None
+    files: Sequence[Path] = ()  # the local files it reads (outputs must not overwrite them)
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:
@@ -143,6 +144,7 @@ class _CaptureReader(Reader):
         self._api = api
         self._props = props
         self.is_file = is_file
+        self.files = (Path(str(target)),) if is_file else ()
         self._cap = self._open()
         self._pending: Optional[np.ndarray] = None
         self._pending_ms: Optional[float] = None
@@ -237,6 +239,7 @@ class _ImageReader(Reader):
     def __init__(self, name: str, paths: List[Path]) -> None:
         self.name = name
         self._paths = paths
+        self.files = tuple(paths)
         self._next = 0
 
     def read(self) -> Optional[np.ndarray]:
@@ -286,6 +289,11 @@ class Source:
     def fps(self) -> Optional[float]:
         """Nominal frame rate: the pacing rate, else what the container or device reports."""
         return self.options.rate or self._reader.fps
+
+    @property
+    def files(self) -> Sequence[Path]:
+        """The local files this source reads (a video, or a folder's or glob's images)."""
+        return self._reader.files
 
     @property
     def ended(self) -> bool:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
+import math
 import os
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -57,6 +59,11 @@ def free_bytes(path: PathLike) -> Optional[int]:
     return stats.f_bavail * stats.f_frsize
 
 
+def free_space_text(path: PathLike) -> str:
+    """"12.3 MiB free" for the filesystem holding `path`, for messages."""
+    return f"{_human(free_bytes(path))} free"
+
+
 def _human(size: Optional[int]) -> str:
     if size is None:
         return "unknown space"
@@ -72,7 +79,7 @@ def disk_full_error(path: PathLike, exc: Optional[BaseException] = None) -> Edge
     """The one message for a write that ran out of room: the file and the space left."""
     reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno == errno.EDQUOT else "disk full"
     return EdgesegError(
-        f"{reason} writing {path} ({_human(free_bytes(path))} free there)",
+        f"{reason} writing {path} ({free_space_text(path)} there)",
         hint="free some space or write to another disk; nothing partial was kept",
     )
 
@@ -127,16 +134,44 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     os.close(handle)
     tmp_path = Path(tmp)
     try:
-        with disk_full_as_error(target, writing=tmp_path):
-            yield tmp_path
+        yield tmp_path
         # mkstemp makes 0600 files; artifacts get the umask's usual mode so services can read them
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
+    except EdgesegError:
+        raise
+    except Exception as exc:
+        full = is_disk_full(exc) or nearly_full(tmp_path)  # asked before the partial file goes
+        if tmp_path.exists():
+            tmp_path.unlink()
+        if full:  # the space reported is what is left once the partial file is gone
+            raise disk_full_error(target, exc) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every NaN / infinity replaced by None: JSON has no NaN (Python writes a bare
+    `NaN` that strict parsers, jq and browsers refuse), and "not measurable" reads as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
+def write_json(path: PathLike, data: Any) -> Path:
+    """Strict JSON (NaN -> null), all or nothing (atomic_output), a full disk as one line."""
+    target = Path(path)
+    with atomic_output(target) as tmp:
+        tmp.write_text(json.dumps(json_ready(data), indent=2, allow_nan=False, default=str) + "\n")
+    return target
 
 
 # -- staged outputs: what sinks write -----------------------------------------------------------------
@@ -153,6 +188,8 @@ class StagedOutput:
     byte for byte, and a half-written one never takes its name.
 
     Constructing creates nothing; it only checks that the folder is (or can be made) writable.
+    A symlinked target is staged beside the file it points to; a device or FIFO (/dev/stdout,
+    /dev/full, a pipe) is `direct`: written as it is, commit and discard do nothing.
     `temp` is `.<stem>.<token>.part<suffix>` beside the target: the same suffix, so writers
     that choose a container by extension (OpenCV) still do; asking for it creates the folder.
     `commit()` renames it onto the target, or with `append` appends its bytes to the target
@@ -162,59 +199,71 @@ class StagedOutput:
     def __init__(self, path: PathLike, append: bool = False) -> None:
         self.path = Path(path)
         self.append = append
-        existing = _nearest_existing(self.path.parent)
+        # a symlink stays a symlink: stage beside, and replace, the file it points to
+        self._target = Path(os.path.realpath(self.path))
+        # a device, FIFO or socket (/dev/stdout, /dev/null, a pipe) cannot be staged: written directly
+        self.direct = self._target.exists() and not (self._target.is_file() or self._target.is_dir())
+        existing = _nearest_existing(self._target.parent)
         if not existing.is_dir():
             raise EdgesegError(f"cannot create output folder {self.path.parent}: {existing} is not a folder", hint="choose another path")
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if not self.direct and not os.access(existing, os.W_OK | os.X_OK):
             raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
-        if self.path.is_dir() and not self.path.is_symlink() and append:
+        if self._target.is_dir() and append:
             raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
-        self._temp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.part{self.path.suffix}")
+        if self.direct:
+            self._temp = self._target
+        else:
+            self._temp = self._target.with_name(f".{self._target.stem}.{secrets.token_hex(4)}.part{self._target.suffix}")
         self.committed = False
 
     @property
     def temp(self) -> Path:
         """Where to write; its folder exists once this is asked for."""
-        ensure_writable_dir(self.path.parent)
+        if not self.direct:
+            ensure_writable_dir(self._target.parent)
         return self._temp
 
     def commit(self) -> Path:
         """Put what was written in place (rename, or append to the target); returns the target."""
         with disk_full_as_error(self.path):
-            if self._temp.is_dir():
+            if self.direct:
+                pass
+            elif self._temp.is_dir():
                 self._merge_folder()
-            elif self.append and self.path.exists():
+            elif self.append and self._target.exists():
                 self._append()
             else:
-                os.replace(self._temp, self.path)
+                os.replace(self._temp, self._target)
         self.committed = True
         return self.path
 
     def discard(self) -> None:
         """Remove what was written; the target is left as it was. Safe to call twice."""
+        if self.direct:
+            return
         if self._temp.is_dir() and not self._temp.is_symlink():
             shutil.rmtree(self._temp, ignore_errors=True)
         elif os.path.lexists(self._temp):
             self._temp.unlink()
 
     def _append(self) -> None:
-        size = self.path.stat().st_size
+        size = self._target.stat().st_size
         try:
-            with open(self._temp, "rb") as source, open(self.path, "ab") as target:
+            with open(self._temp, "rb") as source, open(self._target, "ab") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
                 target.flush()
                 os.fsync(target.fileno())
         except BaseException:
-            os.truncate(self.path, size)  # all of this run, or nothing of it
+            os.truncate(self._target, size)  # all of this run, or nothing of it
             raise
         self._temp.unlink()
 
     def _merge_folder(self) -> None:
-        if not self.path.exists():
-            os.replace(self._temp, self.path)
+        if not self._target.exists():
+            os.replace(self._temp, self._target)
             return
         for entry in sorted(self._temp.iterdir()):
-            os.replace(entry, self.path / entry.name)
+            os.replace(entry, self._target / entry.name)
         self._temp.rmdir()
 
     def __repr__(self) -> str:
@@ -240,7 +289,8 @@ def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optiona
 
     inputs: the local files a source reads (a folder's or glob's items); outputs: option name
     -> path (None: not given), e.g. {"--jsonl": ..., "--video": ...}; an output folder (like
-    --save-defects) must not hold an input or another output either. Raises EdgesegError.
+    --save-defects) must not hold an input or another output either. Raises UsageError
+    (an EdgesegError the CLI reports with exit code 2).
     """
     given = {name: Path(os.path.abspath(os.path.expanduser(p))) for name, p in outputs.items() if p is not None}
     resolved = {name: path.resolve() for name, path in given.items()}
@@ -248,15 +298,15 @@ def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optiona
     for name, path in resolved.items():
         for source in sources:
             if _same(path, source):
-                raise EdgesegError(f"{name} {given[name]} is the source being read", hint=f"write {name} somewhere else")
+                raise UsageError(f"{name} {given[name]} is the source being read", hint=f"write {name} somewhere else")
             if _within(source, path):
-                raise EdgesegError(f"{name} {given[name]} holds the source file {source}", hint=f"write {name} somewhere else")
+                raise UsageError(f"{name} {given[name]} holds the source file {source}", hint=f"write {name} somewhere else")
     names = list(resolved)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
             a, b = resolved[first], resolved[second]
             if _same(a, b):
-                raise EdgesegError(f"{first} and {second} are the same file {given[first]}", hint="give each output its own path")
+                raise UsageError(f"{first} and {second} are the same file {given[first]}", hint="give each output its own path")
             if _within(a, b) or _within(b, a):
                 outer, inner = (second, first) if _within(a, b) else (first, second)
-                raise EdgesegError(f"{inner} {given[inner]} lies inside the {outer} folder {given[outer]}", hint="give each output its own path")
+                raise UsageError(f"{inner} {given[inner]} lies inside the {outer} folder {given[outer]}", hint="give each output its own path")

@@ -30,7 +30,7 @@ from edgeseg.data.datasets import ClassificationDataset, SegmentationDataset
 from edgeseg.data.severstal import CLASS_NAMES, NUM_CLASSES, Sample, SeverstalData, load_images, scan
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
-from edgeseg.files import atomic_output, ensure_writable_dir
+from edgeseg.files import ensure_writable_dir, write_json
 from edgeseg.models import DEFAULT_INPUT, MODEL_FOR_TASK, create_model, load_checkpoint, save_checkpoint
 from edgeseg.models.checkpoint import read_payload
 from edgeseg.training.losses import segmentation_loss
@@ -306,8 +306,7 @@ def _write_metrics(out: Path, config: TrainConfig, history: List[Dict[str, Any]]
         "task": config.task, "config": _config_dict(config), "best_epoch": best_epoch, "best": best,
         "history": history, "skipped": {"count": len(problems), "problems": problems}, "seconds": round(seconds, 1),
     }
-    with atomic_output(out / METRICS) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(out / METRICS, report)
 
 
 def _resume_state(out: Path, config: TrainConfig) -> Tuple[TrainConfig, int, Dict[str, Any]]:

@@ -30,7 +30,7 @@ from edgeseg.edge.card import ModelCard, TensorSpec, read_card, write_card
 from edgeseg.edge.cuda_context import gpu_identity
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, atomic_output, ensure_writable_dir, sha256
+from edgeseg.files import PathLike, atomic_output, disk_full_as_error, ensure_writable_dir, sha256
 from edgeseg.lazy import require
 
 BACKENDS = ("tensorrt", "onnxruntime")
@@ -302,7 +302,8 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[options.ort_level])
         session_options.optimized_model_filepath = str(optimised)
-        ort.InferenceSession(str(model), sess_options=session_options, providers=["CPUExecutionProvider"])
+        with disk_full_as_error(target, writing=optimised):  # ORT reports it as "Protobuf serialization failed"
+            ort.InferenceSession(str(model), sess_options=session_options, providers=["CPUExecutionProvider"])
         artifact = {
             "format": "onnx",
             "precision": options.precision,

@@ -88,19 +88,42 @@ def test_bad_rows_and_images_are_reported_and_skipped(tmp_path):
 
     data = scan(root)
     problems = "\n".join(data.problems)
-    assert f"train.csv row {first_bad}: RLE has an odd number" in problems
+    assert f"train.csv row {first_bad}: img1.jpg class 2: RLE has an odd number" in problems
     assert f"train.csv row {first_bad + 1}: bad image id 'img1.jpg' or class 9" in problems
     assert "ghost.jpg" in problems
-    assert data.samples[[s.image_id for s in data.samples].index("img1.jpg")].rles[1] == ""  # bad row not kept
+    assert data.left_out == ["img1.jpg"]  # its class-2 defect is unknown, not absent: not a sample
 
     readable = [s.image_id for s, _ in load_images(data)]
-    assert readable == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert readable == ["img0.jpg", "img2.jpg"]
     assert any("small.jpg" in p and "200x100" in p for p in data.problems)
     assert any("broken.jpg" in p and "unreadable" in p for p in data.problems)
     assert all("\n" not in p for p in data.problems)
 
     result = CliRunner().invoke(app, ["data", "check", "--data", str(root), "--json"])
-    assert result.exit_code == 1 and '"readable": 3' in result.output
+    assert result.exit_code == 1 and '"readable": 2' in result.output
+
+
+def test_an_image_whose_every_row_is_malformed_is_left_out_and_counted(tmp_path):
+    strips = _strips()
+    root = _folder(tmp_path, strips, ["ImageId", "ClassId", "EncodedPixels"], _split_rows)
+    rows = [line for line in (root / "train.csv").read_text().splitlines() if not line.startswith("img0.jpg")]
+    rows += ["img0.jpg,3,10 5 7", "img0.jpg,1,-4 10", f"img0.jpg,4,{IMAGE_HEIGHT * IMAGE_WIDTH} 10"]  # odd, negative, past the end
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    data = scan(root)
+    assert [s.image_id for s in data.samples] == ["img1.jpg", "img2.jpg"]  # img0 is not a clean strip
+    assert data.left_out == ["img0.jpg"] and len(data.problems) == 3
+    assert all("img0.jpg" in p and "left out" in p for p in data.problems)
+    result = CliRunner().invoke(app, ["data", "check", "--data", str(root), "--json"])
+    assert result.exit_code == 1 and '"left_out": [\n    "img0.jpg"\n  ]' in result.output
+
+
+def test_a_train_csv_with_a_utf8_byte_order_mark_reads_like_one_without(tmp_path):
+    strips = _strips()
+    root = _folder(tmp_path, strips, ["ImageId", "ClassId", "EncodedPixels"], _split_rows)
+    plain = scan(root)
+    (root / "train.csv").write_bytes(b"\xef\xbb\xbf" + (root / "train.csv").read_bytes())  # Excel's "CSV UTF-8"
+    marked = scan(root)
+    assert marked.problems == [] and marked.samples == plain.samples and any(s.has_defect for s in marked.samples)
 
 
 def test_load_image_names_the_file(tmp_path):

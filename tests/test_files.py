@@ -119,3 +119,19 @@ def test_output_paths_must_differ_from_the_source_and_each_other(tmp_path):
         check_output_paths([clip], {"--jsonl": tmp_path / "x", "--video": tmp_path / "x"})
     with pytest.raises(EdgesegError, match="--jsonl .* lies inside the --save-defects folder"):
         check_output_paths([], {"--save-defects": tmp_path / "d", "--jsonl": tmp_path / "d" / "x.jsonl"})
+
+
+def test_devices_are_written_directly_and_symlinks_stay_symlinks(tmp_path):
+    staged = StagedOutput("/dev/null")
+    assert staged.direct and staged.temp == __import__("pathlib").Path("/dev/null")
+    staged.commit()
+    staged.discard()
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    staged = StagedOutput(link)
+    staged.temp.write_text("new\n")
+    staged.commit()
+    assert link.is_symlink() and real.read_text() == "new\n"

@@ -276,3 +276,39 @@ def test_latency_summary_statistics():
     assert stats["mean"] == pytest.approx(22.0) and stats["p99"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 99))
     assert stats["cv"] == pytest.approx(np.std([1, 2, 3, 4, 100]) / 22.0)
     assert summarize([]) == {"count": 0}
+
+
+class _StuckSegmenter(OnnxRuntimeBackend):
+    """The real segmenter, except that from its `stuck_from`-th frame on a run blocks until
+    `release` is set: an inference call that no stop can interrupt."""
+
+    stuck_from = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _infer_impl(self, feed):
+        self.calls += 1
+        if self.calls > self.stuck_from:  # the first call is the warm-up
+            self.entered.set()
+            self.release.wait(60)
+        return super()._infer_impl(feed)
+
+
+def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models, clip, tmp_path):
+    jsonl = tmp_path / "out.jsonl"
+    segmenter = _StuckSegmenter(tiny_models["segmenter"], read_card(tiny_models["segmenter"]))
+    with open_source(clip) as source, JsonlSink(jsonl) as sink:
+        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0)
+        timer = threading.Thread(target=lambda: (segmenter.entered.wait(30), pipeline.stop("first"), pipeline.stop("second")))
+        timer.start()
+        started = time.perf_counter()
+        report = pipeline.run()
+        took = time.perf_counter() - started
+        timer.join()
+    segmenter.release.set()
+    assert segmenter.entered.is_set() and took < 10
+    assert report["frames"] == segmenter.stuck_from - 1 == len(_records(jsonl))

@@ -230,3 +230,29 @@ def test_bundled_demo_models_match_their_metrics():
     _, seg = load_checkpoint(assets / "segmenter.pt")
     assert len(seg.thresholds["probability"]) == len(seg.thresholds["min_area"]) == 4
     assert (seg.preprocess.height, seg.preprocess.width) == (256, 1600)
+
+
+def test_metrics_json_holds_null_where_a_metric_is_not_measurable(tiny_data, tmp_path):
+    """All-clean data: ROC AUC has no positive class (NaN in Python), which JSON writes as null."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    data = tmp_path / "clean"
+    shutil.copytree(tiny_data, data)
+    (data / "train.csv").write_text("ImageId,ClassId,EncodedPixels\n")  # no defects anywhere
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1", "--base-width", "4",
+        "--input-size", "32x208", "--batch-size", "4", "--threads", "1", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in JSON")
+
+    report = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert report["best"]["roc_auc"] is None
+    json.loads(result.stdout, parse_constant=refuse)

@@ -119,7 +119,9 @@ class Backend(abc.ABC):
 
 def check_specs(artifact: Path, card: ModelCard, inputs: List[TensorSpec], outputs: List[TensorSpec]) -> None:
     """Refuse a model whose tensors disagree with its card: the card's input and output must
-    exist with the same dtype, and every dimension fixed on both sides must agree."""
+    exist with the same dtype, every dimension fixed on both sides must agree, and the images
+    the card's preprocessing makes (1 x height x width) must fit the model's fixed dimensions:
+    otherwise the first frame would fail inside the runtime with a raw shape error."""
     for role, want, have in (("input", card.input, inputs), ("output", card.output, outputs)):
         found = {spec.name: spec for spec in have}
         if want.name not in found:
@@ -140,4 +142,13 @@ def check_specs(artifact: Path, card: ModelCard, inputs: List[TensorSpec], outpu
             raise EdgesegError(
                 f"{artifact}: {role} {want.name!r} has shape {spec.shape} but its card says {want.shape}",
                 hint="re-export the model or rebuild the engine so that card and model agree",
+            )
+    pre = card.preprocess
+    image = [1, pre.height, pre.width]  # what preprocess() feeds per batch item (C, H, W)
+    for spec in (next(s for s in inputs if s.name == card.input.name), card.input):
+        if len(spec.shape) == 4 and any(isinstance(d, int) and d > 0 and d != m for d, m in zip(spec.shape[1:], image)):
+            raise EdgesegError(
+                f"{artifact}: its card preprocesses frames to {image[0]}x{pre.height}x{pre.width} but input "
+                f"{card.input.name!r} takes {spec.shape}",
+                hint="fix preprocess in the card (or re-export the model) so that the size matches the model input",
             )

@@ -5,7 +5,6 @@ in each flavour, and with --validation compare every precision and fail on a mis
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -211,7 +210,7 @@ def _accuracy(
 ) -> Any:
     from edgeseg.calibration.accuracy import REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
     from edgeseg.edge.card import card_path, read_card
-    from edgeseg.files import atomic_output
+    from edgeseg.files import write_json
 
     variants: Dict[str, Dict[str, Path]] = {REFERENCE: {read_card(m).task: m for m in models}}
     unavailable: Dict[str, str] = {}
@@ -239,8 +238,7 @@ def _accuracy(
         card_path(path).unlink(missing_ok=True)
     summary = report.to_dict()
     summary["removed"] = [str(p) for p in removed]
-    with atomic_output(out_dir / REPORT_NAME) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(out_dir / REPORT_NAME, summary)
     if not quiet:
         _print_accuracy(report)
         out.print(f"accuracy report: {out_dir / REPORT_NAME}")

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 # Results and logs. Off a terminal (CI logs, pipes) rich would fold tables to 80 columns: give
 # them room for a whole row instead, unless COLUMNS says otherwise.
@@ -34,7 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def cli_errors(func: F) -> F:
-    """Turn an EdgesegError into one red line on stderr and exit code 1 (no traceback)."""
+    """Turn an EdgesegError into one red line on stderr and exit code 1 (2 for a UsageError),
+    no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,7 +43,7 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except EdgesegError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,8 +67,10 @@ def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
 
 
 def print_json(data: Any) -> None:
-    """Machine output: one JSON document on stdout."""
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Machine output: one strict JSON document on stdout (NaN -> null)."""
+    from edgeseg.files import json_ready
+
+    typer.echo(json.dumps(json_ready(data), indent=2, default=str, allow_nan=False))
 
 
 # Shared option aliases (fastapi-cli style): declare once, reuse in every command.

@@ -60,11 +60,12 @@ def check(data: DataOption, json_output: JsonOption = False) -> None:
         readable = sum(1 for _ in load_images(dataset, lambda n: progress.advance(task, n)))
     defective = sum(1 for s in dataset.samples if s.has_defect)
     report = {"data": str(data), "images": len(dataset.samples), "readable": readable, "with_defects": defective,
-              "problems": dataset.problems}
+              "left_out": dataset.left_out, "problems": dataset.problems}
     if json_output:
         print_json(report)
     else:
-        out.print(f"{data}: {readable}/{len(dataset.samples)} images readable, {defective} with defects")
+        out.print(f"{data}: {readable}/{len(dataset.samples)} images readable, {defective} with defects, "
+                  f"{len(dataset.left_out)} left out for malformed rows")
         for problem in dataset.problems:
             out.print(f"[yellow]problem:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
     if dataset.problems:

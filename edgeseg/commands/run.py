@@ -1,12 +1,19 @@
 """`edgeseg run`: stream a camera, video, folder or RTSP feed through classifier -> gate -> ResUNet.
 
-A thin shell over edgeseg.edge: open the backends (cards checked), the sinks (paths checked
-before the first frame) and the source, run the Pipeline, print the latency report. SIGINT and
-SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is finalised.
+A thin shell over edgeseg.edge: check the arguments, open the backends (cards checked), the
+source and the sinks (outputs checked against the source and each other; nothing is written
+before the first frame), run the Pipeline, print the latency report and what was written.
+SIGINT and SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is
+finalised; a second signal skips the queued frames.
+
+Exit codes: 0 done; 1 a failure (source error, an output not fully written, no frame
+processed); 2 a usage error; 130 stopped by SIGINT (as the shell reports Ctrl-C). SIGTERM is a
+service manager's ordinary stop and exits 0 when everything was written.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,12 +25,13 @@ from typing_extensions import Annotated
 
 from edgeseg.commands.common import JsonOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CLASSIFIER = ASSETS / "classifier.onnx"
 DEMO_SEGMENTER = ASSETS / "segmenter.onnx"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
+EXIT_INTERRUPTED = 130
 
 
 def _bundled(path: Path, flag: str) -> Path:
@@ -32,15 +40,42 @@ def _bundled(path: Path, flag: str) -> Path:
     return path
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_usage(gate: Optional[float], threads: int) -> None:
+    """Refuse option values that cannot work before anything is opened (exit 2)."""
+    from edgeseg.edge.pipeline import check_gate
+
+    if gate is not None:
+        try:
+            check_gate(gate)
+        except EdgesegError as exc:
+            raise UsageError(f"--{exc.message}") from None
+    cores = usable_cores()
+    if threads > cores:
+        raise UsageError(f"--threads {threads} is more than the {cores} cores this process may use", hint=f"pass 1-{cores}, or 0 for one per core")
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: Any) -> Iterator[None]:
+def _stop_on_signals(stop: Any, received: List[int]) -> Iterator[None]:
     """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
-    run; a second signal skips the queued frames."""
+    run; a second signal skips the queued frames. Signals are appended to `received`."""
     previous = {}
 
     def handler(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the queued frames (again to skip them)")
-        stop(f"stopped by {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if len(received) == 1:
+            err.print(f"{name}: finishing the queued frames (again to skip them)")
+        else:
+            err.print(f"{name}: skipping the queued frames")
+        stop(f"stopped by {name}")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
@@ -101,7 +136,8 @@ def run(
         Optional[float],
         typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime threads per model (0 = one per core; at most the cores).")] = 0,
+    append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run the inspection cascade on a stream and report per-stage latency.
@@ -119,16 +155,20 @@ def run(
     from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.records import header_record
-    from edgeseg.edge.sinks import JsonlSink, Sink, VideoSink, WindowSink
+    from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.files import check_output_paths
 
     started = (time.time(), time.perf_counter())
     if camera is not None and source is not None:
         raise typer.BadParameter("give --camera or --source, not both")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
+    if append and jsonl is None:
+        raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     if url is not None and backend != "triton":
         raise typer.BadParameter("--url is for --backend triton")
+    _check_usage(gate, threads)
     if backend == "triton":
         if classifier is not None or segmenter is not None:
             raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
@@ -145,6 +185,8 @@ def run(
     uri: Any = camera if camera is not None else (source or str(_bundled(DEMO_CLIP, "--source")))
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None)
 
+    received: List[int] = []
+    files: Dict[str, FileSink] = {}  # output kind -> its sink
     with contextlib.ExitStack() as stack:
         pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
@@ -152,14 +194,16 @@ def run(
         def header() -> Dict[str, Any]:
             return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, str(uri), pipeline_ref[0].gate, started)
 
+        stream = stack.enter_context(open_source(uri, source_options))
+        check_output_paths(stream.files, {"--jsonl": jsonl, "--video": video, "--save-defects": save_defects})
+        annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
         if jsonl is not None:
-            sinks.append(stack.enter_context(JsonlSink(jsonl, header=header)))
+            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
+        if video is not None:
+            files["video"] = stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec))
+        sinks.extend(files.values())
         if save_defects is not None:
             sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
-        stream = stack.enter_context(open_source(uri, source_options))
-        annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
-        if video is not None:
-            sinks.append(stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec)))
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -172,18 +216,28 @@ def run(
             pipeline = Pipeline(stream, cls_backend, seg_backend, sinks, **options)
         pipeline_ref.append(pipeline)
         annotator.gate = pipeline.gate  # the threshold the pipeline applies, shown on every frame
-        with _stop_on_signals(pipeline.stop):
+        with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
-    report["outputs"] = {k: str(v) for k, v in (("jsonl", jsonl), ("video", video), ("defects", save_defects)) if v is not None}
+    # what is on disk now, not what was asked for
+    report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
+    report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
+    failures = [sink.problem for sink in files.values() if sink.problem]
+    if report["source"]["error"]:
+        failures.insert(0, report["source"]["error"])
+    if not report["frames"] and not received:
+        failures.append(f"no frame was processed ({report['stopped_by']}; {report['source']['corrupt']} unreadable frame(s) skipped), so nothing was written")
     if json_output:
-        print_json(report)
+        print_json(dict(report, errors=failures))
     else:
         from edgeseg.edge.latency import latency_table
 
         title = f"edgeseg run · {report['source']['uri']} · {report['backends'].get('segmenter', '')}"
         out.print(latency_table(report, title=title))
         for kind, path in report["outputs"].items():
-            out.print(f"{kind}: {path}")
-    if report["source"]["error"]:
-        err.print(f"[bold red]error:[/] {escape(report['source']['error'])}", highlight=False, soft_wrap=True)
+            out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+    for failure in failures:
+        err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    if failures:
         raise typer.Exit(1)
+    if signal.SIGINT in received:
+        raise typer.Exit(EXIT_INTERRUPTED)

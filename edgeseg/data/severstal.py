@@ -6,15 +6,17 @@ train.csv comes in the two published forms, both read here:
 Masks use the competition RLE (edgeseg.edge.rle, the same code the runtime uses).
 
 Bad rows and bad images are never fatal while scanning: each becomes a one-line `problem` naming the
-row or file, and the sample is left out, so training can skip, count and report them. A missing
-train.csv or an unknown header is fatal (nothing sensible can be read).
+row or file, and the sample is left out, so training can skip, count and report them. An image with
+a malformed row is left out whole (`SeverstalData.left_out`): kept, it would teach its defect as
+clean strip. A missing train.csv or an unknown header is fatal (nothing sensible can be read).
+A UTF-8 byte order mark (Excel's "CSV UTF-8") is accepted.
 """
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -61,16 +63,19 @@ class SeverstalData:
     root: Path
     samples: List[Sample]
     problems: List[str] = field(default_factory=list)
+    left_out: List[str] = field(default_factory=list)  # images dropped for a malformed train.csv row
 
 
-def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[str]]:
-    """train.csv (either form) -> ({image_id: {class 1-4: rle}}, problems). Validates each RLE."""
+def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[str], Set[str]]:
+    """train.csv (either form) -> ({image_id: {class 1-4: rle}}, problems, images with a
+    malformed row). Validates each RLE."""
     if not csv_path.is_file():
         raise EdgesegError(f"no {CSV_NAME} in {csv_path.parent}", hint=_LAYOUT_HINT)
     annotations: Dict[str, Dict[int, str]] = {}
     problems: List[str] = []
+    malformed: Set[str] = set()
     try:
-        with open(csv_path, newline="") as handle:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = [h.strip() for h in next(reader, [])]
             if header not in (_HEADER_COMBINED, _HEADER_SPLIT):
@@ -82,10 +87,15 @@ def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[st
                 where = f"{csv_path.name} row {line}"
                 try:
                     image_id, cls, rle = _parse_row(row, header == _HEADER_COMBINED)
+                except EdgesegError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                try:
                     if rle:
                         decode(rle, (IMAGE_HEIGHT, IMAGE_WIDTH))  # validates; raises on malformed
                 except EdgesegError as exc:
-                    problems.append(f"{where}: {exc}")
+                    problems.append(f"{where}: {image_id} class {cls}: {exc}; the image is left out")
+                    malformed.add(image_id)
                     continue
                 classes = annotations.setdefault(image_id, {})
                 if rle and classes.get(cls):
@@ -95,7 +105,7 @@ def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[st
                     classes[cls] = rle
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise EdgesegError(f"cannot read {csv_path}: {exc}") from exc
-    return annotations, problems
+    return annotations, problems, malformed
 
 
 def _parse_row(row: List[str], combined: bool) -> Tuple[str, int, str]:
@@ -120,10 +130,11 @@ def scan(root: Path) -> SeverstalData:
     """Index a data folder: every image in train_images/ joined with its annotations.
 
     Images that train.csv does not mention are clean (the later release lists defects only);
-    annotations for a missing image are a problem, not a sample.
+    annotations for a missing image are a problem, not a sample; an image with a malformed row
+    is left out (its defects are unknown, not absent).
     """
     root = Path(root)
-    annotations, problems = read_annotations(root / CSV_NAME)
+    annotations, problems, malformed = read_annotations(root / CSV_NAME)
     image_dir = root / IMAGE_DIR
     if not image_dir.is_dir():
         raise EdgesegError(f"no {IMAGE_DIR}/ folder in {root}", hint=_LAYOUT_HINT)
@@ -133,10 +144,11 @@ def scan(root: Path) -> SeverstalData:
     samples = [
         Sample(name, files[name], tuple(annotations.get(name, {}).get(c, "") for c in range(1, NUM_CLASSES + 1)))
         for name in sorted(files)
+        if name not in malformed
     ]
     if not samples:
-        raise EdgesegError(f"no images in {image_dir}", hint=_LAYOUT_HINT)
-    return SeverstalData(root=root, samples=samples, problems=problems)
+        raise EdgesegError(f"no usable images in {image_dir}", hint=_LAYOUT_HINT if not malformed else f"fix the malformed rows of {CSV_NAME}")
+    return SeverstalData(root=root, samples=samples, problems=problems, left_out=sorted(malformed & set(files)))
 
 
 def load_image(path: Path, shape: Optional[Tuple[int, int]] = (IMAGE_HEIGHT, IMAGE_WIDTH)) -> np.ndarray:

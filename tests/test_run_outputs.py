@@ -1,0 +1,195 @@
+"""`edgeseg run` loses nothing: a failed start keeps earlier results, outputs never overwrite the
+source or each other, failed and full-disk writes are reported with exit 1, usage errors exit 2,
+a run without frames fails, SIGINT exits 130."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from edge_media import count_video_frames, frames, write_video
+from edgeseg.cli import app
+from edgeseg.commands.run import usable_cores
+from edgeseg.edge.card import card_path
+from full_disk import fill, tiny_tmpfs
+
+FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("outputs") / "clip.avi", frames(FRAMES))
+
+
+def _models(tiny_models):
+    return ["--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["run", *map(str, args)])
+
+
+def _one_error_line(result, text):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def earlier_run(tiny_models, clip, tmp_path):
+    """Results of an earlier run that a failed start must leave byte for byte."""
+    jsonl, video = tmp_path / "run.jsonl", tmp_path / "run.avi"
+    result = _run("--source", clip, *_models(tiny_models), "--jsonl", jsonl, "--video", video)
+    assert result.exit_code == 0, result.output
+    return jsonl, video, jsonl.read_bytes(), video.read_bytes()
+
+
+def test_a_failed_start_keeps_the_earlier_results_byte_for_byte(tiny_models, clip, tmp_path, earlier_run):
+    jsonl, video, jsonl_bytes, video_bytes = earlier_run
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(tiny_models["segmenter"].read_bytes()[:500])  # truncated, beside a valid card
+    shutil.copy(card_path(tiny_models["segmenter"]), card_path(bad))
+    starts = [
+        ["--source", clip, "--classifier", tiny_models["classifier"], "--segmenter", bad],
+        ["--source", tmp_path / "missing.avi", *_models(tiny_models)],
+        ["--camera", 999, *_models(tiny_models)],
+    ]
+    for start in starts:
+        result = _run(*start, "--jsonl", jsonl, "--video", video)
+        assert result.exit_code == 1, result.output
+        assert jsonl.read_bytes() == jsonl_bytes and video.read_bytes() == video_bytes
+        assert sorted(os.listdir(tmp_path)) == sorted(["bad.onnx", "bad.json", "run.jsonl", "run.avi"])
+
+
+def test_append_adds_to_the_jsonl(tiny_models, clip, earlier_run):
+    jsonl, _, jsonl_bytes, _ = earlier_run
+    result = _run("--source", clip, *_models(tiny_models), "--jsonl", jsonl, "--append", "--max-frames", 3)
+    assert result.exit_code == 0, result.output
+    assert jsonl.read_bytes().startswith(jsonl_bytes)
+    assert len(jsonl.read_text().splitlines()) == FRAMES + 3
+
+
+def test_outputs_that_are_the_source_or_each_other_are_refused(tiny_models, clip, tmp_path):
+    source = tmp_path / "source.avi"
+    shutil.copy(clip, source)
+    before = source.read_bytes()
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    for i, image in enumerate(frames(2)):
+        import cv2
+
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    cases = [
+        (["--source", source, "--video", source], "--video"),
+        (["--source", source, "--jsonl", tmp_path / "." / "source.avi"], "--jsonl"),
+        (["--source", folder, "--video", folder / "1.png"], "--video"),
+        (["--source", str(folder / "*.png"), "--jsonl", folder / "0.png"], "--jsonl"),
+        (["--source", source, "--jsonl", tmp_path / "x", "--video", tmp_path / "x"], "--jsonl and --video are the same file"),
+    ]
+    for args, text in cases:
+        result = _run(*args, *_models(tiny_models))
+        assert result.exit_code == 2, result.output
+        _one_error_line(result, text)
+    assert source.read_bytes() == before and count_video_frames(source) == FRAMES
+    assert sorted(os.listdir(folder)) == ["0.png", "1.png"] and not (tmp_path / "x").exists()
+
+
+def test_a_video_the_disk_cannot_hold_is_reported_not_claimed(tiny_models, clip, tmp_path):
+    with tiny_tmpfs(tmp_path, "96k") as disk:
+        jsonl, video, avi = tmp_path / "run.jsonl", disk / "run.mp4", disk / "run.avi"
+        avi.write_bytes(b"earlier video")
+        fill(disk, leave=40_000)
+        result = _run("--source", clip, *_models(tiny_models), "--loop", "--max-frames", 60, "--jsonl", jsonl, "--video", video, "--json")
+        assert result.exit_code == 1, result.output
+        report = json.loads(result.stdout)
+        assert "video" not in report["outputs"] and report["outputs"]["jsonl"] == str(jsonl)
+        assert f"{video} was not written: none of its 60 frames can be read back (disk full" in result.stderr
+        assert not video.exists() and sorted(os.listdir(disk)) == [".filler", "run.avi"]
+        assert len(jsonl.read_text().splitlines()) == 60
+
+        result = _run("--source", clip, *_models(tiny_models), "--loop", "--max-frames", 60, "--video", avi)
+        assert result.exit_code == 1, result.output
+        kept = count_video_frames(avi)
+        assert 0 < kept < 60, "a partial MJPG AVI stays playable"
+        assert f"{avi} holds {kept} of the 60 frames written (disk full" in result.stderr
+        assert f"video: {avi} ({kept} frames)" in result.stdout
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_only_complete_lines(tiny_models, clip, tmp_path):
+    result = _run("--source", clip, *_models(tiny_models), "--jsonl", "/dev/full")
+    assert result.exit_code == 1, result.output
+    _one_error_line(result, "disk full writing /dev/full")
+    with tiny_tmpfs(tmp_path, "64k") as disk:
+        jsonl = disk / "run.jsonl"
+        fill(disk, leave=6_000)
+        result = _run("--source", clip, *_models(tiny_models), "--loop", "--max-frames", 200, "--jsonl", jsonl)
+        assert result.exit_code == 1, result.output
+        _one_error_line(result, f"disk full writing {jsonl} (")
+        text = jsonl.read_text()
+        assert text.endswith("\n") and [json.loads(line)["frame"] for line in text.splitlines()] == list(range(len(text.splitlines())))
+        assert sorted(os.listdir(disk)) == [".filler", "run.jsonl"]
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf"])
+def test_a_gate_that_is_not_a_probability_threshold_is_a_usage_error(tiny_models, clip, value):
+    result = _run("--source", clip, *_models(tiny_models), "--gate", value)
+    assert result.exit_code == 2, result.output
+    _one_error_line(result, "--gate must be a defect probability >= 0")
+
+
+def test_threads_beyond_the_cores_are_a_usage_error(tiny_models, clip):
+    result = _run("--source", clip, *_models(tiny_models), "--threads", usable_cores() + 1)
+    assert result.exit_code == 2, result.output
+    _one_error_line(result, f"--threads {usable_cores() + 1} is more than the {usable_cores()} cores")
+    assert _run("--source", clip, *_models(tiny_models), "--threads", usable_cores(), "--max-frames", 1).exit_code == 0
+
+
+def test_a_run_without_frames_fails_with_the_reason(tiny_models, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"not a png")
+    jsonl = tmp_path / "run.jsonl"
+    result = _run("--source", folder, *_models(tiny_models), "--jsonl", jsonl)
+    assert result.exit_code == 1, result.output
+    _one_error_line(result, "no frame was processed (end of source; 2 unreadable frame(s) skipped)")
+    assert not jsonl.exists()
+
+
+def _start(tiny_models, clip, jsonl, *extra):
+    command = [sys.executable, "-c", "from edgeseg.cli import main; main()", "run", "--source", str(clip), "--loop"]
+    command += [*_models(tiny_models), "--jsonl", str(jsonl), "--json", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigint_exits_130_with_the_results_written(tiny_models, clip, tmp_path):
+    jsonl = tmp_path / "run.jsonl"
+    process = _start(tiny_models, clip, jsonl, "--rate", "50")
+    try:
+        time.sleep(4)  # models activated and frames flowing
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    report = json.loads(stdout)
+    assert report["stopped_by"] == "stopped by SIGINT" and report["frames"] > 0
+    assert len(jsonl.read_text().splitlines()) == report["frames"]
+
+
+def test_a_card_preprocess_size_the_model_cannot_take_is_refused_at_load(tiny_models, clip, tmp_path):
+    model = tmp_path / "classifier.onnx"
+    shutil.copy(tiny_models["classifier"], model)
+    card = json.loads(card_path(tiny_models["classifier"]).read_text())
+    card["preprocess"]["height"] = 48  # the ONNX takes 32 rows
+    card_path(model).write_text(json.dumps(card))
+    result = _run("--source", clip, "--classifier", model, "--segmenter", tiny_models["segmenter"])
+    assert result.exit_code == 1, result.output
+    _one_error_line(result, f"{model}: its card preprocesses frames to 1x48x160 but input 'image' takes")
