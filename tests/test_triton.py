@@ -302,3 +302,16 @@ def test_serve_command_serves_run_and_stops_on_ctrl_c(tiny_models, clips, tmp_pa
     assert code == 130, stderr
     assert "stand-ins" in stderr and "SIGINT: Triton stopped" in stderr
     assert not triton.TritonServer(tmp_path / "repo", None, {}, http_port=http_port).ready()  # nothing left listening
+
+
+def test_missing_server_pieces_are_one_line_with_the_fix(tmp_path):
+    from edgeseg.serve.server import TritonInstall, find_tritonserver, server_environment
+
+    with pytest.raises(EdgesegError, match="not an executable file") as missing:
+        find_tritonserver(tmp_path / "tritonserver")
+    assert "nvidia-pytriton" in str(missing.value)
+    stubs = tmp_path / "stubs"
+    install = TritonInstall(binary=tmp_path / "tritonserver", backends=tmp_path / "backends", stubs=stubs)
+    with pytest.raises(EdgesegError, match="links the system libpython") as no_python:
+        server_environment(install, python=tmp_path / "python3.11", cache=tmp_path / "cache")
+    assert "apt-get install" in str(no_python.value) and not (tmp_path / "cache").exists()
