@@ -315,3 +315,17 @@ def test_missing_server_pieces_are_one_line_with_the_fix(tmp_path):
     with pytest.raises(EdgesegError, match="links the system libpython") as no_python:
         server_environment(install, python=tmp_path / "python3.11", cache=tmp_path / "cache")
     assert "apt-get install" in str(no_python.value) and not (tmp_path / "cache").exists()
+
+
+def test_serve_write_only_writes_a_repository_for_a_stock_server(tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    args = ["serve", "--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"]), "--write-only"]
+    result = CliRunner().invoke(app, [*args, "--repository", str(tmp_path / "repo"), "--instance-kind", "cpu", "--max-batch", "4"])
+    assert result.exit_code == 0, result.output
+    config = _config(tmp_path / "repo" / "segmenter" / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert CliRunner().invoke(app, args).exit_code == 2  # --write-only without --repository

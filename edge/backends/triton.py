@@ -7,9 +7,10 @@ together, and answers the frame's record. Both model cards come from the cascade
 thin client needs only the server's address. Records equal the local cascade's: the server runs
 the same edgeseg code on the same models.
 
-Frames travel on the wire, not through system shared memory: a frame is 400 KB, which gRPC moves
-on loopback in well under a millisecond, while a shared-memory region per client has to be
-re-registered after every server restart and cannot serve a remote server.
+Frames travel on the wire, not through Triton's system shared memory: a 256x1600 frame is 400 KB
+(one copy into the request, small next to the models' time), while a shared-memory region per
+client must be created, registered, re-registered after every server restart and unregistered on
+every exit path, and does nothing for a client on another host, the case this backend is for.
 
 A lost server (crash, restart) is reported once, then the client reconnects with a fresh channel
 every half second and resends the frame, for up to `reconnect_s`; past that the run fails with one

@@ -59,6 +59,7 @@ def serve(
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Batch limit of the cascade and of ONNX models with a dynamic batch.")] = 8,
     queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", min=0, help="How long Triton may hold a request to fill a batch.")] = 2000,
     instances: Annotated[int, typer.Option("--instances", min=1, help="Instances of each model (per GPU on a stock server).")] = 1,
+    instance_kind: Annotated[str, typer.Option("--instance-kind", help="Where a stock server runs the two models: gpu or cpu.")] = "gpu",
     tritonserver: Annotated[
         Optional[Path], typer.Option("--tritonserver", help="tritonserver binary (default: on PATH, else nvidia-pytriton's).")
     ] = None,
@@ -88,7 +89,7 @@ def serve(
     if install is not None and not stand_in and not (install.has_tensorrt if engines else install.has_onnxruntime):
         needed = "tensorrt" if engines else "onnxruntime"
         raise EdgesegError(f"{install.binary} has no {needed} backend ({install.backends})", hint="use a stock Triton install" + ("" if engines else ", or --stand-in"))
-    options = RepositoryOptions(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, stand_in=stand_in)
+    options = RepositoryOptions(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, kind=instance_kind, stand_in=stand_in)
     temporary = repository is None
     target = Path(tempfile.mkdtemp(prefix="edgeseg-triton-")) / "models" if temporary else repository
     write = engines_to_triton_repository if engines else onnx_to_triton_repository
@@ -101,7 +102,9 @@ def serve(
         err.print(f"classifier and segmenter served as {how}" + (" (this server has no onnxruntime backend)" if stand_in and not install.has_onnxruntime else ""))
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         env = triton.server_environment(install, server_python or triton.SYSTEM_PYTHON)
-        server = triton.TritonServer(target, install, env, host=host, grpc_port=grpc_port, http_port=http_port)
+        # The log goes beside the repository, or beside the temporary folder (it outlives it, to be read after a failure).
+        log = target.parent.parent / f"edgeseg-serve-{grpc_port}.log" if temporary else None
+        server = triton.TritonServer(target, install, env, host=host, grpc_port=grpc_port, http_port=http_port, log=log)
         with _interrupts() as caught:
             server.start()
             err.print(f"serving {target} on {server.grpc_url} (HTTP {host}:{http_port}); Ctrl-C stops · log: {server.log}")
