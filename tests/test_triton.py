@@ -169,14 +169,14 @@ def _local(models, clip, jsonl, gate=None):
     return _records(jsonl)
 
 
-def _remote(url, clip, jsonl, gate=None, options=None, cascades=None):
+def _remote(url, clip, jsonl, gate=None, options=None, cascades=None, on_result=None):
     from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
 
     cascade = TritonCascade(url, reconnect_s=60.0)
     if cascades is not None:
         cascades.append(cascade)
     with open_source(str(clip), options or SourceOptions()) as source, JsonlSink(jsonl) as sink:
-        report = TritonPipeline(source, cascade, [sink], gate=gate).run()
+        report = TritonPipeline(source, cascade, [sink], gate=gate, on_result=on_result).run()
     return report
 
 
@@ -194,7 +194,15 @@ def test_served_repository_loads_every_model(served):
     with grpcclient.InferenceServerClient(served.grpc_url.split("://")[1]) as client:
         assert all(client.is_model_ready(name) for name in ("classifier", "segmenter", "cascade"))
         config = client.get_model_config("cascade", as_json=True)["config"]
+        # A client that is not edgeseg: one frame straight to the cascade, one valid record back.
+        image = frames(1)[0][:, :, 0]
+        tensor = grpcclient.InferInput("IMAGE", [1, *image.shape], "UINT8")
+        tensor.set_data_from_numpy(image[None])
+        answer = client.infer("cascade", [tensor])
     assert config["max_batch_size"] == 8 and config["dynamic_batching"]["max_queue_delay_microseconds"] == "20000"
+    record = json.loads(answer.as_numpy("RECORD")[0, 0])
+    validate_record(record)
+    assert record["size"] == list(image.shape) and record["gate"] == read_card(served.repository / "classifier" / "1" / "model.onnx").thresholds["defect"]
 
 
 def test_four_clients_get_the_records_of_local_runs_in_shared_batches(served, tiny_models, clips, tmp_path):
@@ -228,12 +236,14 @@ def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, 
     repo = onnx_to_triton_repository(tiny_models["classifier"], tiny_models["segmenter"], tmp_path / "repo", RepositoryOptions(stand_in=True))
     server = _start(repo, tmp_path / "server.log")
     cascades, errors = [], []
-    # Paced like a 10 fps camera but never dropping (a file source): the stream is still going when the server dies.
-    options = SourceOptions(rate=10.0)
+    done = [0, 0, 0, 0]
+    # Paced like a 5 fps camera but never dropping (a file source): the streams are still going when the server dies.
+    options = SourceOptions(rate=5.0)
 
     def client(i):
         try:
-            _remote(server.grpc_url, clips[i], tmp_path / f"remote{i}.jsonl", options=options, cascades=cascades)
+            on_result = lambda _result: done.__setitem__(i, done[i] + 1)  # noqa: E731
+            _remote(server.grpc_url, clips[i], tmp_path / f"remote{i}.jsonl", options=options, cascades=cascades, on_result=on_result)
         except BaseException as exc:
             errors.append(exc)
 
@@ -242,7 +252,10 @@ def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, 
     try:
         for thread in threads:
             thread.start()
-        time.sleep(0.4)  # a few frames in
+        deadline = time.monotonic() + 120
+        while min(done) < 2 and time.monotonic() < deadline and not errors:
+            time.sleep(0.02)
+        assert max(done) < 8, done  # mid-stream
         server.kill()
         time.sleep(1.0)
         server.start()
@@ -257,6 +270,15 @@ def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, 
     assert sum(m.startswith("reconnected to the Triton server") for m in messages) == 4
     for i in range(4):  # no frame lost, none different
         assert _records(tmp_path / f"remote{i}.jsonl") == _local(tiny_models, clips[i], tmp_path / f"local{i}.jsonl")
+
+
+def test_benchmark_reports_fps_latency_and_batches_per_client_count(tiny_models, run_benchmark):
+    _server_or_skip()
+    result = run_benchmark("bench_triton.py", "--classifier", tiny_models["classifier"], "--segmenter", tiny_models["segmenter"], "--clients", 1, 2, "--frames", 3, "--rounds", 1)
+    assert [row["clients"] for row in result["levels"]] == [1, 2]
+    for row in result["levels"]:
+        assert row["fps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 and row["frames"] == 3 * row["clients"]
+        assert sum(int(size) * count for size, count in row["batches"]["cascade"].items()) == row["frames"]  # JSON keys are text
 
 
 def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
