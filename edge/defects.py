@@ -28,7 +28,7 @@ from edgeseg.edge.records import frame_record
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, ensure_writable_dir
+from edgeseg.files import PathLike, disk_full_as_error, ensure_writable_dir, is_disk_full
 
 INDEX_NAME = "index.jsonl"
 CROP_MARGIN = 8  # pixels of context around a box, clipped to the frame
@@ -82,17 +82,23 @@ class DefectSink(Sink):
                 self._append(self._header())
         stem = frame_stem(frame)
         image_name = f"{stem}.png"
-        self._save(image_name, frame.image)
-        crops = []
-        counts: Dict[str, int] = {}
-        for box in result.segmentation.boxes:
-            name = box["class"]
-            counts[name] = counts.get(name, 0) + 1
-            x, y, w, h = crop_box(frame.image.shape, box["box"])
-            crop_name = f"{stem}_{_safe(name)}-{counts[name]}.png"
-            self._save(crop_name, frame.image[y : y + h, x : x + w])
-            crops.append({"class": name, "box": list(box["box"]), "crop": [x, y, w, h], "file": crop_name})
-        self._append({"image": image_name, "crops": crops, "record": frame_record(frame, result)})
+        saved: List[str] = []  # a frame is saved whole, with its index line, or not at all
+        try:
+            self._save(image_name, frame.image, saved)
+            crops = []
+            counts: Dict[str, int] = {}
+            for box in result.segmentation.boxes:
+                name = box["class"]
+                counts[name] = counts.get(name, 0) + 1
+                x, y, w, h = crop_box(frame.image.shape, box["box"])
+                crop_name = f"{stem}_{_safe(name)}-{counts[name]}.png"
+                self._save(crop_name, frame.image[y : y + h, x : x + w], saved)
+                crops.append({"class": name, "box": list(box["box"]), "crop": [x, y, w, h], "file": crop_name})
+            self._append({"image": image_name, "crops": crops, "record": frame_record(frame, result)})
+        except BaseException:
+            for name in saved:
+                (self.folder / name).unlink()
+            raise
         self.frames += 1
         self.crops += len(crops)
 
@@ -101,9 +107,9 @@ class DefectSink(Sink):
             os.close(self._index)
             self._index = None
 
-    def _save(self, name: str, image: np.ndarray) -> None:
+    def _save(self, name: str, image: np.ndarray, saved: List[str]) -> None:
         """A complete PNG under `name` or none: encoded in memory, written under a hidden name,
-        renamed into place."""
+        renamed into place; its name is added to `saved`."""
         ok, data = cv2.imencode(".png", image)
         if not ok:
             raise EdgesegError(f"OpenCV could not encode {name} as PNG")
@@ -120,6 +126,7 @@ class DefectSink(Sink):
                     temp.unlink()
 
         self._guard(write, name)
+        saved.append(name)
 
     def _append(self, entry: Dict[str, Any]) -> None:
         """One whole index line, flushed; a failed write is cut back so no partial line stays."""
@@ -138,8 +145,12 @@ class DefectSink(Sink):
         self._guard(write, INDEX_NAME)
 
     def _guard(self, action: Callable[[], Any], name: str) -> Any:
-        try:
-            return action()
-        except OSError as exc:
-            hint = "free space or choose another --save-defects folder"
-            raise EdgesegError(f"cannot write {self.folder / name}: {exc.strerror}", hint=hint) from exc
+        """Run a write; a full disk or any other OSError becomes one line naming the file."""
+        path = self.folder / name
+        with disk_full_as_error(path):
+            try:
+                return action()
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise  # disk_full_as_error's message: the file and the space left
+                raise EdgesegError(f"cannot write {path}: {exc.strerror}", hint="choose another --save-defects folder") from exc

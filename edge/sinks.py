@@ -84,16 +84,15 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One record per line (edgeseg.edge.records), each line on disk as it is written.
+    """One record per line (edgeseg.edge.records), each line flushed as it is written.
 
-    header: makes the header record, written as the first line before the first frame's
-    (called then, once the backends are active, so the record names their providers).
+    header: makes the header record, written as the first line, with the first frame's
+    (called then, once the backends are active, so the record names their providers); with
+    `append` every run's lines start with their own header.
     append: add this run's lines to an existing file instead of replacing it.
     """
 
-    def __init__(
-        self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False
-    ) -> None:
+    def __init__(self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False) -> None:
         super().__init__(path, append=append)
         self._header = header
         self._fd: Optional[int] = None
@@ -116,7 +115,7 @@ class JsonlSink(FileSink):
                 if not self.staged.direct:
                     os.ftruncate(self._fd, self._size)  # no partial line
                 raise
-        self._header = None
+        self._header = None  # written
         self._size += len(data)
         self.frames += 1
 

@@ -296,6 +296,12 @@ class Source:
         return self._reader.files
 
     @property
+    def images(self) -> bool:
+        """True when each frame is one image file (folder, glob, single image), named by its
+        `item`: what a per-image output such as a Kaggle submission needs."""
+        return isinstance(self._reader, _ImageReader)
+
+    @property
     def ended(self) -> bool:
         """True once no further frame will come."""
         with self._cond:

@@ -94,3 +94,30 @@ def test_a_file_given_as_the_folder_is_refused(tiny_models, folder, tmp_path):
     result = CliRunner().invoke(app, [*args, "--segmenter", str(tiny_models["segmenter"]), "--save-defects", str(blocker)])
     assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
     assert blocker.read_text() == "a file"
+
+
+def test_a_full_disk_keeps_whole_files_and_whole_index_lines(tmp_path):
+    from full_disk import tiny_tmpfs
+
+    from edgeseg.edge.defects import DefectSink
+    from edgeseg.edge.postprocess import FrameResult, Segmentation
+    from edgeseg.edge.sources import Frame
+    from edgeseg.errors import EdgesegError
+
+    rng = np.random.default_rng(0)
+    with tiny_tmpfs(tmp_path, size="256k") as disk:
+        sink = DefectSink(disk / "review")
+        with pytest.raises(EdgesegError, match="disk full writing .* free there"):
+            for i in range(100):  # incompressible 64 KiB frames: the disk fills within a few
+                image = rng.integers(0, 256, (128, 512), dtype=np.uint8)
+                frame = Frame(i, image, 10.0 + i, "cam", item=None, captured_at=1.7e9 + i)
+                segmentation = Segmentation(areas={"1": 0})
+                sink.write(frame, FrameResult(i, "cam", frame.timestamp, 128, 512, 0.9, True, segmentation, gate=0.5))
+        sink.close()
+        entries = _index(disk / "review")
+        assert 0 < len(entries) < 100
+        names = sorted(p.name for p in (disk / "review").iterdir())
+        assert names == sorted([INDEX_NAME] + [e["image"] for e in entries])  # no partial PNG, no temp file
+        for entry in entries:
+            validate_record(entry["record"])
+            assert cv2.imread(str(disk / "review" / entry["image"]), cv2.IMREAD_UNCHANGED).shape == (128, 512)

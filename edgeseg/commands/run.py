@@ -129,6 +129,10 @@ def run(
         Optional[Path],
         typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
     ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
+    ] = None,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
@@ -157,6 +161,7 @@ def run(
     from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
+    from edgeseg.edge.submission import SubmissionSink
     from edgeseg.files import check_output_paths
 
     started = (time.time(), time.perf_counter())
@@ -195,15 +200,22 @@ def run(
             return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, str(uri), pipeline_ref[0].gate, started)
 
         stream = stack.enter_context(open_source(uri, source_options))
-        check_output_paths(stream.files, {"--jsonl": jsonl, "--video": video, "--save-defects": save_defects})
+        check_output_paths(
+            stream.files, {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects}
+        )
         annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
         if jsonl is not None:
             files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
+        if submission is not None:
+            if not stream.images or loop:
+                raise UsageError("--submission needs an image folder or glob as --source, read once (no --loop)")
+            files["submission"] = stack.enter_context(SubmissionSink(submission, classes))
         if video is not None:
             files["video"] = stack.enter_context(VideoSink(video, classes, fps=stream.fps, annotator=annotator, codec=codec))
         sinks.extend(files.values())
-        if save_defects is not None:
-            sinks.append(stack.enter_context(DefectSink(save_defects, header=header)))
+        defects = stack.enter_context(DefectSink(save_defects, header=header)) if save_defects is not None else None
+        if defects is not None:
+            sinks.append(defects)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
@@ -221,6 +233,9 @@ def run(
     # what is on disk now, not what was asked for
     report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
     report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
+    if defects is not None and defects.frames:
+        report["outputs"]["defects"] = str(defects.folder)
+        report["output_frames"]["defects"] = defects.frames
     failures = [sink.problem for sink in files.values() if sink.problem]
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
