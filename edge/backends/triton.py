@@ -66,11 +66,9 @@ class TritonCascade:
     """A connection to the cascade on one Triton server.
 
     Constructing it connects and reads the cascade's config (the cards), so a wrong address or a
-    server without the cascade fails before any frame is read. `infer` is thread-safe per call but
-    meant for one inference thread; `close` is safe twice.
+    server without the cascade fails before any frame is read. One caller at a time (the
+    pipeline's inference thread); `close` is safe twice.
     """
-
-    kind = "triton"
 
     def __init__(self, url: str, model: str = CASCADE, reconnect_s: float = 30.0, timeout_s: float = 60.0) -> None:
         self.url = url

@@ -159,7 +159,12 @@ def _make_venv(python: Path, venv: Path, version: str, site_packages: List[str])
     # files, which editable installs need.
     lines = [f"import site; site.addsitedir({path!r})" for path in site_packages]
     (target / "edgeseg-client-env.pth").write_text("\n".join(lines) + "\n")
-    staging.rename(venv)
+    try:
+        staging.rename(venv)
+    except OSError:  # another process built it meanwhile: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (venv / "bin" / "python3").exists():
+            raise
 
 
 def _link(source: Path, target: Path) -> None:
@@ -267,6 +272,7 @@ class TritonServer:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            self._remove_regions()
 
     def kill(self) -> None:
         """SIGKILL the server and its stubs at once (what a crash looks like to clients)."""
@@ -274,8 +280,12 @@ class TritonServer:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        self._remove_regions()
+
+    def _remove_regions(self) -> None:
+        """The stubs' shared-memory regions a killed server could not remove."""
         for region in Path("/dev/shm").glob(f"{self._shm_prefix}*") if self._shm_prefix else ():
-            region.unlink()
+            region.unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self
