@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -48,8 +48,8 @@ CALIBRATION_FRAMES = 16
 PROFILE_RUNS = 5
 
 
-def random_init_models(folder: Path) -> Dict[str, Path]:
-    """Default-width ResUNet and classifier, random init (seed 0), exported at DEFAULT_INPUT."""
+def random_init_models(folder: Path, tasks: Sequence[str] = ("segmenter", "classifier")) -> Dict[str, Path]:
+    """Default-width ResUNet and classifier (or `tasks` of them), random init (seed 0), exported at DEFAULT_INPUT."""
     import torch
 
     from edgeseg.export.contract import Contract, default_thresholds
@@ -58,7 +58,7 @@ def random_init_models(folder: Path) -> Dict[str, Path]:
 
     classes = {"segmenter": ["1", "2", "3", "4"], "classifier": ["defect"]}
     paths = {}
-    for task in ("segmenter", "classifier"):
+    for task in tasks:
         torch.manual_seed(0)
         model = create_model(MODEL_FOR_TASK[task])
         spec = Preprocess(*DEFAULT_INPUT[task], mean=0.5, std=0.25)

@@ -13,8 +13,15 @@ so a missed target comes with where the time went. Writes <out>/<name>.json, .md
 Targets (issue #6, ONNX Runtime CPU, demo models at 256x1600):
   INT8 `cpu` flavour >= 1.8x FP32 throughput on the segmenter, mean Dice within 0.01;
   ONNX Runtime >= 3x PyTorch eager on the same model; segmenter FP32 >= 40 % of the GEMM rate.
+Targets (issue #12, OpenVINO; ratios against ONNX Runtime FP32 on the same model):
+  best INT8 CPU cell >= 1.6x on the demo segmenter and >= 2.0x on a default-width ResUNet
+  (--default-width: a random-init width-16 ResUNet at 256x1600, "resunet16", ONNX Runtime and
+  OpenVINO cells only, quantised here on 16 synthetic strips); OpenVINO INT8 mean Dice within
+  0.01 and classifier recall within 0.01 of FP32; the cascade end to end on OpenVINO INT8 >=
+  1.3x its ONNX Runtime FP32 FPS. OpenVINO cells are profiled by layer (get_profiling_info).
 
     python benchmarks/bench_matrix.py
+    python benchmarks/bench_matrix.py --default-width
     python benchmarks/bench_matrix.py --engines engines --batch 1 --batch 4 --name bench_orin_maxn
 """
 from __future__ import annotations
@@ -32,10 +39,13 @@ from edgeseg.bench.torch_backend import default_device
 from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.synth import write_synthetic
-from edgeseg.edge.card import ModelCard, read_card
+from edgeseg.edge.card import ModelCard, card_path, read_card, write_card
 
 VALIDATION_STRIPS, VALIDATION_SEED = 60, 2
 TARGETS = {"int8_cpu_vs_fp32": 1.8, "int8_mean_dice_drop": 0.01, "onnxruntime_vs_pytorch": 3.0, "fp32_share_of_gemm": 0.40}
+OPENVINO_TARGETS = {"best_int8_demo": 1.6, "best_int8_default_width": 2.0, "dice_drop": 0.01, "recall_drop": 0.01, "cascade_int8_vs_ort_fp32": 1.3}
+DEFAULT_WIDTH = "resunet16"
+LOWER_IS_BETTER = ("int8_mean_dice_drop", "openvino_int8_mean_dice_drop", "openvino_int8_recall_drop")
 
 
 def _row(document: Dict[str, Any], name: str, backend: str, precision: str, batch: int = 1) -> Optional[Dict[str, Any]]:
@@ -72,6 +82,32 @@ def targets(document: Dict[str, Any]) -> List[Dict[str, Any]]:
         "segmenter FP32 throughput, ONNX Runtime / PyTorch eager",
     )
     add("fp32_share_of_gemm", fp32.get("efficiency") if fp32 else None, TARGETS["fp32_share_of_gemm"], True, "segmenter FP32 achieved GFLOP/s / GEMM rate")
+    checks += openvino_targets(document)
+    return checks
+
+
+def openvino_targets(document: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Issue #12's targets: best INT8 CPU cell (ONNX Runtime or OpenVINO, either flavour the
+    matrix ran) over ONNX Runtime FP32, OpenVINO INT8 accuracy, cascade FPS."""
+    checks = []
+
+    def add(name: str, figure: Optional[float], target: float, higher: bool, what: str) -> None:
+        met = None if figure is None else (figure >= target if higher else figure <= target)
+        checks.append({"target": name, "what": what, "figure": figure, "goal": target, "met": met})
+
+    for model, key, goal in (("segmenter", "openvino_best_int8_demo", "best_int8_demo"), (DEFAULT_WIDTH, "openvino_best_int8_default_width", "best_int8_default_width")):
+        paired = document["ratios"].get(f"{model} b1", {})
+        best = max((paired[label], label) for label in paired if label.endswith(" int8")) if any(l.endswith(" int8") for l in paired) else None
+        add(key, best[0] if best else None, OPENVINO_TARGETS[goal], True, f"{model}: best INT8 CPU cell ({best[1] if best else '-'}) / ONNX Runtime FP32")
+    for task, metric, key in (("segmenter", "mean_dice", "openvino_int8_mean_dice_drop"), ("classifier", "recall", "openvino_int8_recall_drop")):
+        fp32, int8 = _row(document, task, "onnxruntime", "fp32"), _row(document, task, "openvino", "int8")
+        drop = None
+        if fp32 and int8 and metric in fp32.get("accuracy", {}) and metric in int8.get("accuracy", {}):
+            drop = fp32["accuracy"][metric] - int8["accuracy"][metric]
+        add(key, drop, OPENVINO_TARGETS["dice_drop" if metric == "mean_dice" else "recall_drop"], False, f"{task} {metric} ONNX Runtime FP32 - OpenVINO INT8")
+    fps = {(p["backend"], p["precision"]): p["fps"] for p in document.get("pipeline", [])}
+    cascade = fps[("openvino", "int8")] / fps[("onnxruntime", "fp32")] if ("openvino", "int8") in fps and fps.get(("onnxruntime", "fp32")) else None
+    add("openvino_cascade_int8_vs_ort_fp32", cascade, OPENVINO_TARGETS["cascade_int8_vs_ort_fp32"], True, "cascade FPS, OpenVINO INT8 / ONNX Runtime FP32 (demo models)")
     return checks
 
 
@@ -93,16 +129,34 @@ def torch_profile(checkpoint: Path, card: ModelCard, runs: int = 3) -> Dict[str,
     return {op: round(ms, 2) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
 
 
+def openvino_profile(path: Path, runs: int = 3) -> Dict[str, float]:
+    """ms per inference by executed layer type (OpenVINO PERF_COUNT), each the fastest of `runs`."""
+    from edgeseg.edge.backends.openvino import OpenVINOBackend
+
+    card = read_card(path)
+    feed = sample_feed(card, 1)
+    best: Dict[str, float] = {}
+    with OpenVINOBackend(path, card, cache_dir=None, profiling=True) as backend:
+        backend.infer(feed)
+        for _ in range(runs):
+            backend.infer(feed)
+            for layer, ms in backend.profile().items():
+                best[layer] = min(ms, best.get(layer, ms))
+    return {layer: round(ms, 2) for layer, ms in sorted(best.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
+
+
 def profiles(document: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     """Where the segmenter's time goes in each measured CPU cell (ONNX Runtime's profiler, torch's)."""
     found = {}
     fp32 = _row(document, "segmenter", "onnxruntime", "fp32")
     for row in document["results"]:
-        if row["name"] != "segmenter" or row.get("batch") != 1 or "throughput" not in row or row["device"] != "cpu":
+        if row["name"] not in ("segmenter", DEFAULT_WIDTH) or row.get("batch") != 1 or "throughput" not in row or row["device"] != "cpu":
             continue
-        label = f"{row['backend']} {row['precision']}"
+        label = ("" if row["name"] == "segmenter" else f"{row['name']} ") + f"{row['backend']} {row['precision']}"
         if row["backend"] == "onnxruntime":
             found[label] = ort_profile(Path(row["artifact"]), 0)
+        elif row["backend"] == "openvino":
+            found[label] = openvino_profile(Path(row["artifact"]))
         elif row["backend"] == "pytorch" and fp32 is not None:  # the checkpoint the FP32 ONNX was exported from
             found[label] = torch_profile(Path(row["artifact"]), read_card(Path(fp32["artifact"])))
     return found
@@ -121,8 +175,30 @@ def targets_markdown(checks: List[Dict[str, Any]]) -> str:
     for c in checks:
         figure = "not measured" if c["figure"] is None else f"{c['figure']:.3f}"
         met = "-" if c["met"] is None else ("yes" if c["met"] else "**no**")
-        lines.append(f"| {c['what']} | {figure} | {'>=' if c['target'] != 'int8_mean_dice_drop' else '<='} {c['goal']} | {met} |")
+        lines.append(f"| {c['what']} | {figure} | {'<=' if c['target'] in LOWER_IS_BETTER else '>='} {c['goal']} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def default_width_resunet(folder: Path) -> Path:
+    """A random-init default-width ResUNet at 256x1600 (speed does not depend on the weights) with
+    both INT8 QDQ flavours beside it, calibrated on 16 synthetic strips."""
+    from bench_int8 import calibration_set, random_init_models
+
+    from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
+
+    print(f"exporting and quantising {DEFAULT_WIDTH}", flush=True)
+    target = folder / DEFAULT_WIDTH
+    target.mkdir()
+    exported = random_init_models(target, tasks=("segmenter",))["segmenter"]
+    onnx = target / f"{DEFAULT_WIDTH}.onnx"
+    exported.rename(onnx)
+    card_path(exported).rename(card_path(onnx))
+    write_card(onnx, read_card(onnx, verify=False))
+    calib = calibration_set(target, read_card(onnx).preprocess)
+    cache = target / "ranges.json"
+    for flavour in ("cpu", "trt"):
+        onnx_to_qdq(onnx, calib, qdq_path(onnx, flavour), flavour=flavour, ranges_cache=cache)
+    return onnx
 
 
 def main() -> None:
@@ -139,12 +215,15 @@ def main() -> None:
     parser.add_argument("--validation-strips", type=int, default=VALIDATION_STRIPS, help="held-out synthetic strips for the accuracy columns")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="bench_cpu")
+    parser.add_argument("--default-width", action="store_true", help=f"add a default-width random-init ResUNet ({DEFAULT_WIDTH}), ONNX Runtime and OpenVINO cells")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-matrix-") as scratch:
         folder = Path(scratch)
         validation = write_synthetic(folder / "validation", args.validation_strips, seed=VALIDATION_SEED).root
         cells = plan(args.models or [DEMO_CLASSIFIER, DEMO_SEGMENTER], BACKENDS, PRECISIONS, args.engines, folder, default_device())
+        if args.default_width:
+            cells += plan([default_width_resunet(folder)], ("onnxruntime", "openvino"), PRECISIONS, None, folder)
         options = Options(
             settings=Settings(args.warmup, args.duration, args.iterations),
             batches=args.batch or [1],

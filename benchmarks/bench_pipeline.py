@@ -1,4 +1,4 @@
-"""Pipeline throughput on ONNX Runtime CPU: the two figures of the streaming-runtime issue.
+"""Pipeline throughput on ONNX Runtime or OpenVINO (CPU): the two figures of the streaming-runtime issue.
 
 (a) overhead: the threaded pipeline (video decode, preprocess, classifier -> gate -> ResUNet,
     post-processing, JSONL sink) against a bare one-thread ONNX Runtime loop over the same clip
@@ -9,7 +9,10 @@
 (b) gating: the pipeline with the classifier gate against the same pipeline running the ResUNet
     on every frame (gate 0), on a clip with a known share of defective strips. Target >= 2x.
 
-Every loop uses the same session settings (threads, spin-wait). Each repeat runs the
+Every loop uses the same session settings (threads, spin-wait). With --backend openvino the
+bare loops call `compile_model` with the properties edgeseg's OpenVINO backend passes (the same
+compiled model: one cache blob) and `InferRequest.infer`, and the pipeline runs edgeseg's
+OpenVINO backend (target: within 5 % of the bare loop). Each repeat runs the
 measurements back to back (order reversed every other repeat) and gives one ratio per figure;
 the figures are the medians of those ratios, so slow drifts in the machine's load cancel out.
 Every run is kept in <out>/<name>.json with the machine description; <out>/<name>.md has the
@@ -17,6 +20,7 @@ tables.
 
     python benchmarks/bench_pipeline.py                      # bundled demo models
     python benchmarks/bench_pipeline.py --classifier c.onnx --segmenter s.onnx --frames 30
+    python benchmarks/bench_pipeline.py --backend openvino --int8     # demo INT8 `cpu` QDQ models
 """
 from __future__ import annotations
 
@@ -53,8 +57,28 @@ def decode_all(video: Path) -> List[np.ndarray]:
         return [frame.image for frame in source]
 
 
-def _sessions(models: Dict[str, Path], threads: int, spin: bool) -> Dict[str, Any]:
-    """Plain InferenceSessions with the session settings the pipeline's backends use."""
+def _backends(models: Dict[str, Path], backend: str, threads: int, spin: bool) -> Dict[str, Any]:
+    """edgeseg backends (not activated) with the settings every loop of this run uses."""
+    if backend == "openvino":
+        from edgeseg.edge.backends.openvino import OpenVINOBackend
+
+        return {task: OpenVINOBackend(path, read_card(path), threads=threads) for task, path in models.items()}
+    return {task: OnnxRuntimeBackend(path, read_card(path), intra_op_threads=threads, allow_spinning=spin) for task, path in models.items()}
+
+
+def _sessions(models: Dict[str, Path], backend: str, threads: int, spin: bool) -> Dict[str, Any]:
+    """Plain runtime objects with the settings the pipeline's backends use: an InferenceSession,
+    or an OpenVINO infer request of the model compiled with the backend's properties; either way
+    `.run(output_names, feed) -> [array]`."""
+    if backend == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        requests = {}
+        for task, configured in _backends(models, backend, threads, spin).items():
+            request = core.compile_model(str(models[task]), configured.device, configured.config()).create_infer_request()
+            requests[task] = _OpenVINORequest(request)
+        return requests
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -63,10 +87,22 @@ def _sessions(models: Dict[str, Path], threads: int, spin: bool) -> Dict[str, An
     return {task: ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"]) for task, path in models.items()}
 
 
-def bare_loop(frames: Iterable[np.ndarray], models: Dict[str, Path], cards: Dict[str, ModelCard], gate: float, threads: int, spin: bool) -> Tuple[float, List[bool]]:
+class _OpenVINORequest:
+    """An InferRequest called like an InferenceSession: what a bare OpenVINO loop does."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+    def run(self, _names: Any, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        return [self.request.infer(feed, share_inputs=True)[0]]
+
+
+def bare_loop(
+    frames: Iterable[np.ndarray], models: Dict[str, Path], cards: Dict[str, ModelCard], gate: float, backend: str, threads: int, spin: bool
+) -> Tuple[float, List[bool]]:
     """Frames/s of one thread doing preprocess + session.run, classifier then (when gated) the
     segmenter, over `frames` (a list in memory, or a generator that decodes the video)."""
-    sessions = _sessions(models, threads, spin)
+    sessions = _sessions(models, backend, threads, spin)
     for task, session in sessions.items():  # warm-up, as the pipeline's activation does
         spec = cards[task].preprocess
         session.run(None, {cards[task].input.name: np.zeros((1, 1, spec.height, spec.width), np.float32)})
@@ -95,10 +131,10 @@ def read_video(video: Path) -> Iterator[np.ndarray]:
         capture.release()
 
 
-def pipeline_run(video: Path, models: Dict[str, Path], gate: float, threads: int, spin: bool, folder: Path) -> Tuple[float, List[bool], Dict[str, Any]]:
+def pipeline_run(video: Path, models: Dict[str, Path], gate: float, backend: str, threads: int, spin: bool, folder: Path) -> Tuple[float, List[bool], Dict[str, Any]]:
     """Frames/s of the full pipeline over the video (JSONL sink), its gate decisions and report."""
     jsonl = folder / "frames.jsonl"
-    backends = {task: OnnxRuntimeBackend(path, read_card(path), intra_op_threads=threads, allow_spinning=spin) for task, path in models.items()}
+    backends = _backends(models, backend, threads, spin)
     with open_source(video) as source, JsonlSink(jsonl) as sink:
         report = Pipeline(source, backends["classifier"], backends["segmenter"], [sink], gate=gate).run()
     decisions = [json.loads(line)["gated"] for line in jsonl.read_text().splitlines()]
@@ -116,9 +152,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
     parser.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin-wait (its own default; edgeseg's is off)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--name", default="pipeline_onnxruntime_cpu")
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    parser.add_argument("--int8", action="store_true", help="the bundled INT8 `cpu` QDQ demo models (default: FP32)")
+    parser.add_argument("--name", help="results stem (default pipeline_<backend>[_int8]_cpu)")
     parser.add_argument("--note", default="", help="provenance to record with the results (where the models came from)")
     args = parser.parse_args()
+    if args.int8:
+        args.classifier, args.segmenter = (p.with_name(f"{p.stem}.int8.cpu.qdq.onnx") for p in (args.classifier, args.segmenter))
+    args.name = args.name or f"pipeline_{args.backend}{'_int8' if args.int8 else ''}_cpu"
 
     models = {"classifier": args.classifier, "segmenter": args.segmenter}
     cards = {task: read_card(path) for task, path in models.items()}
@@ -135,13 +176,13 @@ def main() -> None:
         for repeat in range(args.repeats):
             for kind in kinds[:: 1 if repeat % 2 == 0 else -1]:
                 if kind == "bare_video":
-                    fps, decisions[kind] = bare_loop(read_video(video), models, cards, gate, args.threads, args.spin)
+                    fps, decisions[kind] = bare_loop(read_video(video), models, cards, gate, args.backend, args.threads, args.spin)
                 elif kind == "bare_memory":
-                    fps, decisions[kind] = bare_loop(decoded, models, cards, gate, args.threads, args.spin)
+                    fps, decisions[kind] = bare_loop(decoded, models, cards, gate, args.backend, args.threads, args.spin)
                 elif kind == "pipeline":
-                    fps, decisions[kind], last_report = pipeline_run(video, models, gate, args.threads, args.spin, folder)
+                    fps, decisions[kind], last_report = pipeline_run(video, models, gate, args.backend, args.threads, args.spin, folder)
                 else:
-                    fps, decisions[kind], _ = pipeline_run(video, models, 0.0, args.threads, args.spin, folder)
+                    fps, decisions[kind], _ = pipeline_run(video, models, 0.0, args.backend, args.threads, args.spin, folder)
                 runs[kind].append(fps)
             print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {runs[k][-1]:.3f} fps" for k in kinds), flush=True)
     gated = decisions["pipeline"]
@@ -166,7 +207,7 @@ def main() -> None:
         "note": args.note,
         "machine": benchmark_environment(),
         "models": {task: {"path": str(path), "sha256": cards[task].artifact.get("sha256"), "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
-        "config": {"frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
+        "config": {"backend": args.backend, "backends": last_report.get("backends", {}), "frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
         "fps_runs": runs,
         "fps_median": {kind: statistics.median(values) for kind, values in runs.items()},
         "checks": checks,
@@ -203,14 +244,16 @@ def markdown(result: Dict[str, Any]) -> str:
         ("gated / always-ResUNet", "gating_vs_always"),
     ]
     lines = [
-        "# Pipeline throughput, ONNX Runtime CPU",
+        f"# Pipeline throughput, {'OpenVINO' if c.get('backend') == 'openvino' else 'ONNX Runtime'} CPU",
         "",
         f"{result['date']} · {m['cpu']['model']} · {m['cpu']['logical_cores']} logical cores (1-min load {m['load_average_1m']:.2f} at start) · "
-        f"onnxruntime {ort.get('version', '?')} · Python {m['python'].split()[0]} · {m['platform']}",
+        f"onnxruntime {ort.get('version', '?')} · openvino {(m.get('openvino') or {}).get('version', '-') if isinstance(m.get('openvino'), dict) else '-'} · "
+        f"Python {m['python'].split()[0]} · {m['platform']}",
         "",
         f"Clip: {c['frames']} synthetic strips {c['frame_size'][1]}x{c['frame_size'][0]}, {c['defective_frames']} defective "
         f"({c['defect_rate']:.0%}), seed {c['seed']}; gate {c['gate']}; {c['repeats']} repeats, ratios per repeat, medians; "
         f"intra-op threads {c['intra_op_threads'] or 'auto'}, spin-wait {'on' if c['spinning'] else 'off'} everywhere.",
+        "Backends: " + "; ".join(f"{task}: {name}" for task, name in c.get("backends", {}).items()) + ".",
         "Models: " + ", ".join(f"{task} `{Path(info['path']).name}` input {info['input']}" for task, info in result["models"].items()) + ".",
         *([f"Note: {result['note']}"] if result.get("note") else []),
         "",

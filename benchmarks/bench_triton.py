@@ -62,7 +62,7 @@ def level(url: str, clients: int, images: Sequence[np.ndarray]) -> Dict[str, Any
             for index, image in enumerate(images):
                 frame = Frame(index=index, image=image, timestamp=time.perf_counter(), source=f"client{i}")
                 began = time.perf_counter()
-                cascades[i].infer(frame)
+                cascades[i].infer([frame])
                 latencies[i].append(time.perf_counter() - began)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)

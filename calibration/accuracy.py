@@ -1,7 +1,8 @@
-"""Accuracy of each precision (FP32, FP16, INT8 trt / cpu) on a validation set, through ONNX Runtime.
+"""Accuracy of each precision (FP32, FP16, INT8 trt / cpu) on a validation set, through ONNX Runtime
+and, for labels "openvino <precision>", through OpenVINO.
 
 The QDQ models run on CPU, so INT8 accuracy is known before any engine is built. Every model runs
-through the runtime's own path: `open_backend` (ONNX Runtime backend), `preprocess`, the
+through the runtime's own path: `open_backend` (the label's backend), `preprocess`, the
 classifier's `defect_probability` and gate, the segmenter's `MaskPostprocess` with the card
 thresholds. Scores are edgeseg.training.metrics' (Kaggle Dice: empty on empty = 1), so the numbers
 are the ones training reported and the runtime would produce.
@@ -83,10 +84,18 @@ class _Outputs:
     classes: List[str] = field(default_factory=list)
 
 
-def _backend(path: Path) -> Backend:
+OPENVINO = "openvino "  # label prefix: run that row through the OpenVINO backend
+
+
+def backend_of(label: str) -> str:
+    """The backend a variant label runs on: "openvino int8-cpu" -> openvino, "int8-cpu" -> onnxruntime."""
+    return "openvino" if label.startswith(OPENVINO) else "onnxruntime"
+
+
+def _backend(path: Path, backend: str = "onnxruntime") -> Backend:
     from edgeseg.edge.backends import open_backend
 
-    return open_backend(path, "onnxruntime", ort_options={"providers": ["CPUExecutionProvider"]})
+    return open_backend(path, backend, ort_options={"providers": ["CPUExecutionProvider"]}, ov_options={"device": "CPU"})
 
 
 def classifier_probabilities(backend: Backend, data: ValidationSet, progress: Progress = None) -> Tuple[np.ndarray, float]:
@@ -128,12 +137,12 @@ def segmenter_scores(backend: Backend, data: ValidationSet, progress: Progress =
     return scores, packed, list(card.classes)
 
 
-def _run(models: Dict[str, Path], data: ValidationSet, progress: Progress) -> _Outputs:
+def _run(models: Dict[str, Path], data: ValidationSet, progress: Progress, backend: str = "onnxruntime") -> _Outputs:
     outputs = _Outputs()
     if "classifier" in models:
-        outputs.probabilities, outputs.gate = classifier_probabilities(_backend(models["classifier"]), data, progress)
+        outputs.probabilities, outputs.gate = classifier_probabilities(_backend(models["classifier"], backend), data, progress)
     if "segmenter" in models:
-        outputs.dice, outputs.masks, outputs.classes = segmenter_scores(_backend(models["segmenter"]), data, progress)
+        outputs.dice, outputs.masks, outputs.classes = segmenter_scores(_backend(models["segmenter"], backend), data, progress)
     return outputs
 
 
@@ -276,9 +285,9 @@ def accuracy_report(
     unavailable: Optional[Dict[str, str]] = None,
     progress: Progress = None,
 ) -> AccuracyReport:
-    """Evaluate every precision of `variants` (label -> {task: ONNX path}); must include "fp32".
-
-    progress(1) after each image of each model.
+    """Evaluate every precision of `variants` (label -> {task: ONNX path}); must include "fp32"
+    (ONNX Runtime, the reference every row is compared with). A label starting "openvino " runs
+    through OpenVINO (`backend_of`). progress(1) after each image of each model.
     """
     if REFERENCE not in variants:
         raise ValueError(f"variants must include the {REFERENCE!r} reference")
@@ -286,7 +295,7 @@ def accuracy_report(
     rows = {REFERENCE: _metrics(reference, None, data)}
     for label, models in variants.items():
         if label != REFERENCE:
-            rows[label] = _metrics(_run(models, data, progress), reference, data)
+            rows[label] = _metrics(_run(models, data, progress, backend_of(label)), reference, data)
     return AccuracyReport(
         images=len(data),
         defective=int(data.defective.sum()),

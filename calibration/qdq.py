@@ -45,6 +45,14 @@ from edgeseg.files import PathLike, atomic_output, sha256
 from edgeseg.lazy import require
 
 FLAVOURS = ("trt", "cpu")
+# The flavour each backend runs best (first) and the one it falls back to when only that exists.
+# OpenVINO turns either flavour's Q/DQ pairs into int8 kernels. Its `cpu` figure leads where it
+# counts: default-width ResUNet on a 2-core AVX2 EPYC 2.27x ONNX Runtime FP32 against 1.43x for
+# `trt` (issue #12); on the AMX Xeon of benchmarks/results/openvino_qdq_demo.md the two are
+# within that run's noise (demo width 8: 2.05x / 2.27x, same Dice). So `trt` does not serve
+# OpenVINO as well as `cpu` does, and a TensorRT + OpenVINO site keeps both files. ONNX Runtime's
+# S8S8 `trt` runs at 0.57x FP32 (same run): its backend names the `cpu` file when given `trt`.
+BACKEND_FLAVOURS = {"tensorrt": ("trt",), "onnxruntime": ("cpu", "trt"), "openvino": ("cpu", "trt")}
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 MIN_OPSET = 13  # per-channel DequantizeLinear needs the `axis` attribute
@@ -237,6 +245,7 @@ def onnx_to_qdq(
     batch_size: int = 1,
     ranges_cache: Optional[PathLike] = None,
     progress: Optional[Callable[[int], None]] = None,
+    tweaks: Optional[Dict[str, Any]] = None,
 ) -> QdqResult:
     """Quantise `onnx_path` (an FP32 ONNX with its card) to an INT8 QDQ ONNX + card.
 
@@ -247,6 +256,8 @@ def onnx_to_qdq(
     ranges_cache (minmax only): onnxruntime's calibration cache file for this model and set,
     written when missing and reused when present, so both flavours calibrate once; make it with
     the cpu flavour first (it records every tensor's range, a superset of what trt needs).
+    tweaks: quantize_static arguments (and "extra_options" keys) replacing the flavour's, to
+    measure the quantiser's options (benchmarks/bench_openvino_qdq.py); the card records them.
     Nothing is written unless the quantised model passes onnx.checker, loads in ONNX Runtime
     and (trt) passes `trt_qdq_problems`.
     """
@@ -275,7 +286,7 @@ def onnx_to_qdq(
     if unknown:
         sample = ", ".join(sorted(nodes)[:6])
         raise EdgesegError(f"--exclude names no node of {source.name}: {', '.join(unknown)}", hint=f"node names look like: {sample}, ...")
-    options = quantize_options(flavour, [node.op_type for node in model.graph.node])
+    options = _tweaked(quantize_options(flavour, [node.op_type for node in model.graph.node]), tweaks or {})
     kept_float = [name for name in cpu_float_nodes(model) if name not in exclude] if flavour == "cpu" else []
     floats = list(exclude) + kept_float
     spec = card.preprocess
@@ -304,7 +315,10 @@ def onnx_to_qdq(
         onnx.save(quantized, str(tmp))
         first = next(calib.batches(batch_size, spec))
         rel = _relative_l2(_run(source, card.input.name, first), _run(tmp, card.input.name, first))
-    card_file = write_card(out, _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset))
+    new_card = _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset)
+    if tweaks:
+        new_card.artifact["quantization"]["tweaks"] = {k: str(v) for k, v in tweaks.items()}
+    card_file = write_card(out, new_card)
     return QdqResult(
         path=out,
         card=card_file,
@@ -317,6 +331,11 @@ def onnx_to_qdq(
         first_batch_rel_l2=rel,
         seconds=time.perf_counter() - started,
     )
+
+
+def _tweaked(options: Dict[str, Any], tweaks: Dict[str, Any]) -> Dict[str, Any]:
+    extra = dict(options["extra_options"], **tweaks.get("extra_options", {}))
+    return dict(options, **{k: v for k, v in tweaks.items() if k != "extra_options"}, extra_options=extra)
 
 
 def _cache_argument(quant: Any, ranges_cache: Optional[PathLike], method: str) -> Dict[str, Any]:

@@ -125,3 +125,39 @@ def latency_table(report: Dict[str, Any], title: str = "edgeseg run") -> Any:
     table.caption = " · ".join(parts)
     table.caption_justify = "left"
     return table
+
+
+def camera_table(report: Dict[str, Any], title: str = "per camera") -> Any:
+    """A rich Table of a many-camera run report: one row per camera (frames, FPS, glass-to-glass
+    and processing in ms, queue wait, gate pass rate, drops); the batching in the caption."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("camera", "source", "frames", "FPS", "g2g p50 ms", "g2g p99 ms", "processing p50 ms", "queue p50 ms", "gate pass", "dropped"):
+        table.add_column(column, justify="left" if column in ("camera", "source") else "right")
+    for camera in report["cameras"]:
+        latency = camera["latency_ms"]
+
+        def p(key: str, stat: str) -> str:
+            return f"{latency[key][stat]:.2f}" if latency.get(key, {}).get("count") else "-"
+
+        table.add_row(
+            str(camera["camera"]),
+            camera["source"]["uri"],
+            str(camera["frames"]),
+            f"{camera['fps']:.1f}",
+            p(GLASS_TO_GLASS, "median"),
+            p(GLASS_TO_GLASS, "p99"),
+            p(PROCESSING, "median"),
+            p("queue", "median"),
+            f"{camera['gate_pass_rate']:.0%}",
+            str(camera["source"]["dropped"]),
+        )
+    batching = report.get("batching", {})
+    if batching.get("batches"):
+        table.caption = (
+            f"{batching['batches']} batches, {batching['mean_size']:.2f} frames each on average "
+            f"(at most {batching['max_batch']}, waiting up to {batching['timeout_ms']:g} ms for a camera)"
+        )
+        table.caption_justify = "left"
+    return table

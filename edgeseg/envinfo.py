@@ -100,6 +100,14 @@ def _onnxruntime() -> Dict[str, Any]:
     return {"version": onnxruntime.__version__, "providers": list(onnxruntime.get_available_providers())}
 
 
+def _openvino() -> Dict[str, Any]:
+    import openvino  # noqa: F401  (not installed: ModuleNotFoundError, reported as such)
+
+    from edgeseg.edge.backends.openvino import devices, version
+
+    return {"version": version(), "devices": devices()}
+
+
 def _gpus() -> List[Dict[str, Any]]:
     from edgeseg.edge.cuda_context import list_gpus
 
@@ -107,6 +115,20 @@ def _gpus() -> List[Dict[str, Any]]:
         {"index": g.index, "name": g.name, "compute_capability": g.compute_capability, "memory_gib": round(g.total_memory / 2**30, 1)}
         for g in list_gpus()
     ]
+
+
+def _pycuda() -> Optional[str]:
+    """pycuda's version, or why its driver module does not load (a build without CUDA, no libcuda):
+    the package alone being installed is not a usable pycuda."""
+    version = distribution_version("pycuda")
+    if version is None:
+        return None
+    try:
+        importlib.import_module("pycuda.driver")  # loads libcuda; creates no context
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{version} (unavailable: {reason[:120]})"
+    return version
 
 
 def _cuda_driver() -> Optional[str]:
@@ -158,8 +180,9 @@ def collect() -> Dict[str, Any]:
         "numpy": _soft(lambda: _module_version("numpy")),
         "opencv": _soft(_opencv),
         "onnxruntime": _soft(_onnxruntime),
+        "openvino": _soft(_openvino),
         "tensorrt": _soft(lambda: _module_version("tensorrt")),
-        "pycuda": _soft(lambda: distribution_version("pycuda")),
+        "pycuda": _soft(_pycuda),
         "polygraphy": _soft(lambda: distribution_version("polygraphy")),
         "torch": _soft(lambda: distribution_version("torch")),
         "cuda_driver": _soft(_cuda_driver),

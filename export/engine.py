@@ -1,4 +1,5 @@
-"""ONNX -> deployable artifact with its card: a TensorRT engine, or an ONNX Runtime-optimised ONNX.
+"""ONNX -> deployable artifact with its card: a TensorRT engine, an ONNX Runtime-optimised ONNX,
+or an OpenVINO IR.
 
 `onnx_to_engine` builds `<name>.<precision>.engine` through polygraphy (network_from_onnx_path,
 CreateConfig, engine_bytes_from_network), with the version differences decided in trt_compat:
@@ -6,7 +7,10 @@ FP16 is the builder flag on 8.5-10 and an FP16 ONNX parsed strongly typed on 11.
 CreateConfig(fp16=True) raises there, so it is never asked for); INT8 is a QDQ ONNX everywhere,
 or implicit calibration on 8.5-10 when asked. `onnx_to_ort` is the same command's CPU path:
 `<name>.<precision>.ort.onnx`, the graph ONNX Runtime optimised and serialised
-(SessionOptions.optimized_model_filepath), loadable without re-optimising.
+(SessionOptions.optimized_model_filepath), loadable without re-optimising. `onnx_to_openvino`
+writes `<name>.<precision>.xml` + `.bin` (openvino.convert_model + save_model): FP32 weights for
+fp32 and int8 (the QDQ pairs become OpenVINO FakeQuantize nodes), FP16-compressed weights for
+fp16; the input shape is fixed to the build's size and batch range.
 
 Before anything is built the input is checked with ONNX Runtime (corrupt file, card mismatch,
 an input size the model cannot take: one line each) and the output folder must be writable.
@@ -33,7 +37,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, disk_full_as_error, ensure_writable_dir, sha256
 from edgeseg.lazy import require
 
-BACKENDS = ("tensorrt", "onnxruntime")
+BACKENDS = ("tensorrt", "onnxruntime", "openvino")
 ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 # Name parts that describe a variant, stripped to get a model's base name ("segmenter.int8.qdq" -> "segmenter").
 _VARIANT_PARTS = {"fp32", "fp16", "int8", "qdq", "trt", "cpu", "ort"}
@@ -93,9 +97,9 @@ class BuildOptions:
         if self.calibration == "implicit":
             if self.precision != "int8":
                 raise EdgesegError("--calibration implicit only applies to --precision int8")
-            if backend == "onnxruntime":
+            if backend != "tensorrt":
                 raise EdgesegError(
-                    "implicit calibration is a TensorRT 8.5-10 feature; the ONNX Runtime artifact uses the QDQ model",
+                    "implicit calibration is a TensorRT 8.5-10 feature; the CPU artifacts use the QDQ model",
                     hint="pass the QDQ ONNX with --calibration qdq",
                 )
             if self.calibration_set is None:
@@ -108,8 +112,8 @@ class BuildOptions:
             "--hardware-compatible": self.hardware_compatible,
         }
         used = [flag for flag, on in tensorrt_only.items() if on]
-        if backend == "onnxruntime" and used:
-            raise EdgesegError(f"{', '.join(used)} only apply to TensorRT engines", hint="drop them with --backend onnxruntime")
+        if backend != "tensorrt" and used:
+            raise EdgesegError(f"{', '.join(used)} only apply to TensorRT engines", hint=f"drop them with --backend {backend}")
 
 
 @dataclass
@@ -148,8 +152,8 @@ def base_name(onnx: Path) -> str:
 
 
 def artifact_path(onnx: Path, out_dir: Path, precision: str, backend: str) -> Path:
-    """<out>/<name>.<precision>.engine (TensorRT) or <out>/<name>.<precision>.ort.onnx (ONNX Runtime)."""
-    suffix = "engine" if backend == "tensorrt" else "ort.onnx"
+    """<out>/<name>.<precision>.engine (TensorRT), .ort.onnx (ONNX Runtime) or .xml (OpenVINO IR)."""
+    suffix = {"tensorrt": "engine", "onnxruntime": "ort.onnx", "openvino": "xml"}[backend]
     return out_dir / f"{base_name(onnx)}.{precision}.{suffix}"
 
 
@@ -273,8 +277,10 @@ def _scratch(out_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def _fp16_variant(onnx: Path, scratch: Path) -> Path:
-    """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes."""
-    require("onnx", "the FP16 ONNX that FP16 is built from here")
+    """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes; what it needs is in
+    the `trt` extra (no torch), since strongly typed TensorRT 11 builds FP16 only from it."""
+    for module in ("onnx", "onnxslim", "packaging"):
+        require(module, "the FP16 ONNX that FP16 engines are built from here", extra="trt")
     from edgeseg.export.fp16 import onnx_to_fp16
 
     return Path(onnx_to_fp16(onnx, scratch / f"{base_name(onnx)}.fp16.onnx").onnx)
@@ -319,6 +325,47 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
 
 
 # ---------------------------------------------------------------------------------------------
+# OpenVINO: the IR
+# ---------------------------------------------------------------------------------------------
+
+
+def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
+    """`<name>.<precision>.xml` + `.bin`, the OpenVINO IR of the model, plus its card (which
+    records the .bin's sha256: the runtime refuses an IR whose weights changed). fp16 compresses
+    the FP32 model's weights to FP16 (OpenVINO's own FP16 IR), int8 converts the QDQ model."""
+    started = time.perf_counter()
+    options.check("openvino")
+    out = ensure_writable_dir(out_dir)
+    source, card = load_source(Path(onnx), options.precision, options.calibration)
+    profile = input_profile(source, card, options)
+    output_shape = probe(source, card, profile)
+    ov = require("openvino", "the OpenVINO IR build")
+    target = artifact_path(source, out, options.precision, "openvino")
+    with _scratch(out) as scratch:
+        model = ov.convert_model(str(source))
+        low, _, high = profile.batch
+        batch = ov.Dimension(low) if low == high else ov.Dimension(low, high)
+        model.reshape({profile.input: ov.PartialShape([batch, ov.Dimension(profile.channels), *map(ov.Dimension, profile.size)])})
+        xml = scratch / target.name
+        ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
+        weights = xml.with_suffix(".bin")
+        artifact = {
+            "format": "openvino",
+            "precision": options.precision,
+            "converted_by": f"openvino {ov.__version__.split('-')[0]}",
+            "weights": target.with_suffix(".bin").name,
+            "weights_sha256": sha256(weights),
+        }
+        if options.precision == "int8":
+            artifact.update(flavour=card.artifact.get("flavour"), calibration_sha256=card.artifact.get("calibration_sha256"))
+        new_card = derived_card(card, source, profile, output_shape, artifact)
+        with atomic_output(target.with_suffix(".bin")) as tmp:
+            tmp.write_bytes(weights.read_bytes())
+        card_file = _write(target, xml, new_card)
+    return BuildResult(card.task, source, target, card_file, "openvino", options.precision, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------
 # TensorRT
 # ---------------------------------------------------------------------------------------------
 
@@ -359,11 +406,10 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
         with _calibrator(options, card, model, profile, target) as calibrator:
-            try:
-                plan_bytes = _build(trt, feats, plan, model, profile, options, calibrator and calibrator.trt_object)
-            finally:  # a failure inside a calibration callback is the root cause: report it first
-                if calibrator is not None:
-                    calibrator.check()
+            if calibrator is None:
+                plan_bytes = _build(trt, feats, plan, model, profile, options, None)
+            else:  # reports a callback's error, else the build's own, else an empty calibration
+                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object))
         calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.get("calibration_sha256")
         flags = ["version_compatible"] * options.version_compatible + ["hardware_compatible"] * options.hardware_compatible
         if options.dla_core is not None:
@@ -450,12 +496,12 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
 
     def config(builder: Any, network: Any) -> Any:
         """polygraphy's config plus DLA on the core asked for (its own use_dla always picks core 0)."""
-        built = create_config(builder, network)
+        builder_config: "trt.IBuilderConfig" = create_config(builder, network)  # typed for the API suite
         if options.dla_core is not None:
-            built.default_device_type = trt.DeviceType.DLA
-            built.DLA_core = options.dla_core
-            built.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        return built
+            builder_config.default_device_type = trt.DeviceType.DLA
+            builder_config.DLA_core = options.dla_core
+            builder_config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        return builder_config
 
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.WARNING

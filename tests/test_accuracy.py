@@ -17,6 +17,7 @@ from edgeseg.data.synth import write_synthetic
 from edgeseg.edge.card import read_card
 from edgeseg.edge.preprocess import preprocess, to_frame
 from edgeseg.export.fp16 import onnx_to_fp16
+from edgeseg.lazy import available
 from edgeseg.training.metrics import apply_thresholds, classification_metrics, mean_dice
 
 
@@ -132,6 +133,11 @@ def test_cli_end_to_end_pass_then_missed_budget(tiny_models, strips, tmp_path):
     sha = summary["calibration"]["sha256"]
     assert all(read_card(m["path"]).artifact["calibration_sha256"] == sha for m in summary["models"])
     assert json.loads((out / "accuracy.json").read_text())["images"] == 10
+    if available("openvino"):  # the same files scored through OpenVINO, against the same FP32 reference
+        rows = summary["accuracy"]["results"]
+        assert {"openvino fp32", "openvino int8-cpu", "openvino int8-trt"} <= set(rows)
+        assert abs(rows["openvino fp32"]["segmenter"]["mean_dice"] - rows["fp32"]["segmenter"]["mean_dice"]) < 0.01
+        assert "openvino int8-cpu" in summary["accuracy"]["deltas"]
 
     failing = tmp_path / "failing"
     result = runner.invoke(app, ["calibrate", str(out / "calibration.npz"), "-m", str(tiny_models["segmenter"]), "--flavour", "trt",

@@ -21,7 +21,7 @@ def _input(card, batch, seed=0):
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
 def test_specs_come_from_the_session_and_outputs_match_plain_onnxruntime(tiny_models, task):
     path = tiny_models[task]
-    backend = open_backend(path)
+    backend = open_backend(path, "onnxruntime")
     assert isinstance(backend, OnnxRuntimeBackend) and not backend.is_active
     with backend:
         assert backend.is_active
@@ -41,7 +41,7 @@ def test_specs_come_from_the_session_and_outputs_match_plain_onnxruntime(tiny_mo
 
 
 def test_outputs_survive_the_next_call(tiny_models):
-    with open_backend(tiny_models["classifier"]) as backend:
+    with open_backend(tiny_models["classifier"], "onnxruntime") as backend:
         name_in, name_out = backend.card.input.name, backend.card.output.name
         first = backend.infer({name_in: _input(backend.card, 1, seed=1)})[name_out]
         kept = first.copy()
@@ -50,10 +50,11 @@ def test_outputs_survive_the_next_call(tiny_models):
 
 
 def test_options_reach_the_session(tiny_models):
-    with open_backend(tiny_models["segmenter"]) as backend:  # edgeseg's default: no spin-waiting
+    with open_backend(tiny_models["segmenter"], "onnxruntime") as backend:  # edgeseg's default: no spin-waiting
         assert backend._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     backend = open_backend(
         tiny_models["segmenter"],
+        "onnxruntime",
         ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"], "allow_spinning": True},
     )
     with backend:
@@ -62,10 +63,10 @@ def test_options_reach_the_session(tiny_models):
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(EdgesegError, match="graph optimisation"):
-        open_backend(tiny_models["segmenter"], ort_options={"graph_optimization": "max"})
+        open_backend(tiny_models["segmenter"], "onnxruntime", ort_options={"graph_optimization": "max"})
     with pytest.raises(EdgesegError, match="no CUDAExecutionProvider|no TensorrtExecutionProvider"):
         missing = "TensorrtExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CUDAExecutionProvider"
-        open_backend(tiny_models["segmenter"], ort_options={"providers": [missing]}).activate()
+        open_backend(tiny_models["segmenter"], "onnxruntime", ort_options={"providers": [missing]}).activate()
 
 
 def test_infer_before_activate_is_a_programming_error(tiny_models):
@@ -113,11 +114,11 @@ def test_a_model_changed_after_its_card_is_refused(tiny_models, tmp_path):
 
 def test_factory_picks_by_artifact_and_refuses_the_wrong_backend(tiny_models, tmp_path):
     assert artifact_backend("m.fp16.engine") == "tensorrt" and artifact_backend("m.onnx") == "onnxruntime"
-    assert artifact_backend("m.bin", card_format="tensorrt") == "tensorrt"
+    assert artifact_backend("m.bin", card_format="tensorrt") == "tensorrt" and artifact_backend("m.fp32.xml") == "openvino"
     with pytest.raises(EdgesegError, match="TensorRT backend runs engines"):
         open_backend(tiny_models["classifier"], backend="tensorrt")
     with pytest.raises(EdgesegError, match="unknown backend"):
-        open_backend(tiny_models["classifier"], backend="openvino")
+        open_backend(tiny_models["classifier"], backend="coreml")
     with pytest.raises(EdgesegError, match="not found"):
         open_backend(tmp_path / "missing.onnx")
     engine = tmp_path / "classifier.fp16.engine"

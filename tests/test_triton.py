@@ -165,7 +165,8 @@ def clips(tmp_path_factory):
 
 def _local(models, clip, jsonl, gate=None):
     with open_source(str(clip), SourceOptions()) as source, JsonlSink(jsonl) as sink:
-        Pipeline(source, open_backend(models["classifier"]), open_backend(models["segmenter"]), [sink], gate=gate).run()
+        # ONNX Runtime, as the stand-ins run (auto could pick OpenVINO here)
+        Pipeline(source, open_backend(models["classifier"], "onnxruntime"), open_backend(models["segmenter"], "onnxruntime"), [sink], gate=gate).run()
     return _records(jsonl)
 
 

@@ -6,7 +6,9 @@ so "compute" is the model alone, as TensorRT reports it.
 """
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -18,6 +20,8 @@ from edgeseg.files import PathLike
 from edgeseg.lazy import require
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+_log = logging.getLogger("edgeseg")
+_warned: set = set()  # artifacts already warned about in this process
 _ORT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -80,6 +84,7 @@ class OnnxRuntimeBackend(Backend):
         self.inter_op_threads = inter_op_threads
         self.graph_optimization = graph_optimization
         self.allow_spinning = allow_spinning
+        self.note = ""  # set at activation when the artifact is a poor fit for this provider
         self._session: Any = None
         self._binding: Any = None
         self._device = "cpu"
@@ -88,7 +93,7 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> str:
         ort = require("onnxruntime", "the ONNX Runtime backend")
         used = ", ".join(self._session.get_providers()) if self._session is not None else "inactive"
-        return f"onnxruntime {ort.__version__} ({used})"
+        return f"onnxruntime {ort.__version__} ({used})" + (f"; {self.note}" if self.note else "")
 
     @property
     def runs_on(self) -> str:
@@ -117,6 +122,10 @@ class OnnxRuntimeBackend(Backend):
                 hint="the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
             ) from exc
         self._device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.note = slow_flavour_note(self.artifact, self.card.artifact) if self._device == "cpu" else ""
+        if self.note and str(self.artifact) not in _warned:
+            _warned.add(str(self.artifact))
+            _log.warning("warning: %s", self.note)
         self._binding = self._session.io_binding()
         self._bound_shapes = {}
 
@@ -161,6 +170,17 @@ class OnnxRuntimeBackend(Backend):
         self._binding = None
         self._session = None
         self._bound_shapes = {}
+
+
+def slow_flavour_note(artifact: Path, made_as: Dict[str, Any]) -> str:
+    """Why this INT8 model is slow on ONNX Runtime's CPU provider and what to run instead; "" when
+    it is not the `trt` flavour. That flavour (symmetric int8 activations, TensorRT's form) has
+    no fast S8S8 convolution on x86 ONNX Runtime: 0.5-0.6x FP32 (benchmarks/results/int8_cpu.md)."""
+    if made_as.get("precision") != "int8" or made_as.get("flavour") != "trt":
+        return ""
+    faster = artifact.with_name(artifact.name.replace(".int8.trt.", ".int8.cpu."))
+    instead = f"run {faster.name} beside it" if faster != artifact and faster.is_file() else "make the `cpu` flavour with `edgeseg calibrate --flavour cpu`"
+    return f"{artifact.name} is the TensorRT form of INT8, slower than FP32 on ONNX Runtime's CPU provider: {instead}, or use --backend openvino"
 
 
 def _spec(node: Any) -> TensorSpec:

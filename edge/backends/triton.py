@@ -23,13 +23,13 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from edgeseg.edge.card import ModelCard
-from edgeseg.edge.pipeline import _END, Pipeline
+from edgeseg.edge.pipeline import _END, _POLL, Pipeline
 from edgeseg.edge.postprocess import FrameResult, Segmentation
 from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.rle import decode
@@ -101,13 +101,25 @@ class TritonCascade:
     def describe(self) -> str:
         return f"triton {self._version} at {self.address} ({self.model})"
 
-    def infer(self, frame: Frame, gate: Optional[float] = None) -> Dict[str, Any]:
-        """The frame's record, as the server's cascade wrote it."""
-        gray = np.ascontiguousarray(to_gray(frame.image))
-        tensor = self._grpc.InferInput("IMAGE", [1, gray.shape[0], gray.shape[1]], "UINT8")
-        tensor.set_data_from_numpy(gray[None])
-        meta = {f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "image"}
-        options: Dict[str, Any] = {"frame": {k: v for k, v in meta.items() if _plain(v)}}
+    def infer(self, frames: Sequence[Frame], gate: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Each frame's record, as the server's cascade wrote it, in order. Frames of one size
+        (one camera, or a line of equal cameras) go in one request, so they stay one batch."""
+        records: List[Optional[Dict[str, Any]]] = [None] * len(frames)
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        grays = [np.ascontiguousarray(to_gray(frame.image)) for frame in frames]
+        for i, gray in enumerate(grays):
+            groups.setdefault(gray.shape, []).append(i)
+        for members in groups.values():
+            answers = self._request(np.stack([grays[i] for i in members]), [frames[i] for i in members], gate)
+            for i, record in zip(members, answers):
+                records[i] = record
+        return [record for record in records if record is not None]
+
+    def _request(self, images: np.ndarray, frames: Sequence[Frame], gate: Optional[float]) -> List[Dict[str, Any]]:
+        tensor = self._grpc.InferInput("IMAGE", list(images.shape), "UINT8")
+        tensor.set_data_from_numpy(images)
+        metas = [{f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "image"} for frame in frames]
+        options: Dict[str, Any] = {"frame": [{k: v for k, v in meta.items() if _plain(v)} for meta in metas]}
         if gate is not None:
             options["gate"] = gate
         parameters = {"edgeseg": json.dumps(options)}
@@ -118,7 +130,7 @@ class TritonCascade:
                 break
             except self._errors.InferenceServerException as exc:
                 if not _unavailable(exc):
-                    raise EdgesegError(f"the Triton cascade at {self.url} failed on frame {frame.index}: {_message(exc)}") from exc
+                    raise EdgesegError(f"the Triton cascade at {self.url} failed on frame {frames[0].index}: {_message(exc)}") from exc
                 now = time.monotonic()
                 if lost is None:
                     lost = now
@@ -130,7 +142,7 @@ class TritonCascade:
         if lost is not None:
             self.reconnects += 1
             logger.warning("reconnected to the Triton server at %s after %.1f s", self.url, time.monotonic() - lost)
-        return json.loads(answer.as_numpy("RECORD").reshape(-1)[0])
+        return [json.loads(value) for value in answer.as_numpy("RECORD").reshape(-1)]
 
     def _connect(self) -> None:
         if self._client is not None:
@@ -193,31 +205,22 @@ class _RemoteModel:
 
 
 class TritonPipeline(Pipeline):
-    """The Pipeline (capture, sinks, latency report, stop/abort) with the inference stage on a
-    Triton server. Stages: the server's preprocess / classifier / segmenter, and "triton": the
-    rest of the round trip (network, server queueing and post-processing)."""
+    """The Pipeline (one capture thread per camera, batching across cameras, sinks, latency
+    report, stop/abort) with the inference stage on a Triton server: each batch of frames is one
+    request to the cascade per frame size. Stages: the server's preprocess / classifier /
+    segmenter, and "triton": the rest of the round trip (network, server queueing and
+    post-processing)."""
 
-    def __init__(
-        self,
-        source: Source,
-        cascade: TritonCascade,
-        sinks: Sequence[Sink] = (),
-        gate: Optional[float] = None,
-        max_frames: Optional[int] = None,
-        queue_size: int = 2,
-        on_result: Optional[Callable[[FrameResult], None]] = None,
-    ) -> None:
+    def __init__(self, sources: Union[Source, Sequence[Source]], cascade: TritonCascade, sinks: Sequence[Sink] = (), **settings: Any) -> None:
+        """settings: Pipeline's keywords but `postprocess` (the server post-processes)."""
         served_by = cascade.describe()
         super().__init__(
-            source,
+            sources,
             _RemoteModel(cascade.classifier_card, Path(cascade.address, cascade.model, "classifier"), served_by),  # type: ignore[arg-type]
             _RemoteModel(cascade.segmenter_card, Path(cascade.address, cascade.model, "segmenter"), served_by),  # type: ignore[arg-type]
             sinks,
-            gate=gate,
-            max_frames=max_frames,
-            queue_size=queue_size,
             postprocess=lambda segmentation, _shape: segmentation,  # type: ignore[arg-type,return-value]
-            on_result=on_result,
+            **settings,
         )
         self.cascade = cascade
 
@@ -226,26 +229,16 @@ class TritonPipeline(Pipeline):
         report["reconnects"] = self.cascade.reconnects
         return report
 
-    def _infer(self, frames_q: Any, results_q: Any) -> None:
-        classes = self.segmenter.card.classes
+    def _infer(self, results_q: Any) -> None:
+        """Pipeline._infer without local backends to activate."""
         try:
             self._backend_names.update({"classifier": self.cascade.describe(), "segmenter": self.cascade.describe()})
             self._ready.set()
-            while True:
-                item = self._get(frames_q)
-                if item is _END:
+            while not self._abort.is_set():
+                batch = self._muxer.next_batch(self._batch_limit, self.batch_timeout, _POLL)
+                if batch is None:
                     break
-                frame, _tensor, prep, queued = item
-                started = time.perf_counter()
-                record = self.cascade.infer(frame, self.gate)
-                round_trip = time.perf_counter() - started
-                result = result_from_record(record, frame, classes)
-                stages = {"capture": frame.decode, "preprocess": prep + result.latency.get("preprocess", 0.0), "queue": started - queued}
-                for stage in ("classifier", "segmenter"):
-                    if stage in result.latency:
-                        stages[stage] = result.latency[stage]
-                stages["triton"] = max(0.0, round_trip - sum(result.latency.values()))
-                if not self._put(results_q, (frame, result.defect_probability, result.gated, result.segmentation, stages, time.perf_counter())):
+                if batch and not self._infer_batch(batch, results_q):
                     return
         finally:
             self._ready.set()
@@ -253,6 +246,27 @@ class TritonPipeline(Pipeline):
                 self._put(results_q, _END)
             finally:
                 self.cascade.close()
+
+    def _infer_batch(self, batch: List[Any], results_q: Any) -> bool:
+        taken = time.perf_counter()
+        captured = [entry.item for entry in batch]
+        for entry in batch:
+            camera = self.cameras[entry.camera]
+            camera.waited_max = max(camera.waited_max, entry.waited)
+        self._batch_sizes[len(batch)] += 1
+        records = self.cascade.infer([c.frame for c in captured], self.gate)
+        round_trip = time.perf_counter() - taken
+        classes = self.segmenter.card.classes
+        for c, record in zip(captured, records):
+            result = result_from_record(record, c.frame, classes)
+            stages = {"capture": c.frame.decode, "preprocess": c.preprocess + result.latency.get("preprocess", 0.0), "queue": taken - c.queued}
+            for stage in ("classifier", "segmenter"):
+                if stage in result.latency:
+                    stages[stage] = result.latency[stage]
+            stages["triton"] = max(0.0, round_trip - sum(result.latency.values()))
+            if not self._put(results_q, (c.frame, result.defect_probability, result.gated, result.segmentation, stages, time.perf_counter())):
+                return False
+        return True
 
 
 def _message(exc: Any) -> str:

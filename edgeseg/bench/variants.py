@@ -4,6 +4,9 @@ An FP32 ONNX (with its card) stands for its whole family, found by edgeseg's fil
   onnxruntime  fp32 `m.onnx` · fp16 `m.fp16.onnx` (made on the fly when missing) ·
                int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour); `<engines>/m.<p>.ort.onnx`
                from `edgeseg build-engine --backend onnxruntime` is preferred when present
+  openvino     the same ONNX files as onnxruntime (int8: `m.int8.<flavour>.qdq.onnx`, the flavour
+               `calibration.qdq.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
+               `edgeseg build-engine --backend openvino` is preferred when present
   tensorrt     `<engines>/m.<p>.engine` (built by `edgeseg build-engine`)
   pytorch      the checkpoint named in the card, eager; fp16 on CUDA only, no int8
 Any other artifact (an engine, an FP16 or QDQ ONNX) is benchmarked as given. A cell that cannot
@@ -16,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+from edgeseg.calibration.qdq import BACKEND_FLAVOURS
 from edgeseg.edge.backends import Backend, artifact_backend, open_backend
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.export.engine import base_name
+from edgeseg.layout import DATA_DIR
 from edgeseg.lazy import available
 
-BACKENDS = ("tensorrt", "onnxruntime", "pytorch")
+BACKENDS = ("tensorrt", "onnxruntime", "openvino", "pytorch")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -56,7 +61,7 @@ class Variant:
             from edgeseg.bench.torch_backend import TorchBackend
 
             return TorchBackend(self.artifact, self.card, device=device or "cpu", half=self.precision == "fp16", threads=threads)
-        return open_backend(self.artifact, self.backend, ort_options={"intra_op_threads": threads})
+        return open_backend(self.artifact, self.backend, ort_options={"intra_op_threads": threads}, ov_options={"threads": threads})
 
 
 def plan(
@@ -90,7 +95,8 @@ def plan(
                     cells.append(_cell(path, card, b, p, engines, scratch, torch_device))
         else:
             reference = _reference(path, card)
-            cells.append(Variant(card.task, base_name(path), backend, precision, card, path, reference, _runnable(backend)))
+            for b in _runners(path, card, backend, backends):
+                cells.append(Variant(card.task, base_name(path), b, precision, card, path, reference, _runnable(b)))
     return cells
 
 
@@ -107,13 +113,25 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
         return _found(cell, found, f"no {name}.{precision}.engine in {', '.join(map(str, folders))}: build it with `{hint}`")
     if backend == "pytorch":
         return _torch_cell(cell, onnx, card, precision, torch_device)
-    built = _first(f / f"{name}.{precision}.ort.onnx" for f in folders)
+    built = _first(f / f"{name}.{precision}.{'xml' if backend == 'openvino' else 'ort.onnx'}" for f in folders)
     if built is not None or precision == "fp32":
         return _found(cell, built or onnx, "")
     if precision == "fp16":
-        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export --fp16` or install onnx")
-    found = _first(onnx.parent / f"{name}.int8.{flavour}.qdq.onnx" for flavour in ("cpu", "trt"))
-    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `edgeseg calibrate {onnx} ...`")
+        checkpoint = card.source.get("checkpoint_path") or "CHECKPOINT.pt"
+        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export -c {checkpoint} --fp16 --out {onnx.parent}` or install onnx")
+    found = _first(onnx.parent / f"{name}.int8.{flavour}.qdq.onnx" for flavour in BACKEND_FLAVOURS[backend])
+    hint = f"edgeseg calibrate {DATA_DIR} -m {onnx} --out {onnx.parent}"
+    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `{hint}` (calibration images: {DATA_DIR} or yours)")
+
+
+def _runners(path: Path, card: ModelCard, made_for: str, backends: Sequence[str]) -> List[str]:
+    """The requested backends that run an artifact given as is: an ONNX runs on ONNX Runtime and
+    OpenVINO alike (an ONNX Runtime-optimised one only on ONNX Runtime), anything else only on
+    the backend it was made for."""
+    if made_for != "onnxruntime" or card.artifact.get("optimized_by"):
+        return [made_for]
+    chosen = [b for b in ("onnxruntime", "openvino") if b in backends]
+    return chosen or [made_for]
 
 
 def _torch_cell(cell: Variant, onnx: Path, card: ModelCard, precision: str, device: str) -> Variant:
@@ -133,12 +151,16 @@ def _torch_cell(cell: Variant, onnx: Path, card: ModelCard, precision: str, devi
 
 def _runnable(backend: str) -> str:
     """Why `backend` cannot run on this machine ("" when it can)."""
-    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda")):
-        return "TensorRT and pycuda are not installed here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
+    # pycuda.driver, not the pycuda package: a pycuda built without CUDA, or without a driver here,
+    # imports as a package and fails at its driver.
+    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda.driver")):
+        return "TensorRT and pycuda (pycuda.driver) are not usable here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
     if backend == "pytorch" and not available("torch"):
         return "torch is not installed (pip install torch)"
     if backend == "onnxruntime" and not available("onnxruntime"):
         return "onnxruntime is not installed"
+    if backend == "openvino" and not available("openvino"):
+        return "openvino is not installed (pip install 'edgeseg[openvino]')"
     return ""
 
 

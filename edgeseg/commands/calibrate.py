@@ -6,14 +6,31 @@ in each flavour, and with --validation compare every precision and fail on a mis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import (
+    FLAVOURS,
+    METHODS,
+    MODELS_DIR,
+    JsonOption,
+    OutDirOption,
+    QuietOption,
+    SeedOption,
+    VerboseOption,
+    cli_errors,
+    err,
+    metavar,
+    number,
+    one_of,
+    out,
+    print_json,
+    progress_bar,
+)
 from edgeseg.errors import EdgesegError
 
 CALIBRATION_NAME = "calibration.npz"
@@ -33,13 +50,16 @@ def calibrate(
         Optional[List[Path]],
         typer.Option("--model", "-m", help="FP32 ONNX (with its card) to quantise; repeat for classifier and segmenter."),
     ] = None,
-    out_dir: OutDirOption = Path("out"),
+    out_dir: OutDirOption = MODELS_DIR,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Frames in the calibration set (a warning under 100).")] = 512,
     flavours: Annotated[
         Optional[List[str]],
-        typer.Option("--flavour", help="INT8 form: 'trt' (TensorRT, symmetric) and/or 'cpu' (ONNX Runtime x86, U8S8). Default: both."),
+        typer.Option(
+            "--flavour", metavar=metavar(FLAVOURS), callback=one_of(FLAVOURS),
+            help="INT8 form: 'trt' (TensorRT, symmetric) and/or 'cpu' (ONNX Runtime x86, U8S8); repeat for both. Default: both.",
+        ),
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="Activation ranges: minmax, entropy or percentile (99.999).")] = "minmax",
+    method: Annotated[Literal[METHODS], typer.Option("--method", help="Activation ranges (percentile: 99.999).")] = "minmax",  # type: ignore[valid-type]
     exclude: Annotated[
         Optional[List[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeat); see the layers a budget miss names.")
     ] = None,
@@ -58,6 +78,8 @@ def calibrate(
     ] = None,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Build a calibration set and the INT8 (QDQ ONNX) models made from it.
 
@@ -65,15 +87,16 @@ def calibrate(
     stratified: clean and defective strips, every class), stored as OUT/calibration.npz; its
     sha256 goes into every INT8 model card. Each --model gives OUT/<name>.int8.trt.qdq.onnx (for
     `edgeseg build-engine --precision int8`) and OUT/<name>.int8.cpu.qdq.onnx (ONNX Runtime).
-    With --validation, FP32, FP16 and each INT8 flavour are scored on it through ONNX Runtime
-    (classifier accuracy/recall, segmenter Dice per class, cascade gate recall) into OUT/accuracy.json;
+    With --validation, FP32, FP16 and each INT8 flavour are scored on it through ONNX Runtime, and
+    through OpenVINO too when it is installed ("openvino ..." rows; classifier accuracy/recall,
+    segmenter Dice per class, cascade gate recall) into OUT/accuracy.json;
     --max-dice-drop / --max-recall-drop turn that into a gate that names the layers to --exclude.
 
     Examples:
 
-      edgeseg calibrate data/train -m out/classifier.onnx -m out/segmenter.onnx --out out
+      edgeseg calibrate data/train -m models/classifier.onnx -m models/segmenter.onnx
 
-      edgeseg calibrate out/calibration.npz -m out/segmenter.onnx --flavour trt --validation data/val --max-dice-drop 0.01
+      edgeseg calibrate models/calibration.npz -m models/segmenter.onnx --flavour trt --validation data/test --max-dice-drop 0.01
     """
     from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
 
@@ -208,9 +231,10 @@ def _accuracy(
     max_recall_drop: Optional[float],
     quiet: bool,
 ) -> Any:
-    from edgeseg.calibration.accuracy import REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
+    from edgeseg.calibration.accuracy import OPENVINO, REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
     from edgeseg.edge.card import card_path, read_card
     from edgeseg.files import write_json
+    from edgeseg.lazy import available
 
     variants: Dict[str, Dict[str, Path]] = {REFERENCE: {read_card(m).task: m for m in models}}
     unavailable: Dict[str, str] = {}
@@ -220,12 +244,15 @@ def _accuracy(
         unavailable["fp16"] = str(exc)
     for r in results:
         variants.setdefault(f"int8-{r.flavour}", {})[read_card(r.path).task] = r.path
+    if available("openvino"):  # the same files through the other CPU runtime
+        for label in [label for label in variants if label != "fp16"]:
+            variants[f"{OPENVINO}{label}"] = variants[label]
     data = load_validation(validation, validation_count, seed)
     total = len(data) * sum(len(v) for v in variants.values())
     with progress_bar(quiet) as progress:
         task = progress.add_task(f"scoring {len(variants)} precisions on {len(data)} strips", total=total)
         report = accuracy_report(variants, data, unavailable, progress=lambda n: progress.advance(task, n))
-    int8 = [label for label in variants if label.startswith("int8-")]
+    int8 = [label for label in variants if "int8-" in label]
     misses = check_budget(report, int8, max_dice_drop, max_recall_drop)
     for miss in misses:
         reference = variants[REFERENCE][miss.task]
@@ -254,7 +281,7 @@ def _fp16(path: Path, out_dir: Path) -> Path:
 def _print_accuracy(report: Any) -> None:
     from edgeseg.calibration.accuracy import REFERENCE
 
-    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU")
+    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU (openvino rows: OpenVINO CPU)")
     columns = ["precision", "cls accuracy", "cls recall", "seg mean Dice", "Dice per class", "vs FP32 masks", "gate recall", "cascade Dice"]
     for column in columns:
         table.add_column(column)
@@ -279,5 +306,7 @@ def _print_accuracy(report: Any) -> None:
 def _num(value: Optional[float], drop: Optional[float] = None) -> str:
     if value is None:
         return ""
-    text = f"{value:.4f}"
-    return text if drop is None else f"{text} ({-drop:+.4f})"
+    if drop is None:
+        return number(value)
+    change = number(-drop)
+    return f"{number(value)} ({change if change.startswith('-') else '+' + change})"

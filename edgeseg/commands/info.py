@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Tuple
 
 from rich.table import Table
 
-from edgeseg.commands.common import JsonOption, cli_errors, out, print_json
+from edgeseg.commands.common import JsonOption, QuietOption, VerboseOption, cli_errors, out, print_json
 
 MISSING = "not installed"
 
@@ -20,6 +20,12 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
     lines.append(("opencv", f"{opencv['version']} (GStreamer: {opencv['gstreamer'] or 'unknown'})" if isinstance(opencv, dict) else _text(opencv)))
     ort = info["onnxruntime"]
     lines.append(("onnxruntime", f"{ort['version']} ({', '.join(ort['providers'])})" if isinstance(ort, dict) else _text(ort)))
+    openvino = info.get("openvino")
+    if isinstance(openvino, dict):
+        found = ", ".join(f"{d['device']}: {d['name']}" for d in openvino["devices"]) or "no device"
+        lines.append(("openvino", f"{openvino['version']} ({found})"))
+    else:
+        lines.append(("openvino", _text(openvino)))
     lines += [(key, _text(info[key])) for key in ("tensorrt", "pycuda", "polygraphy", "torch")]
     lines.append(("cuda driver", _text(info["cuda_driver"], none="no NVIDIA driver")))
     lines.append(("cuda runtime", _text(info["cuda_runtime"], none="no libcudart found")))
@@ -41,9 +47,9 @@ def _text(value: Any, none: str = MISSING) -> str:
 
 
 @cli_errors
-def info(json_output: JsonOption = False) -> None:
+def info(json_output: JsonOption = False, verbose: VerboseOption = False, quiet: QuietOption = False) -> None:
     """Show edgeseg's environment: Python, CPU and its SIMD features, numpy, OpenCV (+GStreamer), ONNX Runtime providers,
-    TensorRT, pycuda, CUDA driver, GPUs and compute capability, Jetson model, L4T and power mode.
+    OpenVINO devices (CPU, Intel GPU / NPU), TensorRT, pycuda, CUDA driver, GPUs and compute capability, Jetson model, L4T and power mode.
 
     Every probe fails soft: a missing or broken component is reported, never fatal."""
     from edgeseg.envinfo import collect

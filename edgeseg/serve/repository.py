@@ -90,7 +90,10 @@ def _write_repository(classifier: Path, segmenter: Path, repository: Path, optio
         card = read_card(path)
         if card.task != task:
             raise EdgesegError(f"{path} is a {card.task} model but was given as the {task}", hint="pass the classifier first, then the ResUNet")
-        needed = "tensorrt" if artifact_backend(path, str(card.artifact.get("format", ""))) == "tensorrt" else "onnx"
+        made_for = artifact_backend(path, str(card.artifact.get("format", "")))
+        if made_for not in ("tensorrt", "onnxruntime"):
+            raise EdgesegError(f"{path} is a {made_for} model; Triton serves ONNX models and TensorRT engines here", hint="pass the ONNX it was made from")
+        needed = "tensorrt" if made_for == "tensorrt" else "onnx"
         if needed != fmt:
             raise EdgesegError(
                 f"{path} is {'a TensorRT engine' if needed == 'tensorrt' else 'an ONNX model'}, but the other model is not",

@@ -1,0 +1,266 @@
+"""OpenVINO backend: the fast CPU path on x86 (and Intel GPU / NPU where present).
+
+One model (FP32 / FP16 ONNX, either QDQ flavour, or an OpenVINO IR .xml + .bin) compiled once
+per device by `openvino.Core.compile_model`, run through one infer request whose input tensors
+share the caller's arrays (no copy). OpenVINO's low-precision transformations turn the QDQ
+pairs of both flavours into int8 kernels, so the same file edgeseg writes for TensorRT runs int8
+here too (benchmarks/results/openvino_qdq_demo.md).
+
+Settings, defaults from benchmarks/results/openvino_qdq_demo.md (shared 2-core machine): hint
+LATENCY (one stream on every core: the pipeline infers one frame at a time; THROUGHPUT with an
+AsyncInferQueue keeping 2 requests in flight was 1.10x there, inside that run's noise, and only
+a batching caller could use it), threads 0 (OpenVINO's choice: every core), streams left to the
+hint. Float precision follows the card (`_CARD_PRECISION`). The compiled model is cached in
+`cache_dir` (OpenVINO's CACHE_DIR; default the user cache folder, see `default_cache_dir`), so a
+restart imports the compiled blob instead of compiling again.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.errors import EdgesegError
+from edgeseg.files import PathLike
+from edgeseg.lazy import require
+
+HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+PRECISIONS = ("f32", "bf16", "f16")
+# INFERENCE_PRECISION_HINT per card precision. OpenVINO's CPU default is bf16 wherever the CPU
+# has bf16 (AVX512-BF16, AMX): an FP32 model would silently run in bf16. fp32 and the float parts
+# of int8 models run f32 (the accuracy `calibrate --validation` measured); fp16 takes the
+# device's own reduced precision (bf16 on such CPUs, f32 on AVX2, f16 on Intel GPU).
+_CARD_PRECISION = {"fp32": "f32", "int8": "f32", "fp16": None}
+DEFAULT_HINT = "LATENCY"
+CACHE_ENV = "EDGESEG_OPENVINO_CACHE"  # a folder, or "" / "off" to compile every time
+IR_SUFFIXES = (".xml",)
+# OpenVINO element type names -> numpy names used in cards
+_DTYPES = {
+    "f32": "float32",
+    "f16": "float16",
+    "f64": "float64",
+    "i8": "int8",
+    "u8": "uint8",
+    "i32": "int32",
+    "i64": "int64",
+    "boolean": "bool",
+}
+
+
+def _openvino() -> Any:
+    return require("openvino", "the OpenVINO backend")
+
+
+def default_cache_dir() -> Optional[Path]:
+    """Where compiled models are cached: $EDGESEG_OPENVINO_CACHE when set ("" or "off": no
+    cache), else $XDG_CACHE_HOME/edgeseg/openvino (~/.cache/edgeseg/openvino)."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "off", "none") else Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgeseg" / "openvino"
+
+
+def version() -> str:
+    """"2026.4.1": the release, without the build hash OpenVINO's __version__ carries."""
+    return str(_openvino().__version__).split("-")[0]
+
+
+def devices() -> List[Dict[str, str]]:
+    """[{"device": "CPU", "name": "<full device name>"}, ...] that this OpenVINO can run on."""
+    core = _openvino().Core()
+    found = []
+    for device in core.available_devices:
+        try:
+            name = str(core.get_property(device, "FULL_DEVICE_NAME"))
+        except Exception:  # a device whose plugin cannot answer still counts as present
+            name = "?"
+        found.append({"device": device, "name": name})
+    return found
+
+
+class OpenVINOBackend(Backend):
+    """One model compiled for one OpenVINO device, run through one infer request.
+
+    device: "CPU", "GPU", "NPU", "AUTO"... (what `openvino.Core().available_devices` lists).
+    hint: PERFORMANCE_HINT, one of HINTS. threads: INFERENCE_NUM_THREADS (0: OpenVINO's choice).
+    streams: NUM_STREAMS (None: what the hint picks). cache_dir: CACHE_DIR for compiled models
+    ("default": `default_cache_dir()`; None or "": no cache).
+    precision: INFERENCE_PRECISION_HINT, one of PRECISIONS (None: by the card's precision, see
+    _CARD_PRECISION). profiling: PERF_COUNT, for `profile()` (per-layer times).
+
+    Outputs are the infer request's own tensors (no copy): valid until the next `infer`.
+    """
+
+    kind = "openvino"
+    reuses_output_buffers = True
+
+    def __init__(
+        self,
+        artifact: PathLike,
+        card: ModelCard,
+        device: str = "CPU",
+        hint: str = DEFAULT_HINT,
+        threads: int = 0,
+        streams: Optional[int] = None,
+        cache_dir: Union[PathLike, None, str] = "default",
+        precision: Optional[str] = None,
+        profiling: bool = False,
+    ) -> None:
+        super().__init__(artifact, card)
+        if hint not in HINTS:
+            raise EdgesegError(f"unknown OpenVINO performance hint {hint!r}", hint=f"use one of {', '.join(HINTS)}")
+        if threads < 0:
+            raise EdgesegError("thread counts must be >= 0 (0 lets OpenVINO choose)")
+        if streams is not None and streams < 1:
+            raise EdgesegError("OpenVINO streams must be >= 1 (or left to the performance hint)")
+        if precision is not None and precision not in PRECISIONS:
+            raise EdgesegError(f"unknown OpenVINO inference precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        self.device = device
+        self.hint = hint
+        self.precision = precision if precision is not None else _CARD_PRECISION.get(str(card.artifact.get("precision", "fp32")), "f32")
+        self.threads = threads
+        self.streams = streams
+        if cache_dir == "default":
+            self.cache_dir = default_cache_dir()
+        else:
+            self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.profiling = profiling
+        self.compiled: Any = None  # openvino.CompiledModel, public for benchmarks (AsyncInferQueue)
+        self._request: Any = None
+        self._output_ports: List[Any] = []
+
+    def config(self) -> Dict[str, Any]:
+        """The compile_model properties these settings make."""
+        config: Dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
+        if self.precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        if self.streams is not None:
+            config["NUM_STREAMS"] = self.streams
+        if self.cache_dir is not None:
+            config["CACHE_DIR"] = str(self.cache_dir)
+        if self.profiling:
+            config["PERF_COUNT"] = True
+        return config
+
+    def describe(self) -> str:
+        if self.compiled is None:
+            return f"openvino {version()} ({self.device}, inactive)"
+        threads = _property(self.compiled, "INFERENCE_NUM_THREADS")
+        streams = _property(self.compiled, "NUM_STREAMS")
+        precision = _property(self.compiled, "INFERENCE_PRECISION_HINT")
+        precision = getattr(precision, "get_type_name", lambda: precision)()
+        return f"openvino {version()} ({self.device}, {self.hint}, {streams} stream(s), {threads} threads, {precision} float)"
+
+    @property
+    def runs_on(self) -> str:
+        return "cpu" if self.device.upper().startswith("CPU") else self.device.lower()
+
+    def _activate_impl(self) -> None:
+        ov = _openvino()
+        core = ov.Core()
+        if self.device.split(":")[0].split(".")[0] not in ("AUTO", "MULTI", "HETERO") and self.device not in core.available_devices:
+            raise EdgesegError(
+                f"OpenVINO has no device {self.device!r} here (available: {', '.join(core.available_devices)})",
+                hint="pick one of those (edgeseg info lists them), or leave the device to the default CPU",
+            )
+        _check_weights(self.artifact, self.card)
+        if self.cache_dir is not None:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EdgesegError(
+                    f"cannot create the OpenVINO cache folder {self.cache_dir} ({exc.strerror})",
+                    hint=f"set {CACHE_ENV} to a writable folder, or to 'off'",
+                ) from exc
+        try:
+            # A path (not a read Model) lets a cache hit import the compiled blob without reading the model.
+            self.compiled = core.compile_model(str(self.artifact), self.device, self.config())
+        except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line C++ trace
+            text = str(exc).strip()
+            first_line = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+            raise EdgesegError(
+                f"OpenVINO cannot load {self.artifact}: {first_line[:300]}",
+                hint="the file is corrupt or not a model OpenVINO reads: re-export it, or rebuild the IR with `edgeseg build-engine --backend openvino`",
+            ) from exc
+        self._request = self.compiled.create_infer_request()
+        self._output_ports = list(self.compiled.outputs)
+
+    def _io_specs_impl(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        wanted = (self.card.input.name, self.card.output.name)
+        inputs = [_spec(port, wanted) for port in self.compiled.inputs]
+        outputs = [_spec(port, wanted) for port in self._output_ports]
+        batch = self.compiled.inputs[0].get_partial_shape()[0] if inputs and inputs[0].shape else None
+        # an IR built for a batch range (build-engine --max-batch) has an upper bound: -1 when unbounded
+        bound = batch.get_length() if batch is not None and batch.is_static else batch.get_max_length() if batch is not None else -1
+        self.max_batch = bound if bound > 0 else None
+        return inputs, outputs
+
+    def _infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        start = time.perf_counter()
+        # share_inputs: the request reads the caller's (contiguous) arrays in place.
+        self._request.infer(feed, share_inputs=True)
+        values = {spec.name: self._request.get_tensor(port).data for spec, port in zip(self.outputs, self._output_ports)}
+        self.timings = {"compute": time.perf_counter() - start}
+        return values
+
+    def _deactivate_impl(self) -> None:
+        self._request = None
+        self._output_ports = []
+        self.compiled = None
+
+    def profile(self) -> Dict[str, float]:
+        """Milliseconds of the last `infer` by layer type (OpenVINO's get_profiling_info, the
+        executed graph after fusion; needs profiling=True)."""
+        if not self.profiling or self._request is None:
+            raise RuntimeError("profile() needs an active backend made with profiling=True")
+        totals: Dict[str, float] = {}
+        for info in self._request.get_profiling_info():
+            ms = info.real_time.total_seconds() * 1000.0
+            if ms > 0:
+                key = f"{info.node_type} ({info.exec_type})"
+                totals[key] = totals.get(key, 0.0) + ms
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def _check_weights(artifact: Path, card: ModelCard) -> None:
+    """An IR's card hashes its .xml (read_card checks it) and its .bin: refuse changed weights."""
+    expected = card.artifact.get("weights_sha256")
+    if card.artifact.get("format") != "openvino" or not expected:
+        return
+    from edgeseg.files import sha256
+
+    weights = artifact.with_suffix(".bin")
+    if not weights.is_file():
+        raise EdgesegError(f"{artifact}: its weights {weights.name} are missing", hint="rebuild the IR with `edgeseg build-engine --backend openvino`")
+    if sha256(weights) != expected:
+        raise EdgesegError(
+            f"{weights} does not match the card of {artifact.name} (sha256 differs: the weights changed after the IR was built)",
+            hint="rebuild the IR with `edgeseg build-engine --backend openvino`",
+        )
+
+
+def _property(compiled: Any, name: str) -> Any:
+    try:
+        return compiled.get_property(name)
+    except Exception:  # not every device reports every property
+        return "?"
+
+
+def _spec(port: Any, wanted: Tuple[str, ...]) -> TensorSpec:
+    """The port as a TensorSpec, named by the card's name when the tensor carries it (an
+    OpenVINO tensor can have several names)."""
+    names = port.get_names()
+    name = next((n for n in wanted if n in names), port.get_any_name() if names else "")
+    shape: List[Union[int, str]] = []
+    for dim in port.get_partial_shape():
+        shape.append(dim.get_length() if dim.is_static else "?")
+    element = port.get_element_type().get_type_name()
+    return TensorSpec(name=name, shape=shape, dtype=_DTYPES.get(element, element))
