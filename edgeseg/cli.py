@@ -51,6 +51,7 @@ from edgeseg.commands import engine as _engine  # noqa: E402
 from edgeseg.commands import export as _export  # noqa: E402
 from edgeseg.commands import info as _info  # noqa: E402
 from edgeseg.commands import run as _run  # noqa: E402
+from edgeseg.commands import serve as _serve  # noqa: E402
 from edgeseg.commands import train as _train  # noqa: E402
 
 # Listed in `edgeseg --help` in the order a user runs them.
@@ -62,6 +63,7 @@ app.command("calibrate", cls=Command)(_calibrate.calibrate)
 app.command("build-engine", cls=Command)(_engine.build_engine)
 app.command("deploy", cls=Command)(_deploy.deploy)
 app.command("run", cls=Command)(_run.run)
+app.command("serve", cls=Command)(_serve.serve)
 app.command("bench", cls=Command)(_bench.bench)
 
 

@@ -12,6 +12,8 @@ from typing import Optional
 class EdgesegError(Exception):
     """A failure the user can fix: says what went wrong and, where known, how to fix it."""
 
+    exit_code = 1  # what the CLI exits with (cli_errors)
+
     def __init__(self, message: str, hint: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message

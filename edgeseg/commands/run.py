@@ -141,9 +141,12 @@ def run(
             "--backend",
             "-b",
             help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
-            "else onnxruntime).",
+            "else onnxruntime); triton: the cascade on the Triton server at --url (models come from the server).",
         ),
     ] = "auto",
+    url: Annotated[
+        Optional[str], typer.Option("--url", help="Triton server for --backend triton (default grpc://127.0.0.1:8001; `edgeseg serve` starts one).")
+    ] = None,
     gate: Annotated[
         Optional[float],
         typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
@@ -218,11 +221,22 @@ def run(
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
     if append and jsonl is None:
         raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
+    if url is not None and backend != "triton":
+        raise typer.BadParameter("--url is for --backend triton")
     _check_usage(gate, threads)
     mqtt_target = parse_mqtt_url(mqtt) if mqtt is not None else None
-    options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
-    cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
-    seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
+    if backend == "triton":
+        if classifier is not None or segmenter is not None:
+            raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
+        from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
+
+        cascade = TritonCascade(url or "grpc://127.0.0.1:8001")
+        segmenter_card = cascade.segmenter_card
+    else:
+        options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
+        cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
+        seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
+        segmenter_card = seg_backend.card
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
 
     received: List[int] = []
@@ -232,16 +246,16 @@ def run(
         sinks: List[Sink] = []
 
         def header() -> Dict[str, Any]:
-            return header_record(cls_backend, seg_backend, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
+            return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
 
-        classes = seg_backend.card.classes
+        classes = segmenter_card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
-        models = [b.artifact for b in (cls_backend, seg_backend)]
+        models = [] if backend == "triton" else [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
             [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
             {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
         )
-        annotator = Annotator(classes, min_area=seg_backend.card.thresholds.get("min_area"))
+        annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
         if jsonl is not None:
             files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
         if submission is not None:
@@ -262,17 +276,13 @@ def run(
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
-        pipeline = Pipeline(
-            streams,
-            cls_backend,
-            seg_backend,
-            sinks,
-            gate=gate,
-            max_frames=max_frames,
-            max_batch=max_batch,
-            batch_timeout=batch_timeout / 1000.0,
-            on_result=lambda _result: progress.advance(task),
-        )
+        settings: Any = dict(gate=gate, max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0)
+        settings["on_result"] = lambda _result: progress.advance(task)
+        if backend == "triton":
+            stack.callback(cascade.close)
+            pipeline = TritonPipeline(streams, cascade, sinks, **settings)
+        else:
+            pipeline = Pipeline(streams, cls_backend, seg_backend, sinks, **settings)
         pipeline_ref.append(pipeline)
         with _stop_on_signals(pipeline.stop, received):
             report = pipeline.run()
