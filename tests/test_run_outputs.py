@@ -190,7 +190,10 @@ def test_sigint_exits_130_with_the_results_written(tiny_models, clip, tmp_path):
     jsonl = tmp_path / "run.jsonl"
     process = _start(tiny_models, clip, jsonl, "--rate", "50")
     try:
-        time.sleep(4)  # models activated and frames flowing
+        deadline = time.monotonic() + 60  # until frames flow: the staged JSONL appears with the first one
+        while time.monotonic() < deadline and process.poll() is None and not any(tmp_path.glob(".run.*")):
+            time.sleep(0.05)
+        time.sleep(0.5)
         assert process.poll() is None, process.communicate()[1]
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)

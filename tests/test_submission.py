@@ -103,7 +103,7 @@ def test_submission_and_defect_paths_are_checked_against_the_source_and_the_othe
     out = tmp_path / "out.csv"
     cases = [
         (["--submission", out, "--jsonl", out], "--jsonl and --submission are the same file"),
-        (["--save-defects", folder], f"--save-defects {folder} holds the source file"),
+        (["--save-defects", folder], f"--save-defects {folder} holds the input"),
         (["--submission", tmp_path / "review" / "s.csv", "--save-defects", tmp_path / "review"], "lies inside the --save-defects folder"),
     ]
     for extra, message in cases:
