@@ -27,6 +27,10 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# RTSP through FFmpeg: TCP avoids UDP packet loss; no input buffering keeps the stream current.
+RTSP_FFMPEG_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+_OPEN_LOCK = threading.Lock()  # captures open one at a time while FFmpeg's options are set
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # A video whose container announces no frame count has ended after this many failed reads in a
 # row; one that announces a count is read up to it, however long a corrupt stretch is.
@@ -147,7 +151,9 @@ class Reader(abc.ABC):
 class _CaptureReader(Reader):
     """cv2.VideoCapture over a file, device, RTSP URL or GStreamer pipeline. `params` are
     open-time properties (cv2.VideoCapture's third argument, e.g. FFmpeg's timeouts), `props`
-    are set once it is open."""
+    are set once it is open. `ffmpeg_options` is OPENCV_FFMPEG_CAPTURE_OPTIONS for this capture
+    only: FFmpeg reads it from the environment at each open, so it is set around the open (under
+    a lock) and never left there for the next file another source opens."""
 
     def __init__(
         self,
@@ -157,12 +163,14 @@ class _CaptureReader(Reader):
         is_file: bool,
         props: Dict[int, float],
         params: Sequence[int] = (),
+        ffmpeg_options: Optional[str] = None,
     ) -> None:
         self.name = name
         self._target = target
         self._api = api
         self._props = props
         self._params = list(params)
+        self._ffmpeg_options = ffmpeg_options
         self.is_file = is_file
         self.files = (Path(str(target)),) if is_file else ()
         self._cap = self._open()
@@ -176,7 +184,17 @@ class _CaptureReader(Reader):
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
 
     def _open(self) -> Any:
-        cap = cv2.VideoCapture(self._target, self._api, self._params) if self._params else cv2.VideoCapture(self._target, self._api)
+        with _OPEN_LOCK:
+            saved = os.environ.get(FFMPEG_OPTIONS_ENV)
+            if self._ffmpeg_options is not None:
+                os.environ[FFMPEG_OPTIONS_ENV] = self._ffmpeg_options
+            try:
+                cap = cv2.VideoCapture(self._target, self._api, self._params) if self._params else cv2.VideoCapture(self._target, self._api)
+            finally:
+                if saved is None:
+                    os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+                else:
+                    os.environ[FFMPEG_OPTIONS_ENV] = saved
         if not cap.isOpened():
             cap.release()
             return None
@@ -561,12 +579,7 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
             f"rtspsrc location={url} latency={options.rtsp_latency_ms} ! decodebin ! videoconvert ! "
             "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false",
         )
-    # FFmpeg reads its capture options from the environment when the stream opens; a user's own
-    # setting wins. TCP avoids UDP packet loss; no input buffering keeps the stream current.
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay")
-    # FFmpeg's own complaints (read once, at its first use in the process) would add lines to
-    # the one-line error below; OPENCV_FFMPEG_LOGLEVEL=16 shows them again.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    ffmpeg_options = os.environ.get(FFMPEG_OPTIONS_ENV, RTSP_FFMPEG_OPTIONS)  # a user's own setting wins
     # Without limits OpenCV waits 30 s on a camera that accepts the connection but never answers
     # (and on a read from a stalled stream); OpenCV >= 4.5.2 takes them at open.
     limit_ms = int(options.timeout * 1000)
@@ -574,13 +587,13 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can't be used" warning
     try:
-        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params)
+        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
         raise EdgesegError(
             f"the RTSP stream {url} did not open (refused, or no answer within {options.timeout:g} s)",
-            hint="check the URL, credentials and that the camera is reachable (OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's reason)",
+            hint="check the URL, credentials and that the camera is reachable",
         )
     return reader
 

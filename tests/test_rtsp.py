@@ -3,6 +3,7 @@
 comes back: the source times out, reconnects and counts the gap; a server that never answers is
 one line within the timeout."""
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -109,11 +110,14 @@ def silent_server():
     listener.close()
 
 
-def test_source_that_never_answers_fails_within_the_timeout(silent_server):
+def test_source_that_never_answers_fails_within_the_timeout(silent_server, monkeypatch):
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
     started = time.perf_counter()
     with pytest.raises(EdgesegError, match=r"did not open \(refused, or no answer within 1 s\)"):
         open_source(silent_server, SourceOptions(timeout=1.0))
     assert time.perf_counter() - started < 3.0  # OpenCV's own default would wait 30 s
+    # RTSP's FFmpeg options were set for that open only: a video opened next decodes as before
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
 
 
 def test_source_that_never_answers_is_one_line_and_exit_1(tiny_models, silent_server):
