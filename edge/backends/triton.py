@@ -5,7 +5,8 @@ edgeseg.serve.repository) as one grayscale uint8 tensor over gRPC (binary tensor
 server runs classifier, gate, segmenter and post-processing, batching the frames of every client
 together, and answers the frame's record. Both model cards come from the cascade's config, so a
 thin client needs only the server's address. Records equal the local cascade's: the server runs
-the same edgeseg code on the same models.
+the same edgeseg code on the same models (with other NumPy / OpenCV builds, as on pytriton's
+server, the classes' mean probabilities may differ in the 6th decimal).
 
 Frames travel on the wire, not through Triton's system shared memory: a 256x1600 frame is 400 KB
 (one copy into the request, small next to the models' time), while a shared-memory region per

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import cli_errors, err, out
+from edgeseg.commands.common import QuietOption, VerboseOption, cli_errors, note, out
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER, _bundled
 from edgeseg.errors import EdgesegError
 
@@ -66,6 +66,8 @@ def serve(
     server_python: Annotated[
         Optional[Path], typer.Option("--server-python", help="System python3.11 the pytriton stub links (default /usr/bin/python3.11).")
     ] = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Serve the cascade (classifier -> gate -> ResUNet -> post-processing) from Triton Inference Server.
 
@@ -99,7 +101,7 @@ def serve(
             out.print(f"Triton model repository: {target} (classifier, segmenter, cascade)")
             return
         how = "Python-backend stand-ins on ONNX Runtime" if stand_in else ("tensorrt_plan" if engines else "onnxruntime_onnx")
-        err.print(f"classifier and segmenter served as {how}" + (" (this server has no onnxruntime backend)" if stand_in and not install.has_onnxruntime else ""))
+        note(f"classifier and segmenter served as {how}" + (" (this server has no onnxruntime backend)" if stand_in and not install.has_onnxruntime else ""))
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         env = triton.server_environment(install, server_python or triton.SYSTEM_PYTHON)
         # The log goes beside the repository, or beside the temporary folder (it outlives it, to be read after a failure).
@@ -107,7 +109,7 @@ def serve(
         server = triton.TritonServer(target, install, env, host=host, grpc_port=grpc_port, http_port=http_port, log=log)
         with _interrupts() as caught:
             server.start()
-            err.print(f"serving {target} on {server.grpc_url} (HTTP {host}:{http_port}); Ctrl-C stops · log: {server.log}")
+            note(f"serving {target} on {server.grpc_url} (HTTP {host}:{http_port}); Ctrl-C stops · log: {server.log}")
             out.print(f"edgeseg run --backend triton --url {server.grpc_url}")
             try:
                 while not caught and server.process is not None and server.process.poll() is None:
@@ -117,7 +119,7 @@ def serve(
                 server.stop()
         if code is not None:
             raise EdgesegError(f"tritonserver exited with code {code}: {server.last_log()}", hint=f"full log: {server.log}")
-        err.print(f"{caught[0]}: Triton stopped")
+        note(f"{caught[0]}: Triton stopped")
         raise typer.Exit(130)
     finally:
         if temporary:
