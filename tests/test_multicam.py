@@ -1,4 +1,5 @@
 """Many cameras in one pipeline: batched inference, per-camera reports, fairness, independence."""
+import threading
 import time
 from typing import Optional
 
@@ -51,7 +52,7 @@ def _alone(models, clip):
     """The single-camera results of `clip`: {frame index: (probability, areas)}."""
     sink = _Recorder()
     with open_source(clip) as source:
-        Pipeline(source, open_backend(models["classifier"]), open_backend(models["segmenter"]), [sink], gate=0.0).run()
+        Pipeline(source, _backend(models, "classifier"), _backend(models, "segmenter"), [sink], gate=0.0).run()
     return {index: (p, areas) for _, index, p, areas, _ in sink.rows}
 
 
@@ -123,19 +124,22 @@ def test_a_slow_camera_is_served_within_a_batch_beside_a_fast_one(tiny_models, t
 
 
 class _FlakyCamera(Reader):
-    """A real producer: `good` frames at ~100 fps, then nothing until reopened, then `good` more
-    and the end (a camera unplugged and plugged back)."""
+    """A real producer: once `plugged` is set, `good` frames at ~100 fps, then nothing until
+    reopened, then `good` more and the end (a camera unplugged and plugged back)."""
 
-    def __init__(self, good: int) -> None:
+    def __init__(self, good: int, plugged: threading.Event) -> None:
         self.name = "flaky"
         self.good = good
         self.left = good
+        self.plugged = plugged
         self.reopened = 0
         self.stalled_at: Optional[float] = None
         self.resumed_at: Optional[float] = None
 
     def read(self) -> Optional[np.ndarray]:
         time.sleep(0.01)
+        if not self.plugged.is_set():
+            return None
         if self.left > 0:
             self.left -= 1
             return np.full((96, 480, 3), 90, np.uint8)
@@ -146,6 +150,8 @@ class _FlakyCamera(Reader):
         return None
 
     def reopen(self) -> bool:
+        if self.stalled_at is None:  # not plugged in yet: nothing to reset
+            return True
         self.reopened += 1
         self.left = self.good
         self.resumed_at = time.perf_counter()
@@ -153,27 +159,32 @@ class _FlakyCamera(Reader):
 
 
 def test_a_stalled_camera_reconnects_while_the_others_keep_going(tiny_models, tmp_path):
-    steady = open_source(write_video(tmp_path / "steady.avi", frames(60)), SourceOptions(live=True, rate=50.0))
-    reader = _FlakyCamera(good=5)
-    flaky = Source(reader, SourceOptions(timeout=0.3, reconnects=2), live=True)
+    steady = open_source(write_video(tmp_path / "steady.avi", frames(90)), SourceOptions(live=True, rate=50.0))
+    plugged = threading.Event()  # the flaky camera starts once the models are warm and frames flow
+    reader = _FlakyCamera(good=5, plugged=plugged)
+    flaky = Source(reader, SourceOptions(timeout=0.3, reconnects=10), live=True)
     sink = _Recorder()
     try:
-        report = Pipeline([steady, flaky], open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]), [sink]).run()
+        report = Pipeline(
+            [steady, flaky], _backend(tiny_models, "classifier"), _backend(tiny_models, "segmenter"), [sink], on_result=lambda _r: plugged.set()
+        ).run()
     finally:
         steady.close()
         flaky.close()
     steady_report, flaky_report = report["cameras"]
-    assert reader.reopened == 1 and flaky_report["source"]["reconnects"] == 1 and not report["source"]["error"]
+    assert reader.reopened == 1 and flaky_report["source"]["reconnects"] >= 1 and not report["source"]["error"]
     assert flaky_report["frames"] + flaky_report["source"]["dropped"] == 10
     during_stall = [r for r in sink.rows if r[0] == 0 and reader.stalled_at < r[4] < reader.resumed_at]
     assert len(during_stall) >= 5  # 0.3 s at 50 fps: the steady camera was served all along
-    assert steady_report["frames"] + steady_report["source"]["dropped"] == 60
+    assert steady_report["frames"] + steady_report["source"]["dropped"] == 90
     assert report["frames"] == steady_report["frames"] + flaky_report["frames"]
 
 
 def test_a_lost_camera_ends_alone_with_its_error(tiny_models, tmp_path):
     steady = open_source(write_video(tmp_path / "steady.avi", frames(40)), SourceOptions(live=True, rate=50.0))
-    reader = _FlakyCamera(good=3)
+    plugged = threading.Event()
+    plugged.set()
+    reader = _FlakyCamera(good=3, plugged=plugged)
     reader.reopen = lambda: False  # never comes back
     lost = Source(reader, SourceOptions(timeout=0.2, reconnects=1), live=True)
     try:
