@@ -1,4 +1,5 @@
-"""Full disks for the tests: a tiny tmpfs mounted on the spot (root only), filled to the brim."""
+"""Files for the tests: a tiny tmpfs mounted on the spot (root only) and filled to the brim, and
+the hidden file a running command stages its output in."""
 import contextlib
 import os
 import subprocess
@@ -36,3 +37,12 @@ def fill(folder: Path, leave: int = 0) -> None:
             handle.flush()
         except OSError:
             pass
+
+
+def staged_lines(target: Path) -> int:
+    """Lines written so far to the hidden file a running `edgeseg run` stages `target` in
+    (edgeseg.files.StagedOutput: `.<stem>.<token>.part<suffix>`); 0 before the first."""
+    for temp in target.parent.glob(f".{target.stem}.*.part{target.suffix}"):
+        with contextlib.suppress(OSError):
+            return len(temp.read_text().splitlines())
+    return 0

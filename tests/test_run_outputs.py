@@ -16,7 +16,7 @@ from edge_media import count_video_frames, frames, write_video
 from edgeseg.cli import app
 from edgeseg.commands.run import usable_cores
 from edgeseg.edge.card import card_path
-from full_disk import fill, tiny_tmpfs
+from full_disk import fill, staged_lines, tiny_tmpfs
 
 FRAMES = 8
 

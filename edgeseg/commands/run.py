@@ -13,6 +13,7 @@ service manager's ordinary stop and exits 0 when everything was written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -107,7 +108,23 @@ def _source_uris(camera: Optional[int], sources: List[str], sources_file: Option
     return uris or [str(_bundled(DEMO_CLIP, "--source"))]
 
 
+def _interrupt_exits_130(func: Any) -> Any:
+    """Ctrl-C before the signal handlers are in place (loading models, opening the source) is
+    a stop too: one line and exit 130, not a traceback; nothing was written yet."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            err.print("interrupted before the first frame: nothing was written")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
 @cli_errors
+@_interrupt_exits_130
 def run(
     camera: Annotated[Optional[int], typer.Option("--camera", help="Camera index (V4L2 /dev/videoN on Linux).")] = None,
     source: Annotated[
