@@ -101,7 +101,7 @@ def test_validate_record_names_what_breaks_the_schema(change, message):
 
 
 def test_header_record_names_the_models_by_hash(tiny_models):
-    classifier, segmenter = open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"])
+    classifier, segmenter = (open_backend(tiny_models[role], "onnxruntime") for role in ("classifier", "segmenter"))
     header = header_record(classifier, segmenter, "line.mp4", 0.5, started=(1.7e9, 42.0))
     validate_record(header)
     assert header["started_at"] == "2023-11-14T22:13:20.000+00:00" and header["monotonic_s"] == 42.0
