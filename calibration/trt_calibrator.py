@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -37,6 +37,7 @@ ALGORITHMS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibr
 HEADER_SCHEMA = "edgeseg.calibration-cache/1"
 
 Batches = Union[Iterable[np.ndarray], Callable[[], Iterable[np.ndarray]]]
+T = TypeVar("T")
 
 
 def header_path(cache: PathLike) -> Path:
@@ -199,12 +200,30 @@ class TrtCalibrator:
             self.error = exc
 
     # -- after the build ------------------------------------------------------------------------------
+    def run_build(self, build: Callable[[], T]) -> T:
+        """Run `build` (which calls back into this calibrator) and report the first thing that went
+        wrong: an error inside a callback is the root cause of a failed build; otherwise a failed
+        build reports its own error (a parse error or out-of-memory before the first get_batch is
+        not "no full batch"); only a build that succeeded is checked for having calibrated."""
+        try:
+            result = build()
+        except BaseException as exc:
+            if self.error is not None:
+                raise self._callback_error() from exc
+            raise
+        self.check()
+        return result
+
+    def _callback_error(self) -> EdgesegError:
+        assert self.error is not None
+        if isinstance(self.error, EdgesegError):
+            return self.error
+        return EdgesegError(f"INT8 calibration failed: {self.error!r}")
+
     def check(self) -> None:
         """Raise what went wrong inside a TensorRT callback, or if calibration saw no batch."""
         if self.error is not None:
-            if isinstance(self.error, EdgesegError):
-                raise self.error
-            raise EdgesegError(f"INT8 calibration failed: {self.error!r}") from self.error
+            raise self._callback_error() from self.error
         if self._cached is None and self.fed == 0:
             raise EdgesegError(
                 f"the calibration set gave no full batch of {self.batch_shape[0]}",

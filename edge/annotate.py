@@ -7,6 +7,7 @@ speck of under SPECK_PX pixels) are tinted, not boxed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -50,22 +51,20 @@ def gate_text(probability: float, gate: Optional[float], gated: bool) -> str:
 
 @dataclass
 class Annotator:
-    """Draws results for one segmenter: its class names, the gate the pipeline applies (None
-    until known) and the per-class minimum area under which a component is not boxed."""
+    """Draws results for one segmenter: its class names and the per-class minimum area under
+    which a component is not boxed (the gate comes with each result)."""
 
     classes: Sequence[str]
-    gate: Optional[float] = None
     min_area: Optional[Sequence[int]] = None
 
     def __call__(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
-        return annotate(image, result, self.classes, gate=self.gate, min_area=self.min_area)
+        return annotate(image, result, self.classes, min_area=self.min_area)
 
 
 def annotate(
     image: np.ndarray,
     result: FrameResult,
     classes: Sequence[str],
-    gate: Optional[float] = None,
     min_area: Optional[Sequence[int]] = None,
 ) -> np.ndarray:
     """A BGR copy of `image`: each class's mask tinted in its colour and outlined, a box around
@@ -97,7 +96,7 @@ def annotate(
     for box in _boxed(result, floor):
         x, y, w, h = box["box"]
         cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colours[box["class"]], 1)
-    for label in labels(canvas.shape[:2], result, classes, gate, min_area):
+    for label in labels(canvas.shape[:2], result, classes, min_area):
         cv2.rectangle(canvas, label.rect[:2], label.rect[2:], (0, 0, 0), -1)
         if label.swatch is not None:
             x0, y1 = label.rect[0], label.origin[1]
@@ -122,7 +121,6 @@ def labels(
     shape: Tuple[int, int],
     result: FrameResult,
     classes: Sequence[str],
-    gate: Optional[float] = None,
     min_area: Optional[Sequence[int]] = None,
 ) -> List[Label]:
     """Every text of a frame's annotation, none overlapping another: the header (index and gate
@@ -131,6 +129,7 @@ def labels(
     height, width = shape
     colours = _colours(classes)
     placed: List[Label] = []
+    gate = None if math.isnan(result.gate) else result.gate  # NaN: a result made without a pipeline
     header = f"#{result.index}  {gate_text(result.defect_probability, gate, result.gated)}"
     placed.append(Label(header, (6, 16), _rect(header, (6, 16)), WHITE))
     entries = [f"{display_name(name)} {int(result.segmentation.areas.get(name, 0))}px" for name in classes]

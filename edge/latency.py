@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-STAGES = ("capture", "preprocess", "queue", "h2d", "classifier", "segmenter", "d2h", "postprocess", "sink")
+STAGES = ("capture", "preprocess", "queue", "h2d", "classifier", "segmenter", "d2h", "triton", "postprocess", "sink")  # triton: remote round trip (edge/backends/triton.py)
 GLASS_TO_GLASS = "glass_to_glass"
 PROCESSING = "processing"  # glass-to-glass less the queue wait
 UNSTABLE_CV = 0.1  # coefficient of variation above which a timing is too noisy to trust
@@ -87,6 +87,10 @@ class LatencyRecorder:
         return {
             "frames": self.frames,
             "wall_s": wall,
+            # the same span on the host's monotonic clock (time.perf_counter), comparable across
+            # runs on one host: e.g. the union of several processes' spans
+            "first_capture_s": self._first,
+            "last_output_s": self._last,
             "fps": self.frames / wall if wall > 0 else 0.0,
             "gated": self.gated,
             "gate_pass_rate": self.gated / self.frames if self.frames else 0.0,
@@ -122,6 +126,44 @@ def latency_table(report: Dict[str, Any], title: str = "edgeseg run") -> Any:
         f"dropped {source.get('dropped', 0)}" + (f" ({source['dropped_warmup']} during warm-up)" if source.get("dropped_warmup") else ""),
         f"corrupt {source.get('corrupt', 0)}",
     ]
+    if source.get("gaps"):
+        parts.append(f"{source['gaps']} gap(s) of {source['gap_s']:.1f} s, {source['reconnects']} reconnect(s)")
     table.caption = " · ".join(parts)
     table.caption_justify = "left"
+    return table
+
+
+def camera_table(report: Dict[str, Any], title: str = "per camera") -> Any:
+    """A rich Table of a many-camera run report: one row per camera (frames, FPS, glass-to-glass
+    and processing in ms, queue wait, gate pass rate, drops); the batching in the caption."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("camera", "source", "frames", "FPS", "g2g p50 ms", "g2g p99 ms", "processing p50 ms", "queue p50 ms", "gate pass", "dropped"):
+        table.add_column(column, justify="left" if column in ("camera", "source") else "right")
+    for camera in report["cameras"]:
+        latency = camera["latency_ms"]
+
+        def p(key: str, stat: str) -> str:
+            return f"{latency[key][stat]:.2f}" if latency.get(key, {}).get("count") else "-"
+
+        table.add_row(
+            str(camera["camera"]),
+            camera["source"]["uri"],
+            str(camera["frames"]),
+            f"{camera['fps']:.1f}",
+            p(GLASS_TO_GLASS, "median"),
+            p(GLASS_TO_GLASS, "p99"),
+            p(PROCESSING, "median"),
+            p("queue", "median"),
+            f"{camera['gate_pass_rate']:.0%}",
+            str(camera["source"]["dropped"]),
+        )
+    batching = report.get("batching", {})
+    if batching.get("batches"):
+        table.caption = (
+            f"{batching['batches']} batches, {batching['mean_size']:.2f} frames each on average "
+            f"(at most {batching['max_batch']}, waiting up to {batching['timeout_ms']:g} ms for a camera)"
+        )
+        table.caption_justify = "left"
     return table

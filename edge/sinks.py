@@ -103,6 +103,15 @@ class JsonlSink(FileSink):
         if self._header is not None:
             lines.insert(0, self._header())
         data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
+        try:
+            self._write(data)
+        except OSError as exc:  # not a full disk (that is an EdgesegError already)
+            raise EdgesegError(f"cannot write {self.path}: {exc.strerror}", hint="choose a writable path") from exc
+        self._header = None  # written
+        self._size += len(data)
+        self.frames += 1
+
+    def _write(self, data: bytes) -> None:
         with disk_full_as_error(self.path):
             if self._fd is None:
                 flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.staged.direct else os.O_TRUNC)
@@ -115,9 +124,6 @@ class JsonlSink(FileSink):
                 if not self.staged.direct:
                     os.ftruncate(self._fd, self._size)  # no partial line
                 raise
-        self._header = None  # written
-        self._size += len(data)
-        self.frames += 1
 
     def _finish(self) -> bool:
         if self._fd is not None:

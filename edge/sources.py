@@ -27,8 +27,13 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# RTSP through FFmpeg: TCP avoids UDP packet loss; no input buffering keeps the stream current.
+RTSP_FFMPEG_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+_OPEN_LOCK = threading.Lock()  # captures open one at a time while FFmpeg's options are set
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# A video read that fails this many times in a row has ended (a corrupt stretch is shorter).
+# A video whose container announces no frame count has ended after this many failed reads in a
+# row; one that announces a count is read up to it, however long a corrupt stretch is.
 MAX_CONSECUTIVE_BAD = 50
 
 
@@ -39,7 +44,8 @@ class SourceOptions:
     live: None decides by URI (cameras, RTSP, GStreamer live; files and folders not).
     rate: pace files and folders at this many frames per second (None: as fast as read).
     width / height / fps: capture format requested from a camera (None: its default).
-    timeout: live sources: seconds without a frame before reconnecting.
+    timeout: live sources: seconds without a frame before reconnecting; for RTSP through
+        FFmpeg also the limit on opening the stream and on each read.
     reconnects: live sources: reopen attempts before the stream ends with an error.
     rtsp_latency_ms: jitter buffer for RTSP through GStreamer (0 = lowest latency).
     """
@@ -66,12 +72,14 @@ class SourceOptions:
 @dataclass
 class Frame:
     """One captured image. `timestamp` (time.perf_counter) is when it was captured: the start
-    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage).
+    of its glass-to-glass latency; `decode` the seconds spent reading it ("capture" stage);
+    `camera` which of a pipeline's sources it came from (its position among them, 0 for one).
 
     item: what in the source the image is: the file name for folders, globs and video files
     (so a record names its file even after unreadable ones were skipped); None for live streams.
     captured_at: wall-clock (time.time) of the same instant as `timestamp`.
     position_ms: for video files, the frame's position in the file (decoder timestamp, ms).
+    camera: which of a pipeline's sources it came from (its position among them; 0 for one).
     """
 
     index: int
@@ -82,6 +90,7 @@ class Frame:
     item: Optional[str] = None
     captured_at: float = 0.0
     position_ms: Optional[float] = None
+    camera: int = 0
 
 
 @dataclass
@@ -89,12 +98,16 @@ class SourceStats:
     """frames: delivered; dropped: live frames replaced by a newer one before being read;
     corrupt: unreadable frames skipped (failed decodes, unreadable images, and frames a video
     container announced that never decoded, as in a truncated file); reconnects: live reopen
-    attempts; error: why a live stream ended early."""
+    attempts; gaps: outages of a live stream (no frame for `timeout`, so it was reopened);
+    gap_s: their total length, from the last frame before each to the first after it (or to
+    the end of the stream); error: why a live stream ended early."""
 
     frames: int = 0
     dropped: int = 0
     corrupt: int = 0
     reconnects: int = 0
+    gaps: int = 0
+    gap_s: float = 0.0
     error: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -136,13 +149,28 @@ class Reader(abc.ABC):
 
 
 class _CaptureReader(Reader):
-    """cv2.VideoCapture over a file, device, RTSP URL or GStreamer pipeline."""
+    """cv2.VideoCapture over a file, device, RTSP URL or GStreamer pipeline. `params` are
+    open-time properties (cv2.VideoCapture's third argument, e.g. FFmpeg's timeouts), `props`
+    are set once it is open. `ffmpeg_options` is OPENCV_FFMPEG_CAPTURE_OPTIONS for this capture
+    only: FFmpeg reads it from the environment at each open, so it is set around the open (under
+    a lock) and never left there for the next file another source opens."""
 
-    def __init__(self, name: str, target: Union[int, str], api: int, is_file: bool, props: Dict[int, float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: Union[int, str],
+        api: int,
+        is_file: bool,
+        props: Dict[int, float],
+        params: Sequence[int] = (),
+        ffmpeg_options: Optional[str] = None,
+    ) -> None:
         self.name = name
         self._target = target
         self._api = api
         self._props = props
+        self._params = list(params)
+        self._ffmpeg_options = ffmpeg_options
         self.is_file = is_file
         self.files = (Path(str(target)),) if is_file else ()
         self._cap = self._open()
@@ -151,11 +179,22 @@ class _CaptureReader(Reader):
         self.item = name if is_file else None
         self._decoded = 0  # good frames in this pass over the file
         self._skipped = 0  # corrupt frames in this pass
+        self._position = 0  # frames of the file consumed in this pass, decoded or not
         fps = self._cap.get(cv2.CAP_PROP_FPS) if self._cap is not None else 0.0
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
 
     def _open(self) -> Any:
-        cap = cv2.VideoCapture(self._target, self._api)
+        with _OPEN_LOCK:
+            saved = os.environ.get(FFMPEG_OPTIONS_ENV)
+            if self._ffmpeg_options is not None:
+                os.environ[FFMPEG_OPTIONS_ENV] = self._ffmpeg_options
+            try:
+                cap = cv2.VideoCapture(self._target, self._api, self._params) if self._params else cv2.VideoCapture(self._target, self._api)
+            finally:
+                if saved is None:
+                    os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+                else:
+                    os.environ[FFMPEG_OPTIONS_ENV] = saved
         if not cap.isOpened():
             cap.release()
             return None
@@ -183,10 +222,16 @@ class _CaptureReader(Reader):
         if not self.is_file:
             ok, image = self._cap.read()
             return image if ok and image is not None else None
+        # A corrupt stretch is read through, not seeked over: each failed read consumes one frame
+        # of the file, and OpenCV's FFmpeg seek lands past good frames when its target lies in
+        # the stretch (measured: frames 140-159 of a 200-frame AVI with 60-139 destroyed lost).
+        # So the file has ended when its announced frame count is consumed; past the real end a
+        # failed read costs ~30 us, so a truncated file ends quickly too.
         bad = 0
-        total = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        while bad < MAX_CONSECUTIVE_BAD:
+        total = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        while True:
             ok, image = self._cap.read()
+            self._position += 1
             if ok and image is not None:
                 self.corrupt += bad  # failures followed by a good frame were corrupt frames
                 self._skipped += bad
@@ -194,11 +239,11 @@ class _CaptureReader(Reader):
                 self.position_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
                 return image
             bad += 1
-            if total > 0 and self._cap.get(cv2.CAP_PROP_POS_FRAMES) >= total:
+            if (self._position >= total) if total > 0 else (bad >= MAX_CONSECUTIVE_BAD):
                 break
         self.ended = True
-        if total > 0:  # frames the container announced that the decoder dropped without an error
-            self.corrupt += max(0, int(total) - self._decoded - self._skipped)
+        if total > 0:  # frames the container announced that never decoded (a corrupt or missing tail)
+            self.corrupt += max(0, total - self._decoded - self._skipped)
         return None
 
     def rewind(self) -> bool:
@@ -207,7 +252,7 @@ class _CaptureReader(Reader):
         self._cap.release()
         self._cap = self._open()
         self.ended = False
-        self._decoded = self._skipped = 0
+        self._decoded = self._skipped = self._position = 0
         return self._cap is not None
 
     def reopen(self) -> bool:
@@ -388,6 +433,7 @@ class Source:
     def _capture_loop(self) -> None:
         last_good = time.perf_counter()
         attempts = 0
+        gap_from: Optional[float] = None  # the last frame before the current outage
         try:
             while not self._closed:
                 self._pace()
@@ -396,6 +442,9 @@ class Source:
                 self._sync_reader_stats()
                 if image is not None:
                     last_good, attempts = time.perf_counter(), 0
+                    if gap_from is not None:
+                        self.stats.gap_s += last_good - gap_from
+                        gap_from = None
                     frame = self._make_frame(image, started)
                     with self._cond:
                         if self._slot is not None:
@@ -408,6 +457,9 @@ class Source:
                 if time.perf_counter() - last_good < self.options.timeout:
                     time.sleep(0.01)
                     continue
+                if gap_from is None:
+                    gap_from = last_good
+                    self.stats.gaps += 1
                 if attempts >= self.options.reconnects:
                     self.stats.error = (
                         f"{self.uri} delivered no frame for {self.options.timeout:g} s "
@@ -419,6 +471,8 @@ class Source:
                 self._reader.reopen()
                 last_good = time.perf_counter()
         finally:
+            if gap_from is not None:  # ended (or closed) inside an outage
+                self.stats.gap_s += time.perf_counter() - gap_from
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
@@ -525,13 +579,22 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
             f"rtspsrc location={url} latency={options.rtsp_latency_ms} ! decodebin ! videoconvert ! "
             "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false",
         )
-    # FFmpeg reads its capture options from the environment when the stream opens; a user's own
-    # setting wins. TCP avoids UDP packet loss; no input buffering keeps the stream current.
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay")
-    props = {cv2.CAP_PROP_BUFFERSIZE: 1.0}
-    reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, props)
+    ffmpeg_options = os.environ.get(FFMPEG_OPTIONS_ENV, RTSP_FFMPEG_OPTIONS)  # a user's own setting wins
+    # Without limits OpenCV waits 30 s on a camera that accepts the connection but never answers
+    # (and on a read from a stalled stream); OpenCV >= 4.5.2 takes them at open.
+    limit_ms = int(options.timeout * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, limit_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, limit_ms]
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can't be used" warning
+    try:
+        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
-        raise EdgesegError(f"cannot open the RTSP stream {url}", hint="check the URL, credentials and that the camera is reachable")
+        raise EdgesegError(
+            f"the RTSP stream {url} did not open (refused, or no answer within {options.timeout:g} s)",
+            hint="check the URL, credentials and that the camera is reachable",
+        )
     return reader
 
 

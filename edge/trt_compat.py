@@ -36,6 +36,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATIONS = ("qdq", "implicit")
 # Compute capability of Ampere, the oldest architecture HardwareCompatibilityLevel.AMPERE_PLUS covers.
 AMPERE = (8, 0)
+# Newest TensorRT major that loads a version-compatible plan built with a given major: 8.x -> 9/10
+# and 10.x -> 11.x only, never 8.x -> 11.x (TensorRT 11.4 support matrix, "Engine Compatibility").
+NEWEST_RUNTIME_MAJOR = {8: 10, 9: 10, 10: 11}
 
 Version = Tuple[int, int, int]
 
@@ -180,14 +183,22 @@ def engine_mismatch(
     """Why an engine described by its card's `artifact` cannot load here, or None when it can.
 
     Plain engines need the same TensorRT build and the same GPU (name and compute capability).
-    A version-compatible engine loads on the same or a newer TensorRT; a hardware-compatible one
-    on any GPU of compute capability 8.0 (Ampere) or newer.
+    A version-compatible engine loads on the same or a newer TensorRT up to the next supported
+    major (NEWEST_RUNTIME_MAJOR); a hardware-compatible one on any GPU of compute capability 8.0
+    (Ampere) or newer.
     """
     flags = set(artifact.get("build_flags", []))
     built_trt = str(artifact.get("tensorrt_version", "unknown"))
     if "version_compatible" in flags:
-        if parse_version(running_tensorrt) < parse_version(built_trt):
+        built, running = parse_version(built_trt), parse_version(running_tensorrt)
+        if running < built:
             return f"it is version-compatible from TensorRT {built_trt} up, but this machine has {running_tensorrt}"
+        newest = NEWEST_RUNTIME_MAJOR.get(built[0], built[0])
+        if running[0] > newest:
+            return (
+                f"it was built with TensorRT {built_trt}; version-compatible plans of {built[0]}.x load on "
+                f"TensorRT {newest}.x at the newest, this machine has {running_tensorrt}"
+            )
     elif built_trt != str(running_tensorrt):
         return f"it was built with TensorRT {built_trt}, this machine has {running_tensorrt}"
     built_gpu = artifact.get("gpu_name")

@@ -117,6 +117,20 @@ def _gpus() -> List[Dict[str, Any]]:
     ]
 
 
+def _pycuda() -> Optional[str]:
+    """pycuda's version, or why its driver module does not load (a build without CUDA, no libcuda):
+    the package alone being installed is not a usable pycuda."""
+    version = distribution_version("pycuda")
+    if version is None:
+        return None
+    try:
+        importlib.import_module("pycuda.driver")  # loads libcuda; creates no context
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{version} (unavailable: {reason[:120]})"
+    return version
+
+
 def _cuda_driver() -> Optional[str]:
     from edgeseg.edge.cuda_context import driver_version
 
@@ -168,7 +182,7 @@ def collect() -> Dict[str, Any]:
         "onnxruntime": _soft(_onnxruntime),
         "openvino": _soft(_openvino),
         "tensorrt": _soft(lambda: _module_version("tensorrt")),
-        "pycuda": _soft(lambda: distribution_version("pycuda")),
+        "pycuda": _soft(_pycuda),
         "polygraphy": _soft(lambda: distribution_version("polygraphy")),
         "torch": _soft(lambda: distribution_version("torch")),
         "cuda_driver": _soft(_cuda_driver),

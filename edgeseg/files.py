@@ -210,8 +210,8 @@ class StagedOutput:
             raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
         if self._target.is_dir() and append:
             raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
-        if self.direct:
-            self._temp = self._target
+        if self.direct:  # the name given: a symlink like out.avi -> /dev/full keeps its suffix
+            self._temp = self.path
         else:
             self._temp = self._target.with_name(f".{self._target.stem}.{secrets.token_hex(4)}.part{self._target.suffix}")
         self.committed = False
@@ -287,7 +287,8 @@ def _within(inner: Path, outer: Path) -> bool:
 def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optional[PathLike]]) -> None:
     """Refuse an output that would overwrite what is read or another output.
 
-    inputs: the local files a source reads (a folder's or glob's items); outputs: option name
+    inputs: the local files the run reads (the source's files, a folder's or glob's items, the
+    models and their cards); outputs: option name
     -> path (None: not given), e.g. {"--jsonl": ..., "--video": ...}; an output folder (like
     --save-defects) must not hold an input or another output either. Raises UsageError
     (an EdgesegError the CLI reports with exit code 2).
@@ -298,9 +299,9 @@ def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optiona
     for name, path in resolved.items():
         for source in sources:
             if _same(path, source):
-                raise UsageError(f"{name} {given[name]} is the source being read", hint=f"write {name} somewhere else")
+                raise UsageError(f"{name} {given[name]} is an input of this run", hint=f"write {name} somewhere else")
             if _within(source, path):
-                raise UsageError(f"{name} {given[name]} holds the source file {source}", hint=f"write {name} somewhere else")
+                raise UsageError(f"{name} {given[name]} holds the input {source}", hint=f"write {name} somewhere else")
     names = list(resolved)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:

@@ -7,13 +7,18 @@ idea). Nothing is ever pip-installed at run time.
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 
 from edgeseg.errors import EdgesegError
 
+TORCH_ADVICE = (
+    "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
+    "Jetson: NVIDIA's JetPack wheel)"
+)
 # module -> what to install
 _ADVICE = {
-    "torch": "pip install torch (CPU: pip install torch==2.13.0; Jetson: NVIDIA's JetPack wheel), then pip install 'edgeseg[export]'",
+    "torch": TORCH_ADVICE,
     "onnx": "pip install 'edgeseg[export]'",
     "onnxslim": "pip install 'edgeseg[export]'",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
@@ -26,16 +31,19 @@ _ADVICE = {
 }
 
 
-def require(name: str, purpose: str = "") -> ModuleType:
-    """Import `name` or raise EdgesegError naming what needs it and how to install it."""
+def require(name: str, purpose: str = "", extra: str = "") -> ModuleType:
+    """Import `name` or raise EdgesegError naming what needs it and how to install it; `extra`
+    names the edgeseg extra that brings it for this purpose (e.g. "trt" for the FP16 converter
+    on a TensorRT host), when that is the advice to give instead of the module's usual one."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         what = f" for {purpose}" if purpose else ""
-        raise EdgesegError(
-            f"{name} is needed{what} but could not be imported ({exc})",
-            hint=_ADVICE.get(name, f"pip install {name.split('.')[0]}"),
-        ) from exc
+        advice = _ADVICE.get(name, f"pip install {name.split('.')[0]}")
+        if extra:
+            wanted = f"'edgeseg[{extra}]'"
+            advice = re.sub(r"'edgeseg\[\w+\]'", wanted, advice) if "'edgeseg[" in advice else f"pip install {wanted}"
+        raise EdgesegError(f"{name} is needed{what} but cannot be imported ({exc})", hint=advice) from exc
 
 
 def available(name: str) -> bool:

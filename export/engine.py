@@ -206,7 +206,7 @@ def input_profile(path: Path, card: ModelCard, options: BuildOptions) -> Profile
             fixed = "x".join(str(d) for d in shape[2:])
             raise EdgesegError(
                 f"{path.name} takes {fixed} inputs only (fixed in the graph), not {height}x{width}",
-                hint="drop --size, or re-export the model at that size (`edgeseg export --size HxW`)",
+                hint="drop --size, or re-export the model at that size (`edgeseg export -c CHECKPOINT.pt --height H --width W`)",
             )
     if isinstance(shape[0], int) and shape[0] > 0 and options.batch != (shape[0],) * 3:
         raise EdgesegError(
@@ -277,8 +277,10 @@ def _scratch(out_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def _fp16_variant(onnx: Path, scratch: Path) -> Path:
-    """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes."""
-    require("onnx", "the FP16 ONNX that FP16 is built from here")
+    """The FP16 ONNX (FP16 weights and compute, FP32 I/O) the export step makes; what it needs is in
+    the `trt` extra (no torch), since strongly typed TensorRT 11 builds FP16 only from it."""
+    for module in ("onnx", "onnxslim", "packaging"):
+        require(module, "the FP16 ONNX that FP16 engines are built from here", extra="trt")
     from edgeseg.export.fp16 import onnx_to_fp16
 
     return Path(onnx_to_fp16(onnx, scratch / f"{base_name(onnx)}.fp16.onnx").onnx)
@@ -404,11 +406,10 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
         with _calibrator(options, card, model, profile, target) as calibrator:
-            try:
-                plan_bytes = _build(trt, feats, plan, model, profile, options, calibrator and calibrator.trt_object)
-            finally:  # a failure inside a calibration callback is the root cause: report it first
-                if calibrator is not None:
-                    calibrator.check()
+            if calibrator is None:
+                plan_bytes = _build(trt, feats, plan, model, profile, options, None)
+            else:  # reports a callback's error, else the build's own, else an empty calibration
+                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object))
         calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.get("calibration_sha256")
         flags = ["version_compatible"] * options.version_compatible + ["hardware_compatible"] * options.hardware_compatible
         if options.dla_core is not None:
@@ -495,12 +496,12 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
 
     def config(builder: Any, network: Any) -> Any:
         """polygraphy's config plus DLA on the core asked for (its own use_dla always picks core 0)."""
-        built = create_config(builder, network)
+        builder_config: "trt.IBuilderConfig" = create_config(builder, network)  # typed for the API suite
         if options.dla_core is not None:
-            built.default_device_type = trt.DeviceType.DLA
-            built.DLA_core = options.dla_core
-            built.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        return built
+            builder_config.default_device_type = trt.DeviceType.DLA
+            builder_config.DLA_core = options.dla_core
+            builder_config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        return builder_config
 
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.WARNING

@@ -38,11 +38,14 @@ def torch_to_onnx(
     size: Optional[Tuple[int, int]] = None,
     seed: int = 0,
     images: Sequence[Path] = (),
+    classes: Optional[Sequence[str]] = None,
 ) -> ExportReport:
     """Export an edgeseg checkpoint to `out_path` (+ model card beside it).
 
     `size` (height, width) overrides the checkpoint's input size, e.g. to run the fully
-    convolutional segmenter on tiles; the card records the size actually exported.
+    convolutional segmenter on tiles; the card records the size actually exported. `classes`
+    renames the output maps in the card (one name per map), so records and video labels carry
+    names instead of the checkpoint's "1".."4".
     """
     from edgeseg.models import load_checkpoint
 
@@ -50,8 +53,14 @@ def torch_to_onnx(
     spec = meta.preprocess
     if size is not None:
         spec = Preprocess(size[0], size[1], spec.mean, spec.std, spec.geometry)
-    contract = Contract(meta.task, spec, meta.classes, meta.thresholds)
-    source = {"checkpoint": meta.path.name, "checkpoint_sha256": meta.sha256, "architecture": meta.model}
+    if classes is not None and len(classes) != len(meta.classes):
+        raise EdgesegError(
+            f"{Path(str(checkpoint)).name} has {len(meta.classes)} output map(s) ({', '.join(meta.classes)}); got {len(classes)} class names",
+            hint=f"give {len(meta.classes)} comma-separated names",
+        )
+    contract = Contract(meta.task, spec, list(classes) if classes is not None else meta.classes, meta.thresholds)
+    # The name is what a deployment folder holds; the path is where it was, for hints that copy it.
+    source = {"checkpoint": meta.path.name, "checkpoint_path": str(meta.path.resolve()), "checkpoint_sha256": meta.sha256, "architecture": meta.model}
     return module_to_onnx(model, out_path, contract, source=source, opset=opset, seed=seed, images=images)
 
 

@@ -11,9 +11,9 @@ from edgeseg.edge.postprocess import FrameResult, Segmentation
 CLASSES = ["1", "2", "3", "4"]
 
 
-def _result(boxes, probability=0.9, gated=True, shape=(96, 480)):
+def _result(boxes, probability=0.9, gated=True, shape=(96, 480), gate=0.5):
     areas = {name: sum(b["area"] for b in boxes if b["class"] == name) for name in CLASSES}
-    return FrameResult(7, "test", 0.0, shape[0], shape[1], probability, gated, Segmentation(areas=areas, boxes=boxes))
+    return FrameResult(7, "test", 0.0, shape[0], shape[1], probability, gated, Segmentation(areas=areas, boxes=boxes), gate=gate)
 
 
 def _overlap(a, b):
@@ -26,8 +26,8 @@ def test_gate_decision_reads_as_a_comparison():
 
 
 def test_header_legend_and_names_are_all_present():
-    result = _result([{"class": "2", "box": [100, 40, 60, 30], "area": 900}])
-    texts = [label.text for label in labels((96, 480), result, CLASSES, gate=0.05)]
+    result = _result([{"class": "2", "box": [100, 40, 60, 30], "area": 900}], gate=0.05)
+    texts = [label.text for label in labels((96, 480), result, CLASSES)]
     assert texts[0] == "#7  p=0.90 >= 0.05 -> segmented"
     assert "class 2 900px" in texts and "class 4 0px" in texts  # legend: every class, its area
     assert texts[-1] == "class 2"  # the name beside its box
@@ -36,7 +36,7 @@ def test_header_legend_and_names_are_all_present():
 def test_labels_never_cover_each_other_even_when_boxes_coincide():
     same = [{"class": name, "box": [30, 20, 40, 20], "area": 800} for name in CLASSES]
     for shape in ((96, 480), (256, 1600), (64, 200)):
-        placed = labels(shape, _result(same, shape=shape), CLASSES, gate=0.5)
+        placed = labels(shape, _result(same, shape=shape), CLASSES)
         names = [label.text for label in placed if label.text.startswith("class ") and not label.text.endswith("px")]
         assert len(names) == (len(CLASSES) if shape[0] >= 96 else len(names))  # a tiny frame may drop some
         for a, b in itertools.combinations(placed, 2):
@@ -60,12 +60,12 @@ def test_specks_under_the_class_min_area_get_no_box_and_no_label():
     assert tuple(canvas[49, 210]) != (255, 120, 0)
 
 
-def test_annotator_shows_the_gate_it_is_given():
+def test_annotator_shows_the_gate_the_result_carries():
     image = frames(1)[0]
-    result = _result([], probability=0.01, gated=False)
-    unknown = Annotator(CLASSES)(image, result)
-    known = Annotator(CLASSES, gate=0.05)(image, result)
+    unknown = Annotator(CLASSES)(image, _result([], probability=0.01, gated=False, gate=float("nan")))
+    known = Annotator(CLASSES)(image, _result([], probability=0.01, gated=False, gate=0.05))
     assert not np.array_equal(unknown[:20, :300], known[:20, :300])  # the threshold is written
+    assert labels(image.shape[:2], _result([], probability=0.01, gated=False, gate=0.05), CLASSES)[0].text.endswith("p=0.01 < 0.05 -> clean, not segmented")
 
 
 @pytest.mark.parametrize("names", [["pits", "crack"], [str(i) for i in range(1, 9)]])

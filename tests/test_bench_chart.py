@@ -65,3 +65,27 @@ def test_nothing_to_chart_is_an_error(tmp_path):
     with pytest.raises(EdgesegError, match="PNG"):
         bar_chart(tmp_path / "c.jpg", "t", {"segmenter": [Bar("onnxruntime fp32", 1.0)]})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_log_axis_gives_each_decade_the_same_length(tmp_path):
+    """2 ms and 2 s bars both readable: on the log axis 10 -> 100 and 100 -> 1000 ms are equally long."""
+    groups = {"segmenter": [Bar("tensorrt fp16", 10.0), Bar("onnxruntime fp32", 100.0), Bar("pytorch fp32", 1000.0)]}
+    image = cv2.imread(str(bar_chart(tmp_path / "log.png", "t", groups, log=True)))
+    (small, _), (middle, _), (large, _) = _bars(image)
+    assert middle - small == pytest.approx(large - middle, abs=3)
+    assert small > 0  # the smallest bar still shows
+
+
+def test_bench_chart_title_names_the_date_and_machine_and_gemm_over_100_is_explained(tmp_path):
+    from edgeseg.bench.report import GEMM_NOTE, chart, chart_title, markdown, rows
+
+    host = {"median": 5.0, "min": 4.0, "p90": 6.0, "p99": 7.0}
+    row = {"name": "s", "backend": "onnxruntime", "precision": "int8", "batch": 1, "throughput": 200.0, "efficiency": 2.5,
+           "latency_ms": {"host": host}, "cv": 0.01}
+    document = {"date": "2026-12-01T22:00:00+00:00", "environment": {"cpu": {"model": "Test CPU"}, "gpus": []}, "settings": {
+        "warmup_s": 0, "min_iterations": 1, "duration_s": 0, "baseline": "onnxruntime fp32"}, "results": [row], "pipeline": []}
+    assert "250*" in rows(document)[0]
+    assert GEMM_NOTE in markdown(document)
+    assert chart(document, tmp_path / "c.png").is_file()
+    title = chart_title(document)
+    assert "2026-12-01T22:00" in title and "Test CPU" in title

@@ -106,14 +106,14 @@ def test_output_paths_must_differ_from_the_source_and_each_other(tmp_path):
     clip.write_bytes(b"")
     items = [tmp_path / "strips" / f"{i}.png" for i in range(2)]
     check_output_paths([clip], {"--jsonl": tmp_path / "a.jsonl", "--video": tmp_path / "a.mp4", "--submission": None})
-    with pytest.raises(EdgesegError, match="--video .*clip.mp4 is the source being read"):
+    with pytest.raises(EdgesegError, match="--video .*clip.mp4 is an input of this run"):
         check_output_paths([clip], {"--video": tmp_path / "." / "clip.mp4"})
     os.symlink(clip, tmp_path / "link.mp4")
-    with pytest.raises(EdgesegError, match="--jsonl .*link.mp4 is the source"):
+    with pytest.raises(EdgesegError, match="--jsonl .*link.mp4 is an input"):
         check_output_paths([clip], {"--jsonl": tmp_path / "link.mp4"})
-    with pytest.raises(EdgesegError, match="--video .*1.png is the source"):
+    with pytest.raises(EdgesegError, match="--video .*1.png is an input"):
         check_output_paths(items, {"--video": items[1]})
-    with pytest.raises(EdgesegError, match="--save-defects .*strips holds the source file"):
+    with pytest.raises(EdgesegError, match="--save-defects .*strips holds the input"):
         check_output_paths(items, {"--save-defects": tmp_path / "strips"})
     with pytest.raises(EdgesegError, match="--jsonl and --video are the same file"):
         check_output_paths([clip], {"--jsonl": tmp_path / "x", "--video": tmp_path / "x"})

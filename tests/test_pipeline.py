@@ -301,14 +301,25 @@ class _StuckSegmenter(OnnxRuntimeBackend):
 def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models, clip, tmp_path):
     jsonl = tmp_path / "out.jsonl"
     segmenter = _StuckSegmenter(tiny_models["segmenter"], read_card(tiny_models["segmenter"]))
+    stopped = []
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
-        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0)
-        timer = threading.Thread(target=lambda: (segmenter.entered.wait(30), pipeline.stop("first"), pipeline.stop("second")))
+        written = threading.Semaphore(0)
+        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0, on_result=lambda _r: written.release())
+
+        def stop_twice():
+            segmenter.entered.wait(60)
+            for _ in range(segmenter.stuck_from - 1):  # the frames inferred before the stuck call are out
+                written.acquire(timeout=60)
+            pipeline.stop("first")
+            pipeline.stop("second")
+            stopped.append(time.perf_counter())
+
+        timer = threading.Thread(target=stop_twice)
         timer.start()
-        started = time.perf_counter()
         report = pipeline.run()
-        took = time.perf_counter() - started
+        returned = time.perf_counter()
         timer.join()
     segmenter.release.set()
-    assert segmenter.entered.is_set() and took < 10
-    assert report["frames"] == segmenter.stuck_from - 1 == len(_records(jsonl))
+    assert segmenter.entered.is_set() and returned - stopped[0] < 15  # the stuck call would hold it 60 s
+    frames = [r for r in _records(jsonl) if r["type"] == "frame"]
+    assert report["frames"] == segmenter.stuck_from - 1 == len(frames)

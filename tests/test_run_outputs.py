@@ -34,6 +34,12 @@ def _run(*args):
     return CliRunner().invoke(app, ["run", *map(str, args)])
 
 
+def _frames(jsonl):
+    """The frame records of a JSONL (each run also writes a header record)."""
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return [r for r in records if r["type"] == "frame"]
+
+
 def _one_error_line(result, text):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and text in lines[0], result.stderr
@@ -71,7 +77,8 @@ def test_append_adds_to_the_jsonl(tiny_models, clip, earlier_run):
     result = _run("--source", clip, *_models(tiny_models), "--jsonl", jsonl, "--append", "--max-frames", 3)
     assert result.exit_code == 0, result.output
     assert jsonl.read_bytes().startswith(jsonl_bytes)
-    assert len(jsonl.read_text().splitlines()) == FRAMES + 3
+    kinds = [json.loads(line)["type"] for line in jsonl.read_text().splitlines()]
+    assert kinds == ["header"] + ["frame"] * FRAMES + ["header"] + ["frame"] * 3  # each run starts with its header
 
 
 def test_outputs_that_are_the_source_or_each_other_are_refused(tiny_models, clip, tmp_path):
@@ -90,6 +97,7 @@ def test_outputs_that_are_the_source_or_each_other_are_refused(tiny_models, clip
         (["--source", folder, "--video", folder / "1.png"], "--video"),
         (["--source", str(folder / "*.png"), "--jsonl", folder / "0.png"], "--jsonl"),
         (["--source", source, "--jsonl", tmp_path / "x", "--video", tmp_path / "x"], "--jsonl and --video are the same file"),
+        (["--source", source, "--jsonl", card_path(tiny_models["segmenter"])], "is an input of this run"),
     ]
     for args, text in cases:
         result = _run(*args, *_models(tiny_models))
@@ -110,7 +118,7 @@ def test_a_video_the_disk_cannot_hold_is_reported_not_claimed(tiny_models, clip,
         assert "video" not in report["outputs"] and report["outputs"]["jsonl"] == str(jsonl)
         assert f"{video} was not written: none of its 60 frames can be read back (disk full" in result.stderr
         assert not video.exists() and sorted(os.listdir(disk)) == [".filler", "run.avi"]
-        assert len(jsonl.read_text().splitlines()) == 60
+        assert len(jsonl.read_text().splitlines()) == 1 + 60  # header + frames
 
         result = _run("--source", clip, *_models(tiny_models), "--loop", "--max-frames", 60, "--video", avi)
         assert result.exit_code == 1, result.output
@@ -118,6 +126,16 @@ def test_a_video_the_disk_cannot_hold_is_reported_not_claimed(tiny_models, clip,
         assert 0 < kept < 60, "a partial MJPG AVI stays playable"
         assert f"{avi} holds {kept} of the 60 frames written (disk full" in result.stderr
         assert f"video: {avi} ({kept} frames)" in result.stdout
+
+
+def test_a_video_into_dev_full_is_reported_not_claimed(tiny_models, clip, tmp_path):
+    video = tmp_path / "run.avi"
+    video.symlink_to("/dev/full")
+    result = _run("--source", clip, *_models(tiny_models), "--video", video, "--json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["outputs"] == {}
+    _one_error_line(result, f"{video} was not written: none of its {FRAMES} frames can be read back")
+    assert video.is_symlink() and os.path.realpath(video) == "/dev/full" and not os.path.isfile("/dev/full")
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_only_complete_lines(tiny_models, clip, tmp_path):
@@ -131,7 +149,8 @@ def test_a_full_disk_stops_the_run_with_one_line_and_only_complete_lines(tiny_mo
         assert result.exit_code == 1, result.output
         _one_error_line(result, f"disk full writing {jsonl} (")
         text = jsonl.read_text()
-        assert text.endswith("\n") and [json.loads(line)["frame"] for line in text.splitlines()] == list(range(len(text.splitlines())))
+        header, *records = [json.loads(line) for line in text.splitlines()]
+        assert text.endswith("\n") and header["type"] == "header" and [r["frame"] for r in records] == list(range(len(records)))
         assert sorted(os.listdir(disk)) == [".filler", "run.jsonl"]
 
 
@@ -171,7 +190,10 @@ def test_sigint_exits_130_with_the_results_written(tiny_models, clip, tmp_path):
     jsonl = tmp_path / "run.jsonl"
     process = _start(tiny_models, clip, jsonl, "--rate", "50")
     try:
-        time.sleep(4)  # models activated and frames flowing
+        deadline = time.monotonic() + 60  # until frames flow: the staged JSONL appears with the first one
+        while time.monotonic() < deadline and process.poll() is None and not any(tmp_path.glob(".run.*")):
+            time.sleep(0.05)
+        time.sleep(0.5)
         assert process.poll() is None, process.communicate()[1]
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
@@ -181,7 +203,7 @@ def test_sigint_exits_130_with_the_results_written(tiny_models, clip, tmp_path):
     assert process.returncode == 130, stderr
     report = json.loads(stdout)
     assert report["stopped_by"] == "stopped by SIGINT" and report["frames"] > 0
-    assert len(jsonl.read_text().splitlines()) == report["frames"]
+    assert len(jsonl.read_text().splitlines()) == 1 + report["frames"]  # header + frames
 
 
 def test_a_card_preprocess_size_the_model_cannot_take_is_refused_at_load(tiny_models, clip, tmp_path):

@@ -94,6 +94,47 @@ def test_corrupt_frames_mid_stream_are_skipped_and_counted(tmp_path):
     assert [f.index for f in got] == list(range(len(got)))
 
 
+def _destroy_mjpg_frames(path: Path, first: int, last: int) -> Path:
+    """Overwrite the JPEG payload of frames first..last (inclusive) of an MJPG AVI with noise,
+    keeping every chunk's size, so the container is intact and those frames cannot decode."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    payloads = []
+    at = data.find(b"00dc")
+    while at != -1:
+        size = struct.unpack("<I", data[at + 4 : at + 8])[0]
+        if data[at + 8 : at + 10] == b"\xff\xd8":
+            payloads.append((at + 8, size))
+        at = data.find(b"00dc", at + 4)
+    noise = np.random.default_rng(0)
+    for offset, size in payloads[first : last + 1]:
+        data[offset : offset + size] = noise.integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_long_corrupt_stretch_is_read_through_to_the_good_frames_after_it(tmp_path):
+    originals = frames(200, height=48, width=160)
+    path = _destroy_mjpg_frames(write_video(tmp_path / "clip.avi", originals), 60, 139)
+    plain, capture = [], cv2.VideoCapture(str(path))  # what a bare OpenCV loop gets back
+    for _ in range(400):
+        ok, image = capture.read()
+        if ok:
+            plain.append(image)
+    capture.release()
+    with open_source(path) as source:
+        got = [frame.image for frame in source]
+    assert len(plain) == 120 and len(got) == len(plain)
+    assert all(np.array_equal(a, b) for a, b in zip(got, plain))
+
+    def which(image):  # the original frame an image decodes to
+        return int(np.argmin([np.mean((image.astype(np.float32) - o) ** 2) for o in originals]))
+
+    assert [which(image) for image in got[58:62]] == [58, 59, 140, 141]
+    assert source.stats.corrupt == 80 and source.stats.frames == 120
+
+
 @pytest.mark.parametrize(
     "uri, message",
     [

@@ -97,3 +97,17 @@ def test_a_full_disk_keeps_whole_rows_only(tmp_path):
         assert all(classes == {1: rle} for classes in annotations.values())
         with open(disk / "submission.csv", newline="") as handle:
             assert len(list(csv.reader(handle))) == 1 + 4 * sink.frames  # header + whole frames
+
+
+def test_submission_and_defect_paths_are_checked_against_the_source_and_the_other_outputs(tiny_models, folder, tmp_path):
+    out = tmp_path / "out.csv"
+    cases = [
+        (["--submission", out, "--jsonl", out], "--jsonl and --submission are the same file"),
+        (["--save-defects", folder], f"--save-defects {folder} holds the input"),
+        (["--submission", tmp_path / "review" / "s.csv", "--save-defects", tmp_path / "review"], "lies inside the --save-defects folder"),
+    ]
+    for extra, message in cases:
+        result = _run(tiny_models, folder, *map(str, extra))
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [] and len(list(folder.iterdir())) == STRIPS

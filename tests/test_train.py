@@ -54,6 +54,8 @@ def test_scorer_chooses_thresholds_that_remove_false_alarms():
     result = scorer.result()
     assert result["thresholds"]["min_area"] == [16, 16]
     assert result["dice_per_class"] == [1.0, 1.0]
+    assert result["dice_where_defect"] == 1.0  # class 0 of the one image has a defect
+    assert result["empty_predicted_empty"] == 1.0  # class 1 is empty and predicted empty
     untuned = dice(prob[0] > 0.5, truth[0])
     assert result["mean_dice_untuned"] == pytest.approx((untuned + 0.0) / 2)
     # what the scorer promises is what apply_thresholds delivers
@@ -99,7 +101,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _config(task, data, out, **overrides):
-    from edgeseg.train import TrainConfig
+    from edgeseg.training.loop import TrainConfig
 
     base = dict(task=task, data=str(data), out=str(out), epochs=1, batch_size=4, model={"base_width": 4}, val_fraction=0.2, seed=0)
     if task == "segmenter":
@@ -114,13 +116,13 @@ def _config(task, data, out, **overrides):
 def test_tiny_run_writes_a_loadable_checkpoint(tiny_data, tmp_path, task):
     torch = pytest.importorskip("torch")
     from edgeseg.models import load_checkpoint
-    from edgeseg.train import train
+    from edgeseg.training.loop import train
 
     result = train(_config(task, tiny_data, tmp_path), threads=1, show_progress=False)
     assert result.best_epoch == 1
-    payload = torch.load(tmp_path / "best.pt", weights_only=True)
+    payload = torch.load(tmp_path / f"{task}.pt", weights_only=True)
     assert payload["task"] == task
-    model, meta = load_checkpoint(tmp_path / "best.pt")
+    model, meta = load_checkpoint(tmp_path / f"{task}.pt")
     assert meta.preprocess.height in (64, 32) and 0 < meta.preprocess.mean < 1
     if task == "segmenter":
         assert len(meta.thresholds["probability"]) == 4 and len(meta.thresholds["min_area"]) == 4
@@ -135,14 +137,14 @@ def test_tiny_run_writes_a_loadable_checkpoint(tiny_data, tmp_path, task):
 
 def test_resume_continues_the_epoch_count(tiny_data, tmp_path):
     from edgeseg.models.checkpoint import read_payload
-    from edgeseg.train import train
+    from edgeseg.training.loop import train
 
     train(_config("classifier", tiny_data, tmp_path, epochs=1), threads=1, show_progress=False)
-    first = read_payload(tmp_path / "last.pt")
+    first = read_payload(tmp_path / "classifier.last.pt")
     assert first["extra"]["epoch"] == 1
     # resume keeps the saved options (batch size 4) even if others are passed; only epochs extends
     train(_config("classifier", tiny_data, tmp_path, epochs=2, batch_size=99), resume=True, threads=1, show_progress=False)
-    second = read_payload(tmp_path / "last.pt")
+    second = read_payload(tmp_path / "classifier.last.pt")
     assert second["extra"]["epoch"] == 2
     assert [h["epoch"] for h in second["extra"]["history"]] == [1, 2]
     assert second["extra"]["train_config"]["batch_size"] == 4
@@ -155,12 +157,12 @@ def test_resume_continues_the_epoch_count(tiny_data, tmp_path):
 
 def test_same_seed_same_weights(tiny_data, tmp_path):
     torch = pytest.importorskip("torch")
-    from edgeseg.train import train
+    from edgeseg.training.loop import train
 
     for name in ("a", "b", "c"):
         seed = 1 if name == "c" else 0
         train(_config("classifier", tiny_data, tmp_path / name, seed=seed), threads=1, show_progress=False)
-    a, b, c = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in "abc")
+    a, b, c = (torch.load(tmp_path / n / "classifier.last.pt", weights_only=True)["state_dict"] for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -182,7 +184,7 @@ def test_bad_input_is_skipped_counted_and_reported(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1", "--base-width", "4",
-        "--input-size", "32x208", "--batch-size", "4", "--threads", "1", "--json",
+        "--input-size", "32x208", "--batch", "4", "--threads", "1", "--json",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "metrics.json").read_text())
@@ -196,10 +198,10 @@ def test_bad_input_is_skipped_counted_and_reported(tiny_data, tmp_path):
 
 
 def test_evaluate_uses_the_checkpoint_thresholds(tiny_data, tmp_path):
-    from edgeseg.train import evaluate, train
+    from edgeseg.training.loop import evaluate, train
 
     train(_config("segmenter", tiny_data, tmp_path), threads=1, show_progress=False)
-    metrics = evaluate(tmp_path / "best.pt", tiny_data, threads=1, show_progress=False)
+    metrics = evaluate(tmp_path / "segmenter.pt", tiny_data, threads=1, show_progress=False)
     assert metrics["images"] == 10 and len(metrics["dice_per_class"]) == 4
     assert metrics["mean_dice"] == pytest.approx(np.mean(metrics["dice_per_class"]))
 
@@ -207,9 +209,9 @@ def test_evaluate_uses_the_checkpoint_thresholds(tiny_data, tmp_path):
 
     from edgeseg.cli import app
 
-    result = CliRunner().invoke(app, ["train", "evaluate", str(tmp_path / "best.pt"), "--data", str(tiny_data), "--threads", "1", "--json"])
+    result = CliRunner().invoke(app, ["train", "evaluate", str(tmp_path / "segmenter.pt"), "--data", str(tiny_data), "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["best.pt"]["mean_dice"] == pytest.approx(metrics["mean_dice"])
+    assert json.loads(result.stdout)[str(tmp_path / "segmenter.pt")]["mean_dice"] == pytest.approx(metrics["mean_dice"])
 
 
 def test_bundled_demo_models_match_their_metrics():
@@ -232,6 +234,42 @@ def test_bundled_demo_models_match_their_metrics():
     assert (seg.preprocess.height, seg.preprocess.width) == (256, 1600)
 
 
+def test_two_runs_keep_apart_and_tables_show_both_dice(tiny_data, tmp_path):
+    """Checkpoints are named by task, so `train evaluate` of a classifier and a segmenter run
+    shows two tables (keyed by path), each with the Kaggle mean beside the Dice where a defect
+    exists, and no Python dict text or negative zero."""
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    common = ["--data", str(tiny_data), "--epochs", "1", "--base-width", "4", "--batch", "4", "--threads", "1"]
+    seg = CliRunner().invoke(app, ["train", "segmenter", *common, "--out", str(tmp_path / "a"), "--input-size", "64x400", "--crop", "32x64"])
+    assert seg.exit_code == 0, seg.output
+    assert "Kaggle mean Dice" in seg.output and "Dice where a defect exists" in seg.output
+    assert "{" not in seg.output and "-0.0000" not in seg.output
+    cls = CliRunner().invoke(app, ["train", "classifier", *common, "--out", str(tmp_path / "b"), "--input-size", "32x208"])
+    assert cls.exit_code == 0, cls.output
+    checkpoints = [tmp_path / "a" / "segmenter.pt", tmp_path / "b" / "classifier.pt"]
+    assert all(path.is_file() for path in checkpoints)
+    result = CliRunner().invoke(app, ["train", "evaluate", *map(str, checkpoints), "--data", str(tiny_data), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" on ") >= 2 and "Dice where a defect exists" in result.output and "ROC AUC" in result.output
+    assert "{" not in result.output
+    as_json = CliRunner().invoke(app, ["train", "evaluate", *map(str, checkpoints), "--data", str(tiny_data), "--threads", "1", "--json"])
+    assert sorted(json.loads(as_json.stdout)) == sorted(map(str, checkpoints))
+
+
+def test_loss_choices_are_the_losses_that_exist():
+    pytest.importorskip("torch")
+    import typing
+
+    from edgeseg.commands.train import segmenter
+    from edgeseg.training.losses import SEGMENTATION_LOSSES
+
+    choice = typing.get_type_hints(segmenter, include_extras=True)["loss"].__origin__
+    assert set(typing.get_args(choice)) == set(SEGMENTATION_LOSSES)
+
+
 def test_metrics_json_holds_null_where_a_metric_is_not_measurable(tiny_data, tmp_path):
     """All-clean data: ROC AUC has no positive class (NaN in Python), which JSON writes as null."""
     import shutil
@@ -246,7 +284,7 @@ def test_metrics_json_holds_null_where_a_metric_is_not_measurable(tiny_data, tmp
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1", "--base-width", "4",
-        "--input-size", "32x208", "--batch-size", "4", "--threads", "1", "--json",
+        "--input-size", "32x208", "--batch", "4", "--threads", "1", "--json",
     ])
     assert result.exit_code == 0, result.output
 

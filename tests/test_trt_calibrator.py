@@ -79,3 +79,41 @@ def test_calibrator_without_tensorrt_says_what_to_install(tmp_path):
 def test_unknown_algorithm(tmp_path):
     with pytest.raises(EdgesegError, match="unknown calibrator"):
         TrtCalibrator([], "image", (1, 1, 8, 8), tmp_path / "c.calib", "a" * 64, "b" * 64, algorithm="percentile")
+
+
+def calibrator_after_build(fed=0, error=None, cached=None):
+    """A TrtCalibrator in the state a build leaves it in (constructing one needs TensorRT + CUDA;
+    run_build/check are plain Python over these fields)."""
+    calibrator = object.__new__(TrtCalibrator)
+    calibrator.batch_shape, calibrator.fed, calibrator.error, calibrator._cached = (4, 1, 8, 8), fed, error, cached
+    return calibrator
+
+
+def failing_build(message):
+    def build():
+        raise EdgesegError(message)
+
+    return build
+
+
+def test_a_build_that_fails_before_any_batch_reports_its_own_error():
+    """A parse error / unsupported layer / out-of-memory before the first get_batch is not "the
+    calibration set gave no full batch"."""
+    with pytest.raises(EdgesegError, match="could not build segmenter.onnx: out of memory"):
+        calibrator_after_build().run_build(failing_build("TensorRT could not build segmenter.onnx: out of memory"))
+
+
+def test_an_error_inside_a_callback_is_the_root_cause():
+    calibrator = calibrator_after_build(fed=1, error=EdgesegError("calibration batch has shape (2, 1, 8, 8)"))
+    with pytest.raises(EdgesegError, match="calibration batch has shape") as info:
+        calibrator.run_build(failing_build("TensorRT could not build segmenter.onnx: calibration failure"))
+    assert "could not build" in str(info.value.__cause__)
+    with pytest.raises(EdgesegError, match=r"INT8 calibration failed: OSError\('disk'\)"):
+        calibrator_after_build(fed=1, error=OSError("disk")).run_build(failing_build("build failed"))
+
+
+def test_a_build_that_succeeded_without_a_batch_says_so():
+    with pytest.raises(EdgesegError, match="gave no full batch of 4"):
+        calibrator_after_build().run_build(lambda: b"plan")
+    assert calibrator_after_build(fed=3).run_build(lambda: b"plan") == b"plan"
+    assert calibrator_after_build(cached=b"cache").run_build(lambda: b"plan") == b"plan"  # scales from the cache

@@ -1,4 +1,6 @@
 """TensorRT version guards as pure functions of the version string (no TensorRT needed)."""
+from pathlib import Path
+
 import pytest
 
 from edgeseg.edge import trt_compat
@@ -109,6 +111,35 @@ def test_version_compatible_engine_loads_on_newer_tensorrt_only():
     engine = dict(ENGINE, build_flags=["fp16", "version_compatible"])
     assert trt_compat.engine_mismatch(engine, "11.4.0.11", "Orin", "8.7") is None
     assert "version-compatible from TensorRT 10.3.0.30" in trt_compat.engine_mismatch(engine, "10.0.1", "Orin", "8.7")
+
+
+@pytest.mark.parametrize(
+    "built, running, loads",
+    [("8.6.1", "10.3.0", True), ("8.6.1", "11.0.0.114", False), ("10.3.0", "11.4.0.106", True), ("10.16.1", "12.0.0", False)],
+)
+def test_version_compatible_engines_cross_one_supported_major_only(built, running, loads):
+    """TensorRT supports 8.x -> 10.x and 10.x -> 11.x, never 8.x -> 11.x."""
+    engine = dict(ENGINE, tensorrt_version=built, build_flags=["version_compatible"])
+    reason = trt_compat.engine_mismatch(engine, running, "Orin", "8.7")
+    assert (reason is None) == loads, reason
+    if not loads:
+        newest = trt_compat.NEWEST_RUNTIME_MAJOR[int(built.split(".")[0])]
+        assert f"load on TensorRT {newest}.x at the newest" in reason
+
+
+def test_an_8x_engine_on_11x_is_refused_with_the_rebuild_line(tmp_path):
+    """The backend's one line: what is wrong and the command that rebuilds it (before TensorRT loads)."""
+    import edgeseg.assets
+    from edgeseg.edge.backends.tensorrt import rebuild_hint
+    from edgeseg.edge.card import ModelCard, read_card
+
+    data = read_card(Path(edgeseg.assets.__file__).parent / "segmenter.onnx").to_dict()
+    data["artifact"] = dict(ENGINE, tensorrt_version="8.6.1", build_flags=["fp16", "version_compatible"], format="tensorrt", precision="fp16")
+    data["source"] = dict(data["source"], onnx="segmenter.onnx")
+    card = ModelCard.from_dict(data)
+    reason = trt_compat.engine_mismatch(card.artifact, "11.4.0.106", "Orin", "8.7")
+    assert "8.x load on TensorRT 10.x at the newest" in reason
+    assert rebuild_hint(card) == "rebuild it here: edgeseg build-engine segmenter.onnx --precision fp16"
 
 
 def test_hardware_compatible_engine_loads_on_any_ampere_plus_gpu():

@@ -1,12 +1,16 @@
-"""TensorRT on a real GPU: build the tiny models in each precision, compare with ONNX Runtime
-through polygraphy's Comparator, run engines through TensorRTBackend from a worker thread, and
-calibrate INT8 implicitly with a cache (TensorRT 8.5-10).
+"""TensorRT on a real GPU: build the bundled demo models (edgeseg/assets: FP32 ONNX and their
+symmetric 'trt' QDQ INT8, no torch needed, so a Jetson without torch runs every test) in each
+precision, compare with ONNX Runtime through polygraphy's Comparator, run engines through
+TensorRTBackend from a worker thread, and calibrate INT8 implicitly with a cache (TensorRT 8.5-10).
 
 Every test here needs tensorrt, pycuda and a CUDA GPU; elsewhere they skip, saying which is missing.
+None skips once those are present (benchmarks/bench_gpu.sh stops on any skip).
 """
 import dataclasses
 import json
+import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,25 +48,41 @@ def simple_compare(precision):
     return compare_func(atol=TOLERANCE[precision], rtol=TOLERANCE[precision], check_error_stat=ERROR_STAT[precision])
 
 
+ASSETS = Path(__file__).resolve().parents[1] / "edgeseg" / "assets"
+
+
+def _copy(name, folder):
+    """A bundled model with its card, copied so builds never write beside the package's files."""
+    for suffix in (".onnx", ".json"):
+        shutil.copyfile(ASSETS / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder / f"{name}.onnx"
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):
+    """{"classifier", "segmenter"}: the bundled FP32 demo models (dynamic batch, 64x400 / 256x1600)."""
+    folder = tmp_path_factory.mktemp("models")
+    return {task: _copy(task, folder) for task in ("classifier", "segmenter")}
+
+
+@pytest.fixture(scope="module")
+def qdq_models(demo_models):
+    """The bundled symmetric ('trt' flavour) QDQ INT8 models of the same two networks."""
+    folder = demo_models["classifier"].parent
+    return {task: _copy(f"{task}.int8.trt.qdq", folder) for task in demo_models}
+
+
 @pytest.fixture(scope="module")
 def calibration_set(tmp_path_factory):
     from edgeseg.calibration.calibration_set import save_calibration_set
 
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (64, 320), dtype=np.uint8) for _ in range(16)]
-    return save_calibration_set(tmp_path_factory.mktemp("calib") / "calib.npz", frames, [f"f{i}" for i in range(16)], "images")
+    frames = [rng.integers(0, 256, (256, 1600), dtype=np.uint8) for _ in range(8)]
+    return save_calibration_set(tmp_path_factory.mktemp("calib") / "calib.npz", frames, [f"f{i}" for i in range(8)], "images")
 
 
-@pytest.fixture(scope="module")
-def qdq_models(tiny_models, calibration_set, tmp_path_factory):
-    from edgeseg.calibration.qdq import onnx_to_qdq
-
-    folder = tmp_path_factory.mktemp("qdq")
-    return {task: onnx_to_qdq(path, calibration_set, folder / f"{task}.int8.trt.qdq.onnx", flavour="trt").path for task, path in tiny_models.items()}
-
-
-def source_for(precision, task, tiny_models, qdq_models):
-    return qdq_models[task] if precision == "int8" else tiny_models[task]
+def source_for(precision, task, demo_models, qdq_models):
+    return qdq_models[task] if precision == "int8" else demo_models[task]
 
 
 def feeds(card, batches=(1, 3)):
@@ -73,12 +93,12 @@ def feeds(card, batches=(1, 3)):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
-def test_engine_matches_onnxruntime(task, precision, tiny_models, qdq_models, tmp_path):
+def test_engine_matches_onnxruntime(task, precision, demo_models, qdq_models, tmp_path):
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.comparator import Comparator
 
-    source = source_for(precision, task, tiny_models, qdq_models)
+    source = source_for(precision, task, demo_models, qdq_models)
     result = onnx_to_engine(source, tmp_path, BuildOptions(precision=precision, batch=(1, 2, 4)))
     card = read_card(result.artifact)
     assert card.artifact["tensorrt_version"] == trt.__version__
@@ -94,14 +114,14 @@ def test_engine_matches_onnxruntime(task, precision, tiny_models, qdq_models, tm
     assert bool(Comparator.compare_accuracy(outputs, compare_func=simple_compare(precision)))
 
 
-def test_backend_runs_from_a_worker_thread(tiny_models, tmp_path):
+def test_backend_runs_from_a_worker_thread(demo_models, tmp_path):
     """The pipeline's situation: constructed in the main thread, used in another one."""
     from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 
-    engine = onnx_to_engine(tiny_models["segmenter"], tmp_path, BuildOptions(precision="fp16", batch=(1, 2, 4))).artifact
+    engine = onnx_to_engine(demo_models["segmenter"], tmp_path, BuildOptions(precision="fp16", batch=(1, 2, 4))).artifact
     backend = TensorRTBackend(engine, read_card(engine))
     batches = feeds(backend.card, batches=(1, 4, 2))
-    with OnnxRuntimeBackend(tiny_models["segmenter"], read_card(tiny_models["segmenter"])) as reference:
+    with OnnxRuntimeBackend(demo_models["segmenter"], read_card(demo_models["segmenter"])) as reference:
         expected = [reference.infer(feed)["logits"].copy() for feed in batches]
     seen = {}
 
@@ -128,8 +148,8 @@ def test_backend_runs_from_a_worker_thread(tiny_models, tmp_path):
             backend.infer(feeds(backend.card, batches=(5,))[0])
 
 
-def test_two_engines_share_one_cuda_thread(tiny_models, tmp_path):
-    engines = {task: onnx_to_engine(path, tmp_path, BuildOptions(precision="fp32")).artifact for task, path in tiny_models.items()}
+def test_two_engines_share_one_cuda_thread(demo_models, tmp_path):
+    engines = {task: onnx_to_engine(path, tmp_path, BuildOptions(precision="fp32")).artifact for task, path in demo_models.items()}
     with CudaThread(0) as cuda:
         backends = [TensorRTBackend(path, read_card(path), cuda_thread=cuda) for path in engines.values()]
         for backend in backends:
@@ -141,8 +161,8 @@ def test_two_engines_share_one_cuda_thread(tiny_models, tmp_path):
         assert cuda.alive  # a shared thread outlives the backends that used it
 
 
-def test_engine_from_another_tensorrt_is_refused_before_loading(tiny_models, tmp_path):
-    engine = onnx_to_engine(tiny_models["classifier"], tmp_path, BuildOptions(precision="fp32")).artifact
+def test_engine_from_another_tensorrt_is_refused_before_loading(demo_models, tmp_path):
+    engine = onnx_to_engine(demo_models["classifier"], tmp_path, BuildOptions(precision="fp32")).artifact
     card = read_card(engine)
     card.artifact["tensorrt_version"] = "8.5.2.2" if not trt.__version__.startswith("8.5.2.2") else "10.3.0.30"
     write_card(engine, card)
@@ -151,47 +171,55 @@ def test_engine_from_another_tensorrt_is_refused_before_loading(tiny_models, tmp
     assert "edgeseg build-engine classifier.onnx --precision fp32" in str(info.value)
 
 
-def test_timing_cache_is_written_and_reused(tiny_models, tmp_path):
+def test_timing_cache_is_written_and_reused(demo_models, tmp_path):
     cache = tmp_path / "timing.cache"
-    onnx_to_engine(tiny_models["classifier"], tmp_path / "a", BuildOptions(precision="fp16", timing_cache=cache))
+    onnx_to_engine(demo_models["classifier"], tmp_path / "a", BuildOptions(precision="fp16", timing_cache=cache))
     size = cache.stat().st_size
     assert size > 0
-    onnx_to_engine(tiny_models["classifier"], tmp_path / "b", BuildOptions(precision="fp16", timing_cache=cache))
+    onnx_to_engine(demo_models["classifier"], tmp_path / "b", BuildOptions(precision="fp16", timing_cache=cache))
     assert cache.stat().st_size >= size
 
 
-def test_cpu_flavour_qdq_is_refused_by_tensorrt(tiny_models, calibration_set, tmp_path):
-    from edgeseg.calibration.qdq import onnx_to_qdq
-
-    cpu = onnx_to_qdq(tiny_models["classifier"], calibration_set, tmp_path / "classifier.int8.cpu.qdq.onnx", flavour="cpu").path
+def test_cpu_flavour_qdq_is_refused_by_tensorrt(tmp_path):
+    cpu = _copy("classifier.int8.cpu.qdq", tmp_path)
     with pytest.raises(EdgesegError, match="only the symmetric 'trt' flavour"):
         onnx_to_engine(cpu, tmp_path / "out", BuildOptions(precision="int8"))
 
 
-@pytest.mark.skipif(not FEATURES.implicit_int8, reason=f"TensorRT {trt.__version__} has no implicit INT8 (removed in 11)")
-def test_implicit_int8_calibration_writes_and_reuses_its_cache(tiny_models, calibration_set, tmp_path):
+def test_implicit_int8_calibration_where_tensorrt_has_it(demo_models, calibration_set, tmp_path):
+    """8.5-10: calibrates, writes the cache with its header, reuses it, refuses it for another batch
+    shape. 11.x: says there is no implicit INT8 (no skip either way)."""
     options = BuildOptions(precision="int8", calibration="implicit", calibration_set=calibration_set.path, batch=(1, 2, 4))
-    first = onnx_to_engine(tiny_models["segmenter"], tmp_path, options)
+    if not FEATURES.implicit_int8:
+        with pytest.raises(EdgesegError, match="no implicit INT8"):
+            onnx_to_engine(demo_models["segmenter"], tmp_path, options)
+        return
+    first = onnx_to_engine(demo_models["segmenter"], tmp_path, options)
     cache = tmp_path / "segmenter.int8.calib"
     header = json.loads((tmp_path / "segmenter.int8.calib.json").read_text())
     assert cache.stat().st_size > 0
-    assert header["calibration_sha256"] == calibration_set.sha256 and header["batch_shape"] == [2, 1, 64, 320]
+    assert header["calibration_sha256"] == calibration_set.sha256 and header["batch_shape"] == [2, 1, 256, 1600]
     assert read_card(first.artifact).artifact["calibration_sha256"] == calibration_set.sha256
     before = cache.read_bytes()
-    onnx_to_engine(tiny_models["segmenter"], tmp_path, options)  # reuses the cache
+    onnx_to_engine(demo_models["segmenter"], tmp_path, options)  # reuses the cache
     assert cache.read_bytes() == before
     with pytest.raises(EdgesegError, match="another batch shape"):
-        onnx_to_engine(tiny_models["segmenter"], tmp_path, dataclasses.replace(options, batch=(1, 4, 4)))
+        onnx_to_engine(demo_models["segmenter"], tmp_path, dataclasses.replace(options, batch=(1, 4, 4)))
 
 
-@pytest.mark.skipif(FEATURES.implicit_int8, reason="only TensorRT 11+ lacks implicit INT8")
-def test_implicit_int8_on_tensorrt_11_says_so(tiny_models, calibration_set, tmp_path):
-    options = BuildOptions(precision="int8", calibration="implicit", calibration_set=calibration_set.path)
-    with pytest.raises(EdgesegError, match="no implicit INT8"):
-        onnx_to_engine(tiny_models["segmenter"], tmp_path, options)
+def test_outputs_held_past_deactivate_stay_valid(demo_models, tmp_path):
+    """An output kept after deactivate (and after its CUDA thread and context are gone) still holds
+    what infer returned: it never points into freed pinned memory."""
+    engine = onnx_to_engine(demo_models["classifier"], tmp_path, BuildOptions(precision="fp32", batch=(1, 1, 2))).artifact
+    backend = TensorRTBackend(engine, read_card(engine))
+    with backend:
+        kept = backend.infer(feeds(backend.card, batches=(2,))[0])[backend.card.output.name]
+        expected = kept.copy()
+    np.ones(1 << 24, np.float32)  # reuse freed memory if anything was freed
+    np.testing.assert_array_equal(kept, expected)
 
 
-def test_bench_measures_engines_with_cuda_event_parts_and_batch_limits(tiny_models, tmp_path):
+def test_bench_measures_engines_with_cuda_event_parts_and_batch_limits(demo_models, tmp_path):
     """edgeseg bench on engines built beside the models: TensorRT rows carry H2D / compute / D2H
     from CUDA events, a batch beyond the engine's profile is reported as not run, and the
     cascade runs end to end on the engines."""
@@ -199,9 +227,9 @@ def test_bench_measures_engines_with_cuda_event_parts_and_batch_limits(tiny_mode
     from edgeseg.bench.suite import Options, run_bench
     from edgeseg.bench.variants import plan
 
-    for path in tiny_models.values():
+    for path in demo_models.values():
         onnx_to_engine(path, tmp_path, BuildOptions(precision="fp16", batch=(1, 2, 2)))
-    cells = plan(list(tiny_models.values()), backends=["tensorrt"], precisions=["fp16"], engines=tmp_path)
+    cells = plan(list(demo_models.values()), backends=["tensorrt"], precisions=["fp16"], engines=tmp_path)
     assert all(c.artifact is not None for c in cells), [c.skipped for c in cells]
     document = run_bench(cells, Options(settings=Settings(0.1, 0.2, 5), batches=(1, 4), pipeline_frames=4))
     rows = {(r["name"], r["batch"]): r for r in document["results"]}

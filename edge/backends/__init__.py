@@ -24,7 +24,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import available
 
-BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "triton")  # triton: the whole cascade on a server (backends/triton.py)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 IR_SUFFIXES = (".xml",)
 _NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
@@ -84,6 +84,8 @@ def open_backend(
     path = Path(artifact)
     if backend not in BACKENDS:
         raise EdgesegError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if backend == "triton":
+        raise EdgesegError("the triton backend runs the whole cascade on a Triton server, not one model here", hint="use edgeseg.edge.backends.triton.TritonCascade (edgeseg run --backend triton --url grpc://host:8001)")
     if not path.is_file():
         raise EdgesegError(f"model {path} not found", hint="pass an exported .onnx, an OpenVINO .xml or a built .engine (with its .json card)")
     card = read_card(path)

@@ -7,7 +7,13 @@ that says how to rebuild, instead of a crash inside deserialize_cuda_engine.
 Every CUDA call — deserialising, buffer allocation, copies, execution, freeing — runs in a
 `CudaThread` that owns the primary context, so `infer` may be called from any thread (the
 pipeline's worker). Buffers are allocated once, at the profile's largest shape: pinned host
-arrays (pagelocked_empty) and device arrays (mem_alloc), bound once with set_tensor_address.
+arrays and device arrays (mem_alloc), bound once with set_tensor_address. The host arrays are
+numpy memory page-locked with register_host_memory (cuMemHostRegister) and unregistered on
+deactivate, so an output a caller still holds after `deactivate` stays valid memory — it never
+points into pinned memory freed with the context. Where registering is refused (unverified on
+Jetson), pagelocked_empty is used instead and outputs are returned as copies.
+The TensorRT Runtime is kept for the engine's lifetime: TensorRT requires the runtime that
+deserialised an engine to outlive it (IRuntime docs), and Python would otherwise free it at once.
 Each `infer`: copy the feed into the pinned input, set_input_shape, async H2D -> execute_async_v3
 -> async D2H on the engine's stream, events between them for the h2d / compute / d2h timings.
 
@@ -58,6 +64,7 @@ class _Binding:
     max_shape: Tuple[int, ...]
     host: np.ndarray
     device: Any
+    registered: bool  # host is numpy memory page-locked in place (else CUDA-owned pagelocked memory)
 
 
 def _numpy_dtype(trt: Any, data_type: Any, name: str) -> np.dtype:
@@ -65,6 +72,23 @@ def _numpy_dtype(trt: Any, data_type: Any, name: str) -> np.dtype:
         if getattr(trt.DataType, member, None) == data_type:
             return np.dtype(numpy_type)
     raise EdgesegError(f"tensor {name!r} is {data_type}, which the TensorRT backend cannot feed from numpy")
+
+
+def host_buffer(cuda: Any, count: int, dtype: np.dtype) -> Tuple[np.ndarray, bool]:
+    """(`count` page-locked elements, registered?): numpy-owned memory registered with CUDA, which
+    outlives the context; else pagelocked_empty, which the context owns (call in the CUDA thread)."""
+    try:
+        return cuda.register_host_memory(cuda.aligned_empty((count,), dtype)), True
+    except cuda.Error:  # e.g. cuMemHostRegister not supported on this platform
+        return cuda.pagelocked_empty(count, dtype), False
+
+
+def release_host_buffer(host: np.ndarray, registered: bool) -> None:
+    """Unregister (the numpy memory stays valid for views still held) or free pagelocked memory."""
+    if registered:
+        host.base.unregister()
+    else:
+        host.base.free()
 
 
 def rebuild_hint(card: ModelCard) -> str:
@@ -99,6 +123,7 @@ class TensorRTBackend(Backend):
         self.gpu_name = gpu.name if gpu else ""
         self._shared_thread = cuda_thread
         self._cuda: Optional[CudaThread] = None
+        self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
@@ -126,7 +151,7 @@ class TensorRTBackend(Backend):
     def _load(self) -> None:
         trt = require("tensorrt", "the TensorRT backend")
         cuda = require("pycuda.driver", "the TensorRT backend")
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if "version_compatible" in self.card.artifact.get("build_flags", []):
             trt_compat.enable_engine_host_code(runtime)
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
@@ -147,8 +172,13 @@ class TensorRTBackend(Backend):
                 raise EdgesegError(f"{self.artifact}: output {name!r} has a data-dependent shape {high}, which edgeseg does not support")
             dtype = _numpy_dtype(trt, self._engine.get_tensor_dtype(name), name)
             shape: List[Union[int, str]] = [d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(declared)]
-            host = cuda.pagelocked_empty(int(np.prod(high)), dtype)
-            binding = _Binding(name, is_input, dtype, shape, tuple(low), tuple(high), host, cuda.mem_alloc(host.nbytes))
+            host, registered = host_buffer(cuda, int(np.prod(high)), dtype)
+            try:
+                device = cuda.mem_alloc(host.nbytes)
+            except BaseException:
+                release_host_buffer(host, registered)
+                raise
+            binding = _Binding(name, is_input, dtype, shape, tuple(low), tuple(high), host, device, registered)
             self._bindings.append(binding)  # owned from here on: _free releases it even if a later step fails
             if not self._context.set_tensor_address(name, int(binding.device)):
                 raise EdgesegError(f"TensorRT refused the buffer for {name!r} in {self.artifact}")
@@ -210,6 +240,9 @@ class TensorRTBackend(Backend):
                 results[b.name] = view.reshape(shape)
         copied_out.record(self._stream)
         self._stream.synchronize()
+        for b in self._bindings:  # CUDA-owned host memory dies with the context: hand out copies
+            if not b.is_input and not b.registered:
+                results[b.name] = results[b.name].copy()
         self.timings = {
             "h2d": copied_in.time_since(start) / 1e3,
             "compute": computed.time_since(copied_in) / 1e3,
@@ -231,8 +264,9 @@ class TensorRTBackend(Backend):
         would try to activate an out-of-thread context."""
         for b in self._bindings:
             b.device.free()
-            b.host.base.free()
+            release_host_buffer(b.host, b.registered)
         self._bindings, self._shapes, self._events = [], {}, []
         self._stream = None
-        self._context = None
+        self._context = None  # context, then engine, then the runtime that made it
         self._engine = None
+        self._runtime = None

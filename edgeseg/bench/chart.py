@@ -61,8 +61,10 @@ class Bar:
         return (min(low, high), max(low, high))
 
 
-def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: str = "ms") -> Path:
-    """Write a PNG bar chart of `groups` ({panel title: bars}) to `path`, atomically."""
+def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: str = "ms", log: bool = False) -> Path:
+    """Write a PNG bar chart of `groups` ({panel title: bars}) to `path`, atomically. `log`: a
+    log10 axis per panel, from the decade under its smallest value, so a 2 ms TensorRT bar and a
+    2 s CPU bar are both readable; each bar's value is written at its end either way."""
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise EdgesegError(f"bar charts are written as PNG, not {target.name}", hint="name the file .png")
@@ -83,7 +85,7 @@ def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: st
     _text(image, title, (MARGIN, 30), TEXT, scale=0.75, thickness=2)
     top = TITLE_HEIGHT
     for name, bars in groups.items():
-        top = _panel(image, name, bars, unit, colours, top, left, right, label_width)
+        top = _panel(image, name, bars, unit, colours, top, left, right, label_width, log)
 
     with atomic_output(target) as tmp:
         staged = tmp.with_suffix(".png")  # cv2.imwrite picks the encoder from the suffix
@@ -98,25 +100,35 @@ def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: st
 
 
 def _panel(
-    image: np.ndarray, name: str, bars: List[Bar], unit: str, colours: Dict[str, Colour], top: int, left: int, right: int, label_width: int
+    image: np.ndarray, name: str, bars: List[Bar], unit: str, colours: Dict[str, Colour], top: int, left: int, right: int, label_width: int,
+    log: bool = False,
 ) -> int:
     """Draw one group's panel from `top`; return where the next panel starts."""
     reach = [bar.value for bar in bars if bar.drawable] + [whisker[1] for whisker in (bar.whisker for bar in bars) if whisker]
-    ticks = _ticks(max(reach, default=0.0))
+    lows = [bar.value for bar in bars if bar.drawable] + [whisker[0] for whisker in (bar.whisker for bar in bars) if whisker]
+    positive = [v for v in lows if v > 0]
+    log = log and bool(positive)
+    ticks = _log_ticks(min(positive), max(reach)) if log else _ticks(max(reach, default=0.0))
     span = right - left
 
     def x_of(value: float) -> int:
-        return left + int(round(value / ticks[-1] * span))
+        if not log:
+            return left + int(round(value / ticks[-1] * span))
+        if value <= ticks[0]:
+            return left
+        low, high = math.log10(ticks[0]), math.log10(ticks[-1])
+        return left + int(round((math.log10(value) - low) / (high - low) * span))
 
-    _text(image, f"{name} ({unit})" if unit else name, (MARGIN, top + 20), TEXT, scale=0.6, thickness=1)
+    scale = ", log scale" if log else ""
+    _text(image, f"{name} ({unit}{scale})" if unit else name, (MARGIN, top + 20), TEXT, scale=0.6, thickness=1)
     bars_top = top + PANEL_HEAD
     axis_y = bars_top + len(bars) * (BAR_HEIGHT + BAR_GAP)
-    decimals = max(0, -math.floor(math.log10(ticks[1])))  # round steps: 5, 10, 15 or 0.5, 1.0, 1.5
+    decimals = max(0, -math.floor(math.log10(ticks[0] if log else ticks[1])))  # round steps: 5, 10, 15 or 0.5, 1.0, 1.5
     for tick in ticks:
         x = x_of(tick)
         cv2.line(image, (x, bars_top - 4), (x, axis_y), GRID, 1)
         cv2.line(image, (x, axis_y), (x, axis_y + 4), MUTED, 1)
-        label = f"{tick:,.{decimals}f}"
+        label = f"{tick:,.{decimals}f}" if not log or tick < 1 else f"{tick:,.0f}"
         _text(image, label, (x - _text_width(label) // 2, axis_y + 20), MUTED)
     cv2.line(image, (left, axis_y), (right, axis_y), MUTED, 1)
 
@@ -138,6 +150,14 @@ def _panel(
             end = max(end, high)
         _text(image, _value_text(bar, unit), (end + 6, middle + 5), TEXT)
     return axis_y + AXIS_HEIGHT + PANEL_GAP
+
+
+def _log_ticks(low: float, high: float) -> List[float]:
+    """Decades from the one under `low` (so the smallest bar has a length) to the one at or above
+    `high`."""
+    first = math.ceil(math.log10(low)) - 1
+    last = max(math.ceil(math.log10(max(high, low))), first + 1)
+    return [10.0 ** k for k in range(first, last + 1)]
 
 
 def _ticks(top: float) -> List[float]:

@@ -192,8 +192,10 @@ def matmul_rate(device: str = "cpu", dtype: str = "float32", seconds: float = 1.
     Limits: this is a BLAS peak, not the chip's theoretical FMA peak (usually 70-95 % of it on
     large GEMMs). Convolutions through other kernels (oneDNN, cuDNN, TensorRT tactics, INT8
     tensor cores) can exceed it; small or memory-bound layers reach far less. CUDA float32 runs
-    with torch's current TF32 setting (stated in `method`; torch's default is strict FP32,
-    TensorRT's is TF32, so a TensorRT FP32 engine can beat this figure). A busy machine measures low.
+    with torch's current TF32 setting (stated in `method`; torch's default is strict FP32). TensorRT's
+    builder allows TF32 by default, but polygraphy's CreateConfig clears BuilderFlag.TF32 unless
+    asked (tf32=True) and build-engine never asks, so edgeseg's FP32 engines are strict FP32 too
+    and compare with this figure like for like. A busy machine measures low.
     """
     dtype = _DTYPE_ALIASES.get(dtype, dtype)
     kind = "cuda" if device == "cuda" or device.startswith("cuda:") else device

@@ -25,7 +25,29 @@ PIPELINE_COLUMNS = ("backend", "precision", "frames", "FPS", "gate pass", "glass
 
 
 def _num(value: Optional[float], digits: int = 2) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text  # never "-0.00"
+
+
+def _gemm(efficiency: Optional[float]) -> str:
+    """% GEMM; above 100 marked `*` (GEMM_NOTE says why that can happen)."""
+    if efficiency is None:
+        return "-"
+    return _num(efficiency * 100, 0) + ("*" if efficiency > 1.0 else "")
+
+
+GEMM_NOTE = (
+    "% GEMM above 100 (*): the model ran more FLOP/s than the FP32 GEMM measured on this device, because INT8/FP16 "
+    "or Winograd/fused kernels do more work per second than FP32 GEMM, or the GEMM was measured while the machine was busy"
+)
+
+
+def gemm_note(document: Dict[str, Any]) -> Optional[str]:
+    """GEMM_NOTE when some row shows more than 100 % GEMM, else None."""
+    over = any((r.get("efficiency") or 0.0) > 1.0 for r in document["results"] if "throughput" in r)
+    return GEMM_NOTE if over else None
 
 
 def _accuracy(acc: Optional[Dict[str, Any]], per_class: bool = True) -> str:
@@ -65,7 +87,7 @@ def rows(document: Dict[str, Any], per_class: bool = True) -> List[List[str]]:
                 _num(r["throughput"], 1),
                 _num(ratio),
                 _num(r.get("gflops_per_s"), 1),
-                _num(efficiency * 100 if efficiency is not None else None, 0),
+                _gemm(efficiency),
                 _num(cv, 3) + (" !" if cv is not None and cv > UNSTABLE_CV else ""),
                 _accuracy(r.get("accuracy"), per_class),
             ]
@@ -165,6 +187,8 @@ def markdown(document: Dict[str, Any]) -> str:
     notes = [f"- not run: {line}" for line in skipped(document)]
     notes += [f"- unstable (cv > {UNSTABLE_CV}): {line}" for line in unstable(document)]
     notes += [f"- {key}: {value}" for key, value in (document.get("notes") or {}).items()]
+    if gemm_note(document):
+        notes.append(f"- {gemm_note(document)}")
     if document.get("interrupted"):
         notes.append("- interrupted: the run was stopped before every cell was measured")
     if notes:
@@ -196,7 +220,16 @@ def chart(document: Dict[str, Any], path: Path) -> Optional[Path]:
             )
     if not groups:
         return None
-    return bar_chart(path, "edgeseg bench: host latency per inference (median, min-p99)", groups, unit="ms")
+    return bar_chart(path, chart_title(document), groups, unit="ms", log=True)
+
+
+def chart_title(document: Dict[str, Any]) -> str:
+    """What, when and where: a chart shared without its JSON still says which machine it measured."""
+    env = document.get("environment") or {}
+    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+    gpus = [g.get("name", "?") for g in env.get("gpus") or [] if isinstance(g, dict)]
+    machine = " + ".join([str(cpu.get("model", "unknown CPU"))] + gpus)
+    return f"edgeseg bench {str(document.get('date', ''))[:16]} on {machine}: host latency per inference (median, min-p99)"
 
 
 def write_results(folder: Path, name: str, result: Dict[str, Any], text: str) -> Dict[str, Path]:

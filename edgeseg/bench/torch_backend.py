@@ -27,16 +27,21 @@ def checkpoint_of(onnx: PathLike, card: ModelCard) -> Path:
     if not name:
         raise EdgesegError(
             f"{onnx} was not exported from an edgeseg checkpoint (its card names none)",
-            hint="PyTorch eager runs edgeseg checkpoints; export with `edgeseg export model.pt`",
+            hint="PyTorch eager runs edgeseg checkpoints; export one with `edgeseg export -c CHECKPOINT.pt`",
         )
-    path = Path(onnx).parent / Path(str(name)).name
+    folder = Path(onnx).parent
+    path = folder / Path(str(name)).name
+    original = card.source.get("checkpoint_path")
     if not path.is_file():
-        raise EdgesegError(f"the checkpoint {path.name} that {Path(onnx).name} was exported from is not beside it", hint=f"copy {name} next to {onnx}")
+        if not original or not Path(str(original)).is_file():
+            where = f"`cp {original} {folder}/`" if original else f"copy {name} next to {onnx}"
+            raise EdgesegError(f"the checkpoint {path.name} that {Path(onnx).name} was exported from is not beside it", hint=where)
+        path = Path(str(original))  # still where it was exported from
     want = card.source.get("checkpoint_sha256")
     if want and sha256(path) != want:
         raise EdgesegError(
             f"{path} is not the checkpoint {Path(onnx).name} was exported from (sha256 differs)",
-            hint=f"re-export: edgeseg export {path}",
+            hint=f"re-export: `edgeseg export -c {path} --out {folder}`",
         )
     return path
 

@@ -24,6 +24,7 @@ from edgeseg.edge.backends import Backend, artifact_backend, open_backend
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.export.engine import base_name
+from edgeseg.layout import DATA_DIR
 from edgeseg.lazy import available
 
 BACKENDS = ("tensorrt", "onnxruntime", "openvino", "pytorch")
@@ -116,9 +117,11 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
     if built is not None or precision == "fp32":
         return _found(cell, built or onnx, "")
     if precision == "fp16":
-        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export --fp16` or install onnx")
+        checkpoint = card.source.get("checkpoint_path") or "CHECKPOINT.pt"
+        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export -c {checkpoint} --fp16 --out {onnx.parent}` or install onnx")
     found = _first(onnx.parent / f"{name}.int8.{flavour}.qdq.onnx" for flavour in BACKEND_FLAVOURS[backend])
-    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `edgeseg calibrate {onnx} ...`")
+    hint = f"edgeseg calibrate {DATA_DIR} -m {onnx} --out {onnx.parent}"
+    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `{hint}` (calibration images: {DATA_DIR} or yours)")
 
 
 def _runners(path: Path, card: ModelCard, made_for: str, backends: Sequence[str]) -> List[str]:
@@ -148,8 +151,10 @@ def _torch_cell(cell: Variant, onnx: Path, card: ModelCard, precision: str, devi
 
 def _runnable(backend: str) -> str:
     """Why `backend` cannot run on this machine ("" when it can)."""
-    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda")):
-        return "TensorRT and pycuda are not installed here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
+    # pycuda.driver, not the pycuda package: a pycuda built without CUDA, or without a driver here,
+    # imports as a package and fails at its driver.
+    if backend == "tensorrt" and not (available("tensorrt") and available("pycuda.driver")):
+        return "TensorRT and pycuda (pycuda.driver) are not usable here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
     if backend == "pytorch" and not available("torch"):
         return "torch is not installed (pip install torch)"
     if backend == "onnxruntime" and not available("onnxruntime"):

@@ -13,10 +13,31 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import (
+    BENCH_DIR,
+    JsonOption,
+    OutDirOption,
+    PRECISIONS,
+    QuietOption,
+    SeedOption,
+    ThreadsOption,
+    VerboseOption,
+    cli_errors,
+    err,
+    metavar,
+    note,
+    number,
+    one_of,
+    out,
+    print_json,
+    progress_bar,
+)
+from edgeseg.edge.backends import BACKENDS
 from edgeseg.errors import EdgesegError
 
 EXIT_INTERRUPTED = 130
+# The runtime's backends (contract: edgeseg.edge.backends.BACKENDS) plus the PyTorch eager baseline.
+BENCH_BACKENDS = tuple(b for b in BACKENDS if b != "auto") + ("pytorch",)
 
 
 @cli_errors
@@ -29,10 +50,14 @@ def bench(
         ),
     ] = None,
     backend: Annotated[
-        Optional[List[str]], typer.Option("--backend", "-b", help="tensorrt, onnxruntime, openvino, pytorch (repeat the option; default: all).")
+        Optional[List[str]],
+        typer.Option("--backend", "-b", metavar=metavar(BENCH_BACKENDS), callback=one_of(BENCH_BACKENDS), help="Repeat for several (default: all)."),
     ] = None,
-    precision: Annotated[Optional[List[str]], typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat; default: all).")] = None,
-    batch: Annotated[Optional[List[int]], typer.Option("--batch", help="Images per inference (repeat for several; default 1).")] = None,
+    precision: Annotated[
+        Optional[List[str]],
+        typer.Option("--precision", "-p", metavar=metavar(PRECISIONS), callback=one_of(PRECISIONS), help="Repeat for several (default: all)."),
+    ] = None,
+    batch: Annotated[Optional[List[int]], typer.Option("--batch", min=1, help="Images per inference (repeat for several; default 1).")] = None,
     warmup: Annotated[float, typer.Option("--warmup", help="Seconds of warm-up runs before timing each cell.")] = 1.0,
     duration: Annotated[float, typer.Option("--duration", help="Time each cell for at least this many seconds ...")] = 3.0,
     iterations: Annotated[int, typer.Option("--iterations", help="... and at least this many runs (trtexec's rule).")] = 10,
@@ -46,18 +71,24 @@ def bench(
         Optional[Path], typer.Option("--validation", help="Severstal-layout folder (train.csv + train_images/): adds Dice / recall columns.")
     ] = None,
     validation_count: Annotated[Optional[int], typer.Option("--validation-count", min=1, help="Use this many strips of it (seeded choice).")] = None,
-    frames: Annotated[int, typer.Option("--frames", min=0, help="Strips in the end-to-end pipeline clip (0 skips the pipeline run).")] = 30,
+    frames: Annotated[
+        int, typer.Option("--max-frames", "--frames", min=0, help="Strips in the end-to-end pipeline clip (0 skips the pipeline run).")
+    ] = 30,
     prevalence: Annotated[float, typer.Option("--prevalence", help="Share of defective strips in that clip (the gate's pass rate).")] = 0.3,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO / torch CPU threads (0 = their default).")] = 0,
+    threads: ThreadsOption = 0,
     baseline: Annotated[str, typer.Option("--baseline", help="The 'backend precision' cell the 'x base' column divides by.")] = "onnxruntime fp32",
-    out_dir: OutDirOption = Path("bench"),
+    out_dir: OutDirOption = BENCH_DIR,
     name: Annotated[str, typer.Option("--name", help="File name of the results: <out>/<name>.json, .md, .png.")] = "bench",
     compare: Annotated[
-        Optional[Tuple[Path, Path]], typer.Option("--compare", help="Compare two result files A B instead of measuring (exit 1 on a regression).")
+        Optional[Tuple[Path, Path]], typer.Option("--compare", help="Compare two result files A B instead of measuring (exit 1: a regression; 2: an unusable file).")
     ] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="With --compare: the slowdown that counts as a regression (0.05 = 5 %).")] = 0.05,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="With --compare: the change for the worse that counts (0.05 = 5 %), if also beyond the noise.")
+    ] = 0.05,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Benchmark the classifier and ResUNet the way trtexec does, for every backend and precision.
 
@@ -68,8 +99,8 @@ def bench(
 
     Examples:\n
       edgeseg bench                                  # bundled demo models, every backend here\n
-      edgeseg bench cls.onnx seg.onnx -b tensorrt -p fp16 -p int8 --engines engines --batch 1 --batch 4\n
-      edgeseg bench --validation strips/ --frames 60 --prevalence 0.1\n
+      edgeseg bench models/classifier.onnx models/segmenter.onnx -b tensorrt -p fp16 -p int8 --batch 1 --batch 4\n
+      edgeseg bench --validation data/test --max-frames 60 --prevalence 0.1\n
       edgeseg bench --compare bench/main.json bench/bench.json --threshold 0.05
     """
     if compare is not None:
@@ -81,9 +112,9 @@ def bench(
     from edgeseg.bench.report import write_files
     from edgeseg.bench.suite import Options, run_bench
     from edgeseg.bench.torch_backend import default_device
-    from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
+    from edgeseg.bench.variants import plan
 
-    backends = backend or list(BACKENDS)
+    backends = backend or list(BENCH_BACKENDS)
     options = Options(
         settings=Settings(warmup_s=warmup, duration_s=duration, iterations=iterations),
         batches=batch or [1],
@@ -147,42 +178,50 @@ class _Steps:
 
 
 def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
-    from edgeseg.bench.report import rich_tables, skipped, summary_line, unstable
+    from edgeseg.bench.report import gemm_note, rich_tables, skipped, summary_line, unstable
 
     for table in rich_tables(document):
         out.print(table)
     out.print(summary_line(document), highlight=False)
     for line in skipped(document):
-        err.print(f"[dim]not run: {escape(line)}[/]", highlight=False)
+        note(f"[dim]not run: {escape(line)}[/]")
     for line in unstable(document):
         err.print(f"[yellow]warning:[/] unstable timing (coefficient of variation > 0.1), close other programs and rerun: {escape(line)}", highlight=False)
     for key, value in (document.get("notes") or {}).items():
-        err.print(f"[dim]{escape(key)}: {escape(str(value))}[/]", highlight=False)
+        note(f"[dim]{escape(key)}: {escape(str(value))}[/]")
+    if gemm_note(document):
+        note(f"[dim]{escape(str(gemm_note(document)))}[/]")
     out.print("results: " + ", ".join(str(p) for p in files.values()), highlight=False)
 
 
 def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> None:
+    """Exit 1 on a regression beyond the threshold and the runs' noise, 2 on an unusable file."""
     from rich.table import Table
 
     from edgeseg.bench.compare import compare, load, machines
 
     old, new = load(paths[0]), load(paths[1])
-    changes = compare(old, new, threshold)
-    regressions = [c for c in changes if c.regression]
+    result = compare(old, new, threshold)
     where = machines(old, new)
     if json_output:
-        print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where,
-                    "changes": [c.to_dict() for c in changes], "regressions": len(regressions)})
+        print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where, **result.to_dict()})
     else:
-        table = Table(title=f"{paths[1]} vs {paths[0]} (regression beyond {threshold:.0%})", title_justify="left")
-        for column in ("cell", "metric", "A", "B", "B / A", ""):
+        title = f"{paths[1]} vs {paths[0]}: a regression is worse by more than {threshold:.0%} and more than the runs' noise"
+        table = Table(title=title, title_justify="left")
+        for column in ("cell", "metric", "A", "B", "change", "noise", ""):
             table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
-        for c in changes:
-            mark = "[bold red]REGRESSION[/]" if c.regression else ""
-            table.add_row(c.cell, c.metric, f"{c.old:.3f}", "missing" if c.new is None else f"{c.new:.3f}", "-" if c.ratio is None else f"{c.ratio:.3f}", mark)
+        marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": "",
+                 "too few samples": "[dim]too few samples[/]"}
+        for c in result.changes:
+            change = "n/a" if c.ratio is None else f"{c.ratio - 1:+.1%}".replace("-0.0%", "+0.0%")
+            table.add_row(c.cell, c.metric, number(c.old, 3), number(c.new, 3), change, f"{c.noise:.1%}", marks[c.verdict])
         out.print(table)
+        for cell in result.missing_in_b:
+            note(f"[yellow]missing in B:[/] {escape(cell)} (measured in A only: not compared)")
+        for cell in result.new_in_b:
+            note(f"[dim]new in B: {escape(cell)}[/]")
     if where[0] != where[1]:
         err.print(f"[yellow]warning:[/] different machines ({escape(where[0])} vs {escape(where[1])}): the ratios compare the machines too", highlight=False)
-    if regressions:
-        err.print(f"[bold red]{len(regressions)} regression(s)[/] beyond {threshold:.0%}", highlight=False)
+    if result.regressions:
+        err.print(f"[bold red]{len(result.regressions)} regression(s)[/] beyond {threshold:.0%} and the noise", highlight=False)
         raise typer.Exit(1)

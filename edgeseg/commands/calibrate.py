@@ -6,14 +6,31 @@ in each flavour, and with --validation compare every precision and fail on a mis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import (
+    FLAVOURS,
+    METHODS,
+    MODELS_DIR,
+    JsonOption,
+    OutDirOption,
+    QuietOption,
+    SeedOption,
+    VerboseOption,
+    cli_errors,
+    err,
+    metavar,
+    number,
+    one_of,
+    out,
+    print_json,
+    progress_bar,
+)
 from edgeseg.errors import EdgesegError
 
 CALIBRATION_NAME = "calibration.npz"
@@ -33,13 +50,16 @@ def calibrate(
         Optional[List[Path]],
         typer.Option("--model", "-m", help="FP32 ONNX (with its card) to quantise; repeat for classifier and segmenter."),
     ] = None,
-    out_dir: OutDirOption = Path("out"),
+    out_dir: OutDirOption = MODELS_DIR,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Frames in the calibration set (a warning under 100).")] = 512,
     flavours: Annotated[
         Optional[List[str]],
-        typer.Option("--flavour", help="INT8 form: 'trt' (TensorRT, symmetric) and/or 'cpu' (ONNX Runtime x86, U8S8). Default: both."),
+        typer.Option(
+            "--flavour", metavar=metavar(FLAVOURS), callback=one_of(FLAVOURS),
+            help="INT8 form: 'trt' (TensorRT, symmetric) and/or 'cpu' (ONNX Runtime x86, U8S8); repeat for both. Default: both.",
+        ),
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="Activation ranges: minmax, entropy or percentile (99.999).")] = "minmax",
+    method: Annotated[Literal[METHODS], typer.Option("--method", help="Activation ranges (percentile: 99.999).")] = "minmax",  # type: ignore[valid-type]
     exclude: Annotated[
         Optional[List[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeat); see the layers a budget miss names.")
     ] = None,
@@ -58,6 +78,8 @@ def calibrate(
     ] = None,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Build a calibration set and the INT8 (QDQ ONNX) models made from it.
 
@@ -72,9 +94,9 @@ def calibrate(
 
     Examples:
 
-      edgeseg calibrate data/train -m out/classifier.onnx -m out/segmenter.onnx --out out
+      edgeseg calibrate data/train -m models/classifier.onnx -m models/segmenter.onnx
 
-      edgeseg calibrate out/calibration.npz -m out/segmenter.onnx --flavour trt --validation data/val --max-dice-drop 0.01
+      edgeseg calibrate models/calibration.npz -m models/segmenter.onnx --flavour trt --validation data/test --max-dice-drop 0.01
     """
     from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
 
@@ -284,5 +306,7 @@ def _print_accuracy(report: Any) -> None:
 def _num(value: Optional[float], drop: Optional[float] = None) -> str:
     if value is None:
         return ""
-    text = f"{value:.4f}"
-    return text if drop is None else f"{text} ({-drop:+.4f})"
+    if drop is None:
+        return number(value)
+    change = number(-drop)
+    return f"{number(value)} ({change if change.startswith('-') else '+' + change})"

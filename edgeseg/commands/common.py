@@ -1,21 +1,30 @@
 """What every command shares: error reporting, consoles, output helpers, option aliases.
 
 Results go to stdout (tables for people, `--json` for machines); logs and progress go to stderr.
+One name per concept across commands (README "Option names"): the aliases below are declared once
+and reused, and choices are `Literal`s built from the tuple that defines them, so the parser lists
+and checks them (a bad value exits 2 before any work).
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, List, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 from typing_extensions import Annotated
 
-from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.edge.backends import BACKENDS
+from edgeseg.edge.preprocess import GEOMETRIES
+from edgeseg.errors import EdgesegError
+from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR  # noqa: F401  (re-exported for the commands)
 
 # Results and logs. Off a terminal (CI logs, pipes) rich would fold tables to 80 columns: give
 # them room for a whole row instead, unless COLUMNS says otherwise.
@@ -33,24 +42,86 @@ err = _console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass
+class Verbosity:
+    """-v / -q of the command being run: verbose adds tracebacks to errors and debug lines,
+    quiet hides progress and notes (errors and results always print)."""
+
+    verbose: bool = False
+    quiet: bool = False
+    depth: int = 0  # commands running inside one another (deploy runs export, calibrate, build-engine)
+
+
+VERBOSITY = Verbosity()
+
+
+def _set_verbose(value: bool) -> None:
+    VERBOSITY.verbose = VERBOSITY.verbose or bool(value)
+
+
+def _set_quiet(value: bool) -> None:
+    VERBOSITY.quiet = VERBOSITY.quiet or bool(value)
+
+
+def note(message: str) -> None:
+    """A log line for people on stderr (hidden by -q)."""
+    if not VERBOSITY.quiet:
+        err.print(message, highlight=False, soft_wrap=True)
+
+
+class _NoBoolMetavar:
+    """Flags take no value: show none (typer's rich help would print `<bool>` beside each)."""
+
+    def get_params(self, ctx: Any) -> List[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_NoBoolMetavar, TyperCommand):
+    """Every edgeseg command: `app.command(name, cls=Command)`."""
+
+
+# `edgeseg --help` lists commands in the order a user runs them (typer puts groups last).
+FLOW = ("info", "data", "train", "export", "calibrate", "build-engine", "deploy", "run", "bench", "serve")
+
+
+class Group(_NoBoolMetavar, TyperGroup):
+    """Every edgeseg command group (the root app, `data`, `train`)."""
+
+    def list_commands(self, ctx: Any) -> List[str]:
+        names = list(super().list_commands(ctx))
+        return sorted(names, key=lambda name: FLOW.index(name) if name in FLOW else len(FLOW) + names.index(name))
+
+
 def cli_errors(func: F) -> F:
-    """Turn an EdgesegError into one red line on stderr and exit code 1 (2 for a UsageError),
-    no traceback."""
+    """Turn an EdgesegError into one red line on stderr and its exit code (1, or 2 for a
+    UsageError), no traceback (-v adds it)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        VERBOSITY.depth += 1
         try:
             return func(*args, **kwargs)
         except EdgesegError as exc:
+            if VERBOSITY.verbose:
+                err.print_exception()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
+            raise typer.Exit(exc.exit_code) from None
+        finally:
+            VERBOSITY.depth -= 1
+            if VERBOSITY.depth == 0:  # the next command in this process (tests, deploy's stages) starts afresh
+                VERBOSITY.verbose = VERBOSITY.quiet = False
 
     return wrapper  # type: ignore[return-value]
 
 
 def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
     """The one progress display of every command, on stderr: step, bar, done/total, elapsed and
-    remaining time (a spinner while the total is unknown). quiet (--json) hides it."""
+    remaining time (a spinner while the total is unknown). Hidden by quiet (--json), by -q, and
+    off a terminal, where a live display would leave its frames in the log."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
@@ -62,8 +133,29 @@ def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
         TimeRemainingColumn(),
         console=err,
         transient=transient,
-        disable=quiet,
+        disable=quiet or VERBOSITY.quiet or not err.is_terminal,
     )
+
+
+def status(message: str) -> Any:
+    """A spinner with `message` on a terminal; off one (or with -q) nothing, not spinner frames."""
+    import contextlib
+
+    if VERBOSITY.quiet or not err.is_terminal:
+        return contextlib.nullcontext()
+    return err.status(message)
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A table cell for a metric: fixed digits, never `-0.0000`, `n/a` for NaN or None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
 
 
 def print_json(data: Any) -> None:
@@ -77,3 +169,40 @@ def print_json(data: Any) -> None:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of a table.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")]
 OutDirOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", callback=_set_verbose, expose_value=True, help="More detail: tracebacks with errors.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", callback=_set_quiet, help="No progress or notes: results and errors only.")]
+ThreadsOption = Annotated[
+    int, typer.Option("--threads", min=0, help="CPU threads per model (0 = one per core: ONNX Runtime's, OpenVINO's and PyTorch's own choice).")
+]
+DataOption = Annotated[Path, typer.Option("--data", "-d", help="Severstal-layout folder: train.csv + train_images/ (`edgeseg data synth` makes one).")]
+LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the folder (quick runs).")]
+
+def one_of(choices: Sequence[str]) -> Callable[[Optional[List[str]]], Optional[List[str]]]:
+    """Parse-time check of a repeatable choice option (typer takes no List[Literal]): a value
+    outside `choices` is a usage error (exit 2) that lists them. Pair with metavar=metavar(choices)."""
+
+    def check(values: Optional[List[str]]) -> Optional[List[str]]:
+        for value in values or []:
+            if value not in choices:
+                raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return values
+
+    return check
+
+
+def metavar(choices: Sequence[str]) -> str:
+    return "[" + "|".join(choices) + "]"
+
+
+# Choices, each from the one tuple that defines it.
+PRECISIONS = ("fp32", "fp16", "int8")
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]  # contract: edgeseg.edge.backends.BACKENDS
+Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
+# edgeseg.calibration.qdq defines these (a test checks they agree); importing it here would make
+# `edgeseg --help` load the quantiser.
+FLAVOURS = ("trt", "cpu")
+METHODS = ("minmax", "entropy", "percentile")
+

@@ -8,33 +8,48 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, out, print_json, progress_bar
+from edgeseg.commands.common import (
+    DATA_DIR,
+    Command,
+    DataOption,
+    Group,
+    JsonOption,
+    OutDirOption,
+    QuietOption,
+    SeedOption,
+    VerboseOption,
+    cli_errors,
+    out,
+    print_json,
+    progress_bar,
+)
 
 app = typer.Typer(
     help="Data in the Severstal layout (DIR/train.csv + DIR/train_images/*.jpg, 1600x256 strips).",
+    cls=Group,
     no_args_is_help=True,
 )
 
-DataOption = Annotated[Path, typer.Option("--data", "-d", help="Folder with train.csv and train_images/.")]
 
-
-@app.command("synth")
+@app.command("synth", cls=Command)
 @cli_errors
 def synth(
-    out_dir: OutDirOption,
-    count: Annotated[int, typer.Option("--count", "-n", help="Number of strips to render.")] = 200,
+    out_dir: OutDirOption = DATA_DIR,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of strips to render.")] = 200,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Render synthetic steel strips with pits (1), cracks (2), scratches (3) and patches (4).
 
     About half the strips are clean; the same --seed gives the same strips. Use a different seed
-    for a held-out set, e.g. `edgeseg data synth --out data/train --count 800 --seed 1` and
-    `... --out data/test --count 200 --seed 2`.
+    for a held-out set, e.g. `edgeseg data synth --count 800 --seed 1` (into data/train) and
+    `edgeseg data synth --out data/test --count 200 --seed 2`.
     """
     from edgeseg.data.synth import SHAPES, write_synthetic
 
-    with progress_bar() as progress:
+    with progress_bar(json_output) as progress:
         task = progress.add_task("rendering strips", total=count)
         summary = write_synthetic(out_dir, count, seed, progress=lambda n: progress.advance(task, n))
     if json_output:
@@ -48,14 +63,16 @@ def synth(
     out.print(table)
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 @cli_errors
-def check(data: DataOption, json_output: JsonOption = False) -> None:
+def check(
+    data: DataOption = DATA_DIR, json_output: JsonOption = False, verbose: VerboseOption = False, quiet: QuietOption = False
+) -> None:
     """Read every row and image of a data folder and list what training would skip (exit 1 if any)."""
     from edgeseg.data.severstal import load_images, scan
 
     dataset = scan(data)
-    with progress_bar() as progress:
+    with progress_bar(json_output) as progress:
         task = progress.add_task("reading images", total=len(dataset.samples))
         readable = sum(1 for _ in load_images(dataset, lambda n: progress.advance(task, n)))
     defective = sum(1 for s in dataset.samples if s.has_defect)

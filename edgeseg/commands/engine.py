@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Literal, Optional, Tuple
 
 import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, cli_errors, err, out, print_json
-from edgeseg.errors import EdgesegError
+from edgeseg.commands.common import (
+    MODELS_DIR,
+    Backend,
+    JsonOption,
+    OutDirOption,
+    Precision,
+    QuietOption,
+    VerboseOption,
+    cli_errors,
+    note,
+    out,
+    print_json,
+    status,
+)
+from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.layout import DATA_DIR
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -26,7 +40,7 @@ def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
-        raise EdgesegError(f"--size must look like HEIGHTxWIDTH (e.g. 256x1600), got {text!r}")
+        raise UsageError(f"--size must look like HEIGHTxWIDTH (e.g. 256x1600), got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -54,7 +68,7 @@ def _as_onnx(model: Path, out_dir: Path) -> Path:
         return model
     from edgeseg.export.torch_onnx import torch_to_onnx
 
-    with err.status(f"exporting {model.name} to ONNX"):
+    with status(f"exporting {model.name} to ONNX"):
         return Path(torch_to_onnx(model, out_dir / f"{model.stem}.onnx").onnx)
 
 
@@ -64,19 +78,27 @@ def build_engine(
         Optional[List[Path]],
         typer.Argument(help="ONNX models with cards, or edgeseg checkpoints (.pt, exported first). Default: the bundled demo models."),
     ] = None,
-    out_dir: OutDirOption = Path("engines"),
-    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 | fp16 | int8 (int8 takes the QDQ ONNX from `edgeseg calibrate`).")] = "fp16",
+    out_dir: OutDirOption = MODELS_DIR,
+    precision: Annotated[
+        Optional[Precision],
+        typer.Option(
+            "--precision", "-p",
+            help="int8 takes the QDQ ONNX from `edgeseg calibrate` (found beside an FP32 ONNX). "
+            "Default: the fastest here: fp16 on TensorRT; on CPU int8 where calibrated, else fp32.",
+        ),
+    ] = None,
     backend: Annotated[
-        str,
+        Backend,
         typer.Option(
             "--backend",
+            "-b",
             help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). "
-            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs.",
+            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime.",
         ),
-    ] = "tensorrt",
-    min_batch: Annotated[int, typer.Option("--min-batch", help="Smallest batch the engine accepts.")] = 1,
-    opt_batch: Annotated[int, typer.Option("--opt-batch", help="Batch TensorRT tunes for (tiles per frame for tiled models).")] = 1,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch; buffers are sized for it.")] = 8,
+    ] = "auto",
+    min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch the engine accepts.")] = 1,
+    opt_batch: Annotated[int, typer.Option("--opt-batch", min=1, help="Batch TensorRT tunes for (tiles per frame for tiled models).")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch; buffers are sized for it.")] = 8,
     size: Annotated[Optional[str], typer.Option("--size", help="Input HEIGHTxWIDTH for fully convolutional models (default: the card's).")] = None,
     workspace: Annotated[Optional[int], typer.Option("--workspace", help="Builder workspace limit in MiB (keep it small on Jetson: shared memory).")] = None,
     timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file, read before and updated after each build.")] = None,
@@ -84,16 +106,20 @@ def build_engine(
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine loads on newer TensorRT too (8.6+, slower).")] = False,
     hardware_compatible: Annotated[bool, typer.Option("--hardware-compatible", help="Engine loads on any Ampere+ GPU (8.6+, slower).")] = False,
     calibration: Annotated[
-        str, typer.Option("--calibration", help="int8: qdq (explicit, every TensorRT) or implicit (entropy/min-max calibration, TensorRT 8.5-10).")
+        Literal["qdq", "implicit"],
+        typer.Option("--calibration", help="int8: qdq (explicit, every backend) or implicit (TensorRT 8.5-10 entropy/min-max calibration)."),
     ] = "qdq",
     calibration_set: Annotated[Optional[Path], typer.Option("--calibration-set", help="The .npz from `edgeseg calibrate` (implicit INT8).")] = None,
     calibration_cache: Annotated[Optional[Path], typer.Option("--calibration-cache", help="Calibration cache file (default beside the set).")] = None,
-    calibrator: Annotated[str, typer.Option("--calibrator", help="entropy | minmax (implicit INT8).")] = "entropy",
+    calibrator: Annotated[Literal["entropy", "minmax"], typer.Option("--calibrator", help="Implicit INT8 (TensorRT) calibrator.")] = "entropy",
     ort_optimization: Annotated[
-        str, typer.Option("--ort-optimization", help="basic | extended (portable) | all (adds layouts tied to this CPU): onnxruntime backend.")
+        Literal["basic", "extended", "all"],
+        typer.Option("--ort-optimization", help="onnxruntime backend: extended is portable; all adds layouts tied to this CPU."),
     ] = "extended",
     json_output: JsonOption = False,
-) -> None:
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> List[Any]:
     """Build TensorRT engines (or CPU artifacts) for the classifier and the segmenter in one call.
 
     Writes <out>/<name>.<precision>.engine and its card <name>.<precision>.json (TensorRT version, GPU, compute capability, flags, hashes). An engine only loads on the TensorRT and GPU it was built with; the card lets the runtime say so before loading.
@@ -102,9 +128,11 @@ def build_engine(
 
     Examples:
 
-    edgeseg build-engine classifier.onnx segmenter.onnx --precision fp16
+    edgeseg build-engine models/classifier.onnx models/segmenter.onnx --precision fp16
 
-    edgeseg build-engine segmenter.int8.qdq.onnx --precision int8 --workspace 1024
+    edgeseg build-engine models/classifier.onnx models/segmenter.onnx --precision int8   # the .int8.*.qdq.onnx beside them
+
+    edgeseg build-engine models/segmenter.int8.trt.qdq.onnx --precision int8 --workspace 1024
 
     edgeseg build-engine --backend onnxruntime --precision fp32
 
@@ -113,8 +141,10 @@ def build_engine(
     from edgeseg.calibration.qdq import BACKEND_FLAVOURS
     from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
 
+    target = machine_backend() if backend == "auto" else backend
+    chosen = precision or default_precision(target, models or [], calibration)
     options = BuildOptions(
-        precision=precision,
+        precision=chosen,
         batch=(min_batch, opt_batch, max_batch),
         size=parse_size(size),
         workspace_mib=workspace,
@@ -128,24 +158,89 @@ def build_engine(
         calibrator=calibrator,
         ort_level=ort_optimization,
     )
-    options.check(backend)
-    if backend == "tensorrt":
+    try:
+        options.check(target)
+    except EdgesegError as exc:  # an inconsistent combination of options: a usage error
+        raise UsageError(exc.message, hint=exc.hint) from None
+    if target == "tensorrt":
         tensorrt_or_advice()  # one line now, not after exporting checkpoints
-    flavour = BACKEND_FLAVOURS[backend][0] if (precision, calibration) == ("int8", "qdq") else None
+    if precision is None:
+        note(f"precision: {chosen} (the fastest on {target} here; pass --precision to choose)")
+    qdq = (chosen, calibration) == ("int8", "qdq")
+    flavour = BACKEND_FLAVOURS[target][0] if qdq else None
     sources = list(models) if models else demo_models(flavour)
-    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[backend]
+    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
     results = []
     for model in sources:
         onnx = _as_onnx(model, out_dir)
-        with err.status(f"building {onnx.name} -> {precision} ({backend})"):
+        if qdq:
+            onnx = int8_source(onnx, str(flavour), target)
+        with status(f"building {onnx.name} -> {chosen} ({target})"):
             results.append(build(onnx, out_dir, options))
     if json_output:
         print_json([r.to_dict() for r in results])
-        return
-    table = Table(title=f"build-engine ({backend})")
+        return results
+    table = Table(title=f"build-engine ({target})")
     for column in ("task", "artifact", "precision", "MB", "seconds"):
         table.add_column(column, justify="right" if column in ("MB", "seconds") else "left")
     for r in results:
         row = r.to_dict()
         table.add_row(r.task, str(r.artifact), r.precision, f"{row['megabytes']:.2f}", f"{row['seconds']:.2f}")
     out.print(table)
+    command = run_command(results)
+    if command:
+        out.print(f"next: {command}", highlight=False, soft_wrap=True)
+    return results  # for `edgeseg deploy`, which runs this command as its last stage
+
+
+def run_command(results: List[Any]) -> Optional[str]:
+    """`edgeseg run` over the built classifier and segmenter (None unless both were built)."""
+    built = {r.task: r.artifact for r in results}
+    if set(built) != {"classifier", "segmenter"}:
+        return None
+    return f"edgeseg run --classifier {built['classifier']} --segmenter {built['segmenter']}"
+
+
+def machine_backend() -> str:
+    """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
+    from edgeseg.lazy import available
+
+    return "tensorrt" if available("tensorrt") else "onnxruntime"
+
+
+def default_precision(backend: str, models: List[Path], calibration: str = "qdq") -> str:
+    """The fastest precision on `backend`: FP16 on TensorRT; on the CPU (where FP16 runs as slow
+    reference kernels) INT8 when every given ONNX has its calibrated QDQ model beside it, else FP32."""
+    if backend == "tensorrt":
+        return "fp16"
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS, qdq_path
+
+    flavour = BACKEND_FLAVOURS.get(backend, ("cpu",))[0]
+    onnx = [m for m in models if m.suffix.lower() == ".onnx"]
+    if calibration == "qdq" and onnx and len(onnx) == len(models) and all(qdq_path(m, flavour).is_file() or _is_int8(m) for m in onnx):
+        return "int8"
+    return "fp32"
+
+
+def _is_int8(model: Path) -> bool:
+    from edgeseg.edge.card import read_card
+
+    return str(read_card(model).artifact.get("precision", "fp32")) == "int8"
+
+
+def int8_source(model: Path, flavour: str, backend: str) -> Path:
+    """The QDQ model an INT8 build reads: `model` when it is one, else the `calibrate` output of
+    `flavour` beside the FP32 model; a UsageError with the command that makes it otherwise."""
+    from edgeseg.calibration.qdq import qdq_path
+
+    if not model.is_file() or _is_int8(model):
+        return model  # a missing file: the builder says so
+    sibling = qdq_path(model, flavour)
+    if sibling.is_file():
+        note(f"int8: building from {sibling} (the calibrated model beside {model.name})")
+        return sibling
+    implicit = " (or --calibration implicit --calibration-set SET.npz on TensorRT 8.5-10)" if backend == "tensorrt" else ""
+    raise UsageError(
+        f"{model.name} is FP32 and {sibling.name} is not beside it: INT8 builds from a calibrated QDQ model",
+        hint=f"make it with `edgeseg calibrate {DATA_DIR} -m {model} --out {model.parent}`, then rerun{implicit}",
+    )

@@ -6,13 +6,27 @@ heavy imports happen inside the command so `edgeseg --help` stays torch-free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import typer
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, err, out, print_json
+from edgeseg.commands.common import (
+    MODELS_DIR,
+    Geometry,
+    JsonOption,
+    OutDirOption,
+    QuietOption,
+    SeedOption,
+    VerboseOption,
+    cli_errors,
+    err,
+    out,
+    print_json,
+    status,
+)
 from edgeseg.errors import EdgesegError
+from edgeseg.lazy import require
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_PARITY_IMAGES = 8
@@ -32,7 +46,7 @@ def export(
         Optional[str], typer.Option("--factory", help="Your own torch model: 'package.module:function' returning the nn.Module.")
     ] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="State dict for --factory (torch.save(model.state_dict())).")] = None,
-    out_dir: OutDirOption = Path("out"),
+    out_dir: OutDirOption = MODELS_DIR,
     name: Annotated[
         Optional[str], typer.Option("--name", help="File stem of the ONNX (default: the task, e.g. segmenter.onnx); one model only.")
     ] = None,
@@ -41,27 +55,36 @@ def export(
     images: Annotated[
         Optional[Path], typer.Option("--images", help="Folder of real strips (PNG/JPEG) added to the parity inputs (first 8).")
     ] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Contract of --onnx/--factory: classifier or segmenter.")] = None,
+    task: Annotated[Optional[Literal["classifier", "segmenter"]], typer.Option("--task", help="Contract of --onnx/--factory.")] = None,
     height: Annotated[Optional[int], typer.Option("--height", min=1, help="Model input height (checkpoint: override its size).")] = None,
     width: Annotated[Optional[int], typer.Option("--width", min=1, help="Model input width (checkpoint: override its size).")] = None,
     mean: Annotated[float, typer.Option("--mean", help="Contract: x = (pixel/255 - mean) / std.")] = 0.0,
     std: Annotated[float, typer.Option("--std", help="Contract: x = (pixel/255 - mean) / std.")] = 1.0,
-    geometry: Annotated[str, typer.Option("--geometry", help="Contract: 'resize' the frame to the input, or cut it in 'tile's.")] = "resize",
-    classes: Annotated[Optional[str], typer.Option("--classes", help="Contract: comma-separated class names, one per output map.")] = None,
-    activation: Annotated[str, typer.Option("--activation", help="Contract: 'sigmoid' for logits, 'none' if it outputs probabilities.")] = "sigmoid",
+    geometry: Annotated[Geometry, typer.Option("--geometry", help="Contract: 'resize' the frame to the input, or cut it in 'tile's.")] = "resize",
+    classes: Annotated[
+        Optional[str],
+        typer.Option("--classes", help="Comma-separated class names, one per output map (-c: renames the segmenter's classes in its card)."),
+    ] = None,
+    activation: Annotated[
+        Literal["sigmoid", "none"], typer.Option("--activation", help="Contract: 'sigmoid' for logits, 'none' if it outputs probabilities.")
+    ] = "sigmoid",
     input_name: Annotated[Optional[str], typer.Option("--input-name", help="--onnx: the image input (if it has several).")] = None,
     output_name: Annotated[Optional[str], typer.Option("--output-name", help="--onnx: the output to use (if it has several).")] = None,
-    layout: Annotated[str, typer.Option("--layout", help="--onnx: input layout, NCHW or NHWC (a Transpose is put in front).")] = "NCHW",
+    layout: Annotated[Literal["NCHW", "NHWC"], typer.Option("--layout", help="--onnx: input layout (a Transpose is put in front of NHWC).")] = "NCHW",
     card: Annotated[Optional[Path], typer.Option("--card", help="--onnx/--factory: take the contract from this existing model card JSON.")] = None,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
-) -> None:
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> List[Any]:
     """Export models to ONNX (opset 17, dynamic batch, input [bold]image[/], output [bold]logits[/]) with a model card,
     after checking the ONNX against PyTorch on synthetic strips and random frames (fails above 1e-4 relative L2).
 
     Examples:
 
-      edgeseg export -c runs/cls/best.pt -c runs/seg/best.pt --out models --fp16
+      edgeseg export -c runs/classifier/classifier.pt -c runs/segmenter/segmenter.pt --fp16
+
+      edgeseg export -c runs/segmenter/segmenter.pt --classes pits,crack,scratch,patch
 
       edgeseg export --onnx their.onnx --task segmenter --height 256 --width 1600 --classes 1,2,3,4 --out models
 
@@ -84,15 +107,26 @@ def export(
 
     reports = []
     if checkpoint:
+        require("torch", "exporting checkpoints", extra="export")
         from edgeseg.export.torch_onnx import torch_to_onnx
 
-        tasks = [_checkpoint_task(path) for path in checkpoint]
+        declared = [_checkpoint_task(path) for path in checkpoint]
+        tasks = [task for task, _ in declared]
         if len(set(tasks)) != len(tasks):
             raise EdgesegError(f"two {tasks[0]} checkpoints would write the same {tasks[0]}.onnx", hint="export them in separate calls with --name")
+        names = _names(classes)
+        if names is not None:
+            if "segmenter" not in tasks:
+                raise typer.BadParameter("--classes names the segmenter's output maps; the classifier has one ('defect')")
+            current = declared[tasks.index("segmenter")][1]
+            if len(names) != len(current):
+                raise typer.BadParameter(f"the segmenter has {len(current)} output maps ({','.join(current)}); --classes gives {len(names)} names")
         for path, kind in zip(checkpoint, tasks):
             target = folder / f"{name or kind}.onnx"
-            with err.status(f"exporting {path} -> {target}"):
-                reports.append(torch_to_onnx(path, target, opset=opset, size=size, seed=seed, images=parity_images))
+            with status(f"exporting {path} -> {target}"):
+                reports.append(
+                    torch_to_onnx(path, target, opset=opset, size=size, seed=seed, images=parity_images, classes=names if kind == "segmenter" else None)
+                )
     else:
         contract = _contract_flags(task, size, mean, std, geometry, classes, activation, card)
         kind = contract["task"]
@@ -101,7 +135,7 @@ def export(
             from edgeseg.export.outside import adopt_onnx
 
             names = contract.pop("names")
-            with err.status(f"checking {onnx} -> {target}"):
+            with status(f"checking {onnx} -> {target}"):
                 reports.append(
                     adopt_onnx(
                         onnx, target, **contract, input_name=input_name or names.get("input"),
@@ -116,23 +150,25 @@ def export(
             if contract["size"] is None:
                 raise typer.BadParameter("--factory needs the input size: --height and --width (or --card)")
             spec = user_contract(contract.pop("task"), contract.pop("size"), **contract)
-            with err.status(f"exporting {factory} -> {target}"):
+            with status(f"exporting {factory} -> {target}"):
                 reports.append(factory_to_onnx(str(factory), weights, target, spec, opset=opset, seed=seed, images=parity_images))
     if fp16:
         from edgeseg.export.fp16 import onnx_to_fp16
 
         for report in list(reports):
-            with err.status(f"converting {report.onnx} to FP16"):
+            with status(f"converting {report.onnx} to FP16"):
                 reports.append(onnx_to_fp16(report.onnx, seed=seed, images=parity_images))
 
     if json_output:
         print_json([r.to_dict() for r in reports])
     else:
         _table(reports)
+    return reports  # for `edgeseg deploy`, which runs this command as its first stage
 
 
-def _checkpoint_task(path: Path) -> str:
-    """The task a checkpoint declares, read before exporting so name clashes fail early."""
+def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
+    """The task and class names a checkpoint declares, read before exporting so name clashes
+    and a wrong --classes count fail early."""
     from edgeseg.models.checkpoint import read_payload
 
     if not path.is_file():
@@ -141,7 +177,7 @@ def _checkpoint_task(path: Path) -> str:
     task = payload.get("task") if isinstance(payload, dict) else None
     if task not in ("classifier", "segmenter"):
         raise EdgesegError(f"{path} is not an edgeseg checkpoint (no task)", hint="for your own model use --factory and --weights")
-    return str(task)
+    return str(task), [str(c) for c in payload.get("classes") or []]
 
 
 def _contract_flags(
@@ -167,7 +203,7 @@ def _contract_flags(
             "mean": spec.mean,
             "std": spec.std,
             "geometry": spec.geometry,
-            "classes": [c.strip() for c in classes.split(",")] if classes else base.classes,
+            "classes": _names(classes) or base.classes,
             "thresholds": base.thresholds,
             "activation": base.output_activation,
             "names": names,
@@ -180,11 +216,21 @@ def _contract_flags(
         "mean": mean,
         "std": std,
         "geometry": geometry,
-        "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        "classes": _names(classes),
         "thresholds": None,
         "activation": activation,
         "names": {},
     }
+
+
+def _names(classes: Optional[str]) -> Optional[List[str]]:
+    """--classes as a list (None when not given); empty or repeated names are a usage error."""
+    if classes is None:
+        return None
+    names = [c.strip() for c in classes.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise typer.BadParameter(f"--classes must be distinct, non-empty, comma-separated names, got {classes!r}")
+    return names
 
 
 def _images(folder: Path) -> List[Path]:

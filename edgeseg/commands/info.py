@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Tuple
 
 from rich.table import Table
 
-from edgeseg.commands.common import JsonOption, cli_errors, out, print_json
+from edgeseg.commands.common import JsonOption, QuietOption, VerboseOption, cli_errors, out, print_json
 
 MISSING = "not installed"
 
@@ -47,7 +47,7 @@ def _text(value: Any, none: str = MISSING) -> str:
 
 
 @cli_errors
-def info(json_output: JsonOption = False) -> None:
+def info(json_output: JsonOption = False, verbose: VerboseOption = False, quiet: QuietOption = False) -> None:
     """Show edgeseg's environment: Python, CPU and its SIMD features, numpy, OpenCV (+GStreamer), ONNX Runtime providers,
     OpenVINO devices (CPU, Intel GPU / NPU), TensorRT, pycuda, CUDA driver, GPUs and compute capability, Jetson model, L4T and power mode.
 

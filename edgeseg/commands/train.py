@@ -2,34 +2,66 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import JsonOption, OutDirOption, SeedOption, cli_errors, out, print_json
-from edgeseg.errors import EdgesegError
+from edgeseg.commands.common import (
+    DATA_DIR,
+    MODELS_DIR,
+    RUNS_DIR,
+    Command,
+    DataOption,
+    Group,
+    JsonOption,
+    LimitOption,
+    QuietOption,
+    SeedOption,
+    ThreadsOption,
+    VerboseOption,
+    cli_errors,
+    number,
+    out,
+    print_json,
+)
+from edgeseg.lazy import require
 
 app = typer.Typer(
     help=(
-        "Train the ResUNet segmenter or the classifier gate on a Severstal-layout folder. A run folder gets "
-        "best.pt (for `edgeseg export`), last.pt (for --resume) and metrics.json."
+        "Train the classifier gate or the ResUNet segmenter on a Severstal-layout folder. A run folder gets "
+        "<task>.pt (the best epoch, for `edgeseg export -c`), <task>.last.pt (for --resume) and metrics.json."
     ),
+    cls=Group,
     no_args_is_help=True,
 )
 
-DataOption = Annotated[Path, typer.Option("--data", "-d", help="Folder with train.csv and train_images/ (e.g. from `edgeseg data synth`).")]
-EpochsOption = Annotated[int, typer.Option("--epochs", help="Epochs in total (with --resume: train on up to this many).")]
-BatchOption = Annotated[int, typer.Option("--batch-size", "-b", help="Images (or crops) per step.")]
+EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="Epochs in total (with --resume: train on up to this many).")]
+BatchOption = Annotated[int, typer.Option("--batch", "--batch-size", min=1, help="Images (or crops) per step.")]
 LrOption = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine decay).")]
-WidthOption = Annotated[int, typer.Option("--base-width", help="Channels of the first stage (doubles per level).")]
+WidthOption = Annotated[int, typer.Option("--base-width", min=1, help="Channels of the first stage (doubles per level).")]
 InputOption = Annotated[Optional[str], typer.Option("--input-size", help="Model input HxW, e.g. 128x800 (default: the model's).")]
 ValOption = Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation.")]
-ValEveryOption = Annotated[int, typer.Option("--val-every", help="Validate every N epochs (and always after the last).")]
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt (same options).")]
-ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: the cores this process may use).")]
-LimitOption = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N images (quick experiments).")]
+ValEveryOption = Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs (and always after the last).")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its <task>.last.pt (same options).")]
+RunOutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<task>).")]
+
+# Metric rows of the training and evaluation tables: (key, label), in reading order.
+SEGMENTER_ROWS = (
+    ("mean_dice", "Kaggle mean Dice (an empty mask predicted empty scores 1)"),
+    ("dice_where_defect", "Dice where a defect exists"),
+    ("empty_predicted_empty", "defect-free (image, class) pairs predicted empty"),
+    ("mean_dice_untuned", "Kaggle mean Dice at p=0.5, no min-area"),
+    ("dice_per_class", "Kaggle Dice per class"),
+)
+CLASSIFIER_ROWS = (
+    ("accuracy", "accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall (defective strips the gate passes)"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC AUC"),
+)
 
 
 def _size(text: Optional[str], what: str) -> Optional[List[int]]:
@@ -38,38 +70,56 @@ def _size(text: Optional[str], what: str) -> Optional[List[int]]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise EdgesegError(f"{what} must look like HxW (e.g. 128x384), got {text!r}") from None
+        raise typer.BadParameter(f"{what} must look like HxW (e.g. 128x384), got {text!r}") from None
     return [height, width]
 
 
-def _run(config, resume: bool, threads: Optional[int], json_output: bool) -> None:
-    from edgeseg.train import train
+def metrics_table(title: str, task: str, metrics: Dict[str, Any], column: str) -> Table:
+    """One table for training and evaluation alike: the Kaggle mean beside the Dice where a
+    defect exists (the mean alone flatters: defect-free pairs score 1), thresholds as text."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column(column, justify="right")
+    for key, label in SEGMENTER_ROWS if task == "segmenter" else CLASSIFIER_ROWS:
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        table.add_row(label, " ".join(number(v, 3) for v in value) if isinstance(value, list) else number(value))
+    thresholds = metrics.get("thresholds") or {}
+    if "probability" in thresholds:
+        table.add_row("probability threshold per class", " ".join(number(v, 2) for v in thresholds["probability"]))
+        table.add_row("min-area per class (px at model input)", " ".join(str(v) for v in thresholds["min_area"]))
+    elif "defect" in thresholds or "threshold" in metrics:
+        table.add_row("defect threshold", number(thresholds.get("defect", metrics.get("threshold")), 3))
+    if "images" in metrics:
+        table.add_row("images", str(metrics["images"]))
+    return table
 
-    result = train(config, resume=resume, threads=threads)
-    summary = {"out": str(result.out), "best_epoch": result.best_epoch, "best": result.best_metrics,
-               "skipped": len(result.skipped), "seconds": round(result.seconds, 1)}
+
+def _run(config: Any, resume: bool, threads: int, json_output: bool) -> None:
+    from edgeseg.training.loop import train
+
+    result = train(config, resume=resume, threads=threads or None, show_progress=not json_output)
+    summary = {"out": str(result.out), "checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
+               "best": result.best_metrics, "skipped": len(result.skipped), "seconds": round(result.seconds, 1)}
     if json_output:
         print_json(summary)
         return
-    table = Table(title=f"best epoch {result.best_epoch} -> {result.out / 'best.pt'}")
-    table.add_column("metric")
-    table.add_column("validation", justify="right")
-    for key, value in result.best_metrics.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:.4f}")
-        elif isinstance(value, list):
-            table.add_row(key, " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value))
-        elif key == "thresholds":
-            table.add_row(key, str(value))
-    out.print(table)
+    out.print(metrics_table(f"{config.task}: best epoch {result.best_epoch} -> {result.checkpoint}", config.task, result.best_metrics, "validation"))
     out.print(f"{len(result.skipped)} skipped row(s)/image(s); {result.seconds:.0f} s; metrics in {result.out / 'metrics.json'}")
+    out.print(f"next: {export_hint(result.checkpoint)}", highlight=False, soft_wrap=True)
 
 
-@app.command("segmenter")
+def export_hint(checkpoint: Path) -> str:
+    """The command that exports a run's checkpoint (printed after training; a test runs it)."""
+    return f"edgeseg export -c {checkpoint} --out {MODELS_DIR}"
+
+
+@app.command("segmenter", cls=Command)
 @cli_errors
 def segmenter(
-    data: DataOption,
-    out_dir: OutDirOption,
+    data: DataOption = DATA_DIR,
+    out_dir: RunOutOption = None,
     epochs: EpochsOption = 20,
     batch_size: BatchOption = 8,
     lr: LrOption = 2e-3,
@@ -77,24 +127,28 @@ def segmenter(
     input_size: InputOption = None,
     crop: Annotated[Optional[str], typer.Option("--crop", help="Train on random HxW windows of the model frame (multiples of 16), e.g. 128x384; validation uses whole frames.")] = None,
     defect_crop: Annotated[float, typer.Option("--defect-crop", help="Share of crops centred near a defect pixel.")] = 0.5,
-    loss: Annotated[str, typer.Option("--loss", help="bce-dice or focal-tversky.")] = "bce-dice",
+    loss: Annotated[Literal["bce-dice", "focal-tversky"], typer.Option("--loss", help="Segmentation loss.")] = "bce-dice",
     val_fraction: ValOption = 0.15,
     val_every: ValEveryOption = 1,
     seed: SeedOption = 0,
     resume: ResumeOption = False,
-    threads: ThreadsOption = None,
+    threads: ThreadsOption = 0,
     limit: LimitOption = None,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train the ResUNet (one mask per defect class); best epoch by mean Kaggle Dice on validation.
 
     Per-class probability and min-area thresholds are chosen on the validation split and stored in
-    the checkpoint. Example: `edgeseg train segmenter --data data/train --out runs/seg --base-width 8 --crop 128x384`.
+    the checkpoint. Example: `edgeseg train segmenter --data data/train --base-width 8 --crop 128x384`
+    (writes runs/segmenter/segmenter.pt).
     """
-    from edgeseg.train import TrainConfig
+    require("torch", "training")  # one line of install advice on a runtime-only install
+    from edgeseg.training.loop import TrainConfig
 
     config = TrainConfig(
-        task="segmenter", data=str(data), out=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
+        task="segmenter", data=str(data), out=str(out_dir or RUNS_DIR / "segmenter"), epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, loss=loss, model={"base_width": base_width},
         input_size=_size(input_size, "--input-size"), crop=_size(crop, "--crop"), defect_crop=defect_crop,
         val_every=val_every, limit=limit,
@@ -102,11 +156,11 @@ def segmenter(
     _run(config, resume, threads, json_output)
 
 
-@app.command("classifier")
+@app.command("classifier", cls=Command)
 @cli_errors
 def classifier(
-    data: DataOption,
-    out_dir: OutDirOption,
+    data: DataOption = DATA_DIR,
+    out_dir: RunOutOption = None,
     epochs: EpochsOption = 20,
     batch_size: BatchOption = 16,
     lr: LrOption = 2e-3,
@@ -116,52 +170,54 @@ def classifier(
     val_every: ValEveryOption = 1,
     seed: SeedOption = 0,
     resume: ResumeOption = False,
-    threads: ThreadsOption = None,
+    threads: ThreadsOption = 0,
     limit: LimitOption = None,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train the defect / no-defect gate at its own (smaller) input; best epoch by validation accuracy.
 
     The defect-probability threshold with the best validation accuracy is stored in the checkpoint.
-    Example: `edgeseg train classifier --data data/train --out runs/cls --base-width 8 --input-size 64x400`.
+    Example: `edgeseg train classifier --data data/train --base-width 8 --input-size 64x400`
+    (writes runs/classifier/classifier.pt).
     """
-    from edgeseg.train import TrainConfig
+    require("torch", "training")  # one line of install advice on a runtime-only install
+    from edgeseg.training.loop import TrainConfig
 
     config = TrainConfig(
-        task="classifier", data=str(data), out=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
+        task="classifier", data=str(data), out=str(out_dir or RUNS_DIR / "classifier"), epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, model={"base_width": base_width},
         input_size=_size(input_size, "--input-size"), val_every=val_every, limit=limit,
     )
     _run(config, resume, threads, json_output)
 
 
-@app.command("evaluate")
+@app.command("evaluate", cls=Command)
 @cli_errors
 def evaluate(
-    checkpoints: Annotated[List[Path], typer.Argument(help="One or more .pt files written by `edgeseg train` (best.pt).")],
+    checkpoints: Annotated[List[Path], typer.Argument(help="One or more checkpoints written by `edgeseg train` (runs/<task>/<task>.pt).")],
     data: DataOption,
-    threads: ThreadsOption = None,
+    threads: ThreadsOption = 0,
     limit: LimitOption = None,
     json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Score checkpoints with their own thresholds on a whole folder, e.g. a held-out synthetic set.
 
-    Segmenter: per-class and mean Kaggle Dice at model resolution; classifier: accuracy, precision,
-    recall, F1 at its threshold, and ROC AUC. --json prints {checkpoint file name: metrics}.
+    Segmenter: Kaggle mean Dice, Dice where a defect exists and per class, at model resolution;
+    classifier: accuracy, precision, recall, F1 at its threshold, and ROC AUC. --json prints
+    {checkpoint path as given: metrics}.
     """
-    from edgeseg.train import evaluate as run_evaluate
+    require("torch", "evaluating checkpoints")
+    from edgeseg.training.loop import evaluate as run_evaluate
 
-    results = {path.name: run_evaluate(path, data, threads=threads, limit=limit) for path in checkpoints}
+    if len({str(path) for path in checkpoints}) != len(checkpoints):
+        raise typer.BadParameter("the same checkpoint is given twice")
+    results = {str(path): run_evaluate(path, data, threads=threads or None, limit=limit, show_progress=not json_output) for path in checkpoints}
     if json_output:
         print_json(results)
         return
     for name, metrics in results.items():
-        table = Table(title=f"{name} on {data} ({metrics['images']} images)")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in metrics.items():
-            if isinstance(value, float):
-                table.add_row(key, f"{value:.4f}")
-            elif key == "dice_per_class":
-                table.add_row(key, " ".join(f"{v:.3f}" for v in value))
-        out.print(table)
+        out.print(metrics_table(f"{name} on {data} ({metrics['images']} images)", metrics["task"], metrics, "value"))

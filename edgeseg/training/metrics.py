@@ -63,9 +63,12 @@ class SegmentationScorer:
     min_areas: Tuple[int, ...] = MIN_AREA_GRID
     # scores[c] : list over images of (len(probabilities), len(min_areas)) Dice arrays
     scores: List[List[np.ndarray]] = field(default_factory=list)
+    # defective[c] : per image, whether the truth has class c (Dice where a defect exists)
+    defective: List[List[bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.scores = [[] for _ in range(self.num_classes)]
+        self.defective = [[] for _ in range(self.num_classes)]
 
     def add(self, probabilities: np.ndarray, truths: np.ndarray) -> None:
         """One image: (C, H, W) probabilities and (C, H, W) binary truth."""
@@ -85,15 +88,20 @@ class SegmentationScorer:
                 total = predicted + truth_area
                 table[i] = np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
             self.scores[c].append(table)
+            self.defective[c].append(truth_area > 0)
 
     def result(self) -> Dict[str, object]:
-        """{"thresholds": card thresholds, "dice_per_class", "mean_dice" at them, "dice_at_0.5": untuned}."""
+        """{"thresholds": card thresholds, "dice_per_class", "mean_dice" at them, "mean_dice_untuned"
+        (0.5, no min-area), and the two halves the Kaggle mean averages, as `evaluate` reports them:
+        "dice_where_defect" and "empty_predicted_empty"}."""
         if not self.scores or not self.scores[0]:
             raise ValueError("no validation images were scored")
         best_p: List[float] = []
         best_area: List[int] = []
         per_class: List[float] = []
         plain: List[float] = []
+        where_defect: List[float] = []
+        empty_hits: List[bool] = []
         half = self.probabilities.index(0.5) if 0.5 in self.probabilities else len(self.probabilities) // 2
         for c in range(self.num_classes):
             mean = np.mean(self.scores[c], axis=0)  # (probabilities, min_areas)
@@ -102,11 +110,18 @@ class SegmentationScorer:
             best_area.append(int(self.min_areas[j]))
             per_class.append(float(mean[i, j]))
             plain.append(float(mean[half, 0]))
+            for table, defect in zip(self.scores[c], self.defective[c]):
+                if defect:
+                    where_defect.append(float(table[i, j]))
+                else:
+                    empty_hits.append(bool(table[i, j] == 1.0))
         return {
             "thresholds": {"probability": best_p, "min_area": best_area},
             "dice_per_class": per_class,
             "mean_dice": float(np.mean(per_class)),
             "mean_dice_untuned": float(np.mean(plain)),
+            "dice_where_defect": float(np.mean(where_defect)) if where_defect else float("nan"),
+            "empty_predicted_empty": float(np.mean(empty_hits)) if empty_hits else float("nan"),
             "images": len(self.scores[0]),
         }
 

@@ -1,11 +1,12 @@
 """Training and evaluation of the segmenter (ResUNet) and the classifier gate.
 
 One loop serves both tasks; what differs (dataset, loss, validation metrics, threshold choice) is
-looked up per task. A run folder holds:
-    best.pt       the best validated checkpoint (models.checkpoint format, thresholds chosen on
-                  the validation split, ready for `edgeseg export`);
-    last.pt       the latest epoch, plus optimizer state and history, for `--resume`;
-    metrics.json  per-epoch history, the best epoch's metrics and the skipped input.
+looked up per task. A run folder holds, named by task so
+two runs' checkpoints can sit side by side (and export / bench hints name the right one):
+    <task>.pt       the best validated checkpoint (models.checkpoint format, thresholds chosen on
+                    the validation split, ready for `edgeseg export -c`);
+    <task>.last.pt  the latest epoch, plus optimizer state and history, for `--resume`;
+    metrics.json    per-epoch history, the best epoch's metrics and the skipped input.
 Runs are reproducible: the split, the initial weights, the batch order and every augmentation
 follow from --seed (and the epoch), so a resumed run continues exactly where it stopped.
 """
@@ -43,14 +44,14 @@ from edgeseg.training.metrics import (
 )
 
 TASKS = ("segmenter", "classifier")
-BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.json"
+METRICS = "metrics.json"
 WARMUP_FRACTION = 0.03
 _console = Console(stderr=True)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run (saved in last.pt; `--resume` continues with it)."""
+    """Everything that defines a run (saved in <task>.last.pt; `--resume` continues with it)."""
 
     task: str
     data: str
@@ -82,9 +83,20 @@ class TrainConfig:
         self.crop = tuple(self.crop) if self.crop else None  # type: ignore[assignment]
 
 
+def best_checkpoint(task: str) -> str:
+    """File name of a run's best checkpoint: the task, e.g. `classifier.pt`."""
+    return f"{task}.pt"
+
+
+def last_checkpoint(task: str) -> str:
+    """File name of a run's resumable state, e.g. `classifier.last.pt`."""
+    return f"{task}.last.pt"
+
+
 @dataclass
 class TrainResult:
     out: Path
+    checkpoint: Path
     best_epoch: int
     best_metrics: Dict[str, Any]
     skipped: List[str]
@@ -177,7 +189,7 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
     start_epoch, state = 0, None
     if resume:
         config, start_epoch, state = _resume_state(out, config)
-        _console.print(f"resuming {out / LAST} after epoch {start_epoch} of {config.epochs}, with its saved options", highlight=False)
+        _console.print(f"resuming {out / last_checkpoint(config.task)} after epoch {start_epoch} of {config.epochs}, with its saved options", highlight=False)
     set_threads(threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -219,16 +231,16 @@ def train(config: TrainConfig, *, resume: bool = False, threads: Optional[int] =
                 record["val"] = metrics
                 if score_of(config.task, metrics) >= best_score:
                     best_score, best_epoch, best_metrics = score_of(config.task, metrics), epoch + 1, metrics
-                    _save(out / BEST, model, config, spec, metrics, {"epoch": epoch + 1})
+                    _save(out / best_checkpoint(config.task), model, config, spec, metrics, {"epoch": epoch + 1})
                 _console.print(_epoch_line(config.task, record), highlight=False)
             history.append(record)
             extra = {
                 "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history, "best_score": best_score,
                 "best_epoch": best_epoch, "best_metrics": best_metrics, "train_config": _config_dict(config),
             }
-            _save(out / LAST, model, config, spec, record.get("val", best_metrics), extra)
+            _save(out / last_checkpoint(config.task), model, config, spec, record.get("val", best_metrics), extra)
             _write_metrics(out, config, history, best_epoch, best_metrics, data.problems, time.perf_counter() - started)
-    return TrainResult(out, best_epoch, best_metrics, data.problems, time.perf_counter() - started)
+    return TrainResult(out, out / best_checkpoint(config.task), best_epoch, best_metrics, data.problems, time.perf_counter() - started)
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, loss_fn: Any, epoch: int,
@@ -264,7 +276,10 @@ def _epoch_line(task: str, record: Dict[str, Any]) -> str:
     val = record["val"]
     if task == "segmenter":
         classes = " ".join(f"{d:.3f}" for d in val["dice_per_class"])
-        return f"epoch {record['epoch']}: loss {record['loss']:.4f}  val mean Dice {val['mean_dice']:.4f} (per class {classes})"
+        return (
+            f"epoch {record['epoch']}: loss {record['loss']:.4f}  val Kaggle mean Dice {val['mean_dice']:.4f}, "
+            f"Dice where a defect exists {val['dice_where_defect']:.4f} (per class {classes})"
+        )
     return (
         f"epoch {record['epoch']}: loss {record['loss']:.4f}  val accuracy {val['accuracy']:.4f} "
         f"F1 {val['f1']:.4f} AUC {val['roc_auc']:.4f}"
@@ -311,7 +326,7 @@ def _write_metrics(out: Path, config: TrainConfig, history: List[Dict[str, Any]]
 
 def _resume_state(out: Path, config: TrainConfig) -> Tuple[TrainConfig, int, Dict[str, Any]]:
     """Saved config (with this call's data/out/epochs), the epoch to start from, and saved state."""
-    path = out / LAST
+    path = out / last_checkpoint(config.task)
     if not path.is_file():
         raise EdgesegError(f"nothing to resume: {path} does not exist", hint="drop --resume to start a new run")
     payload = read_payload(path)
@@ -353,7 +368,7 @@ def evaluate(checkpoint: Path, data_dir: Path, *, threads: Optional[int] = None,
         else:
             metrics = _segmenter_metrics(model, loader, meta.thresholds, progress)
     metrics.update({
-        "task": meta.task, "checkpoint": {"file": Path(checkpoint).name, "sha256": meta.sha256}, "data": str(data_dir),
+        "task": meta.task, "checkpoint": {"file": str(checkpoint), "sha256": meta.sha256}, "data": str(data_dir),
         "skipped": {"count": len(data.problems), "problems": data.problems},
     })
     return metrics

@@ -1,0 +1,116 @@
+"""Real network services for the line-integration tests, started on 127.0.0.1 and stopped by them:
+a Mosquitto broker (Debian `mosquitto`) and an RTSP server (GStreamer's gst-rtsp-server, driven
+by Debian's python3-gi), each a separate process that a test can stop and start again on the
+same port to stage an outage. CI installs both (.ci/run); elsewhere a missing one skips."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: the one python3-gi and GStreamer's typelibs serve
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+
+
+def require(path: str, package: str, available: Optional[bool] = None) -> None:
+    """Skip without the program `path` (or when `available` is False), except on CI, whose
+    .ci/run installs `package`: there it fails."""
+    if available is None:
+        available = os.access(path, os.X_OK)
+    if not available:
+        message = f"{path} missing: apt-get install -y {package}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class _Service:
+    """A process on a fixed port that can be stopped and started again."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self._process: Optional[subprocess.Popen] = None
+
+    def command(self) -> List[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise TimeoutError(f"{self.command()[0]} did not start: {self.log.read_text()[-2000:]}") from None
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signum)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+class Mosquitto(_Service):
+    """Mosquitto listening on 127.0.0.1 only, with persistence: a persistent session's
+    subscriptions and queued QoS-1 messages survive a restart (SIGTERM saves the database)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(free_port(), folder / "mosquitto.log")
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {folder}/\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+
+    def command(self) -> List[str]:
+        return [MOSQUITTO, "-c", str(self.config)]
+
+
+class RtspServer(_Service):
+    """gst-rtsp-server on 127.0.0.1:port serving `clip` (MJPEG AVI, sent as RTP/JPEG in real
+    time) at rtsp://127.0.0.1:port/x, to every client from its first frame."""
+
+    def __init__(self, clip: Path, folder: Path) -> None:
+        super().__init__(free_port(), folder / "rtsp.log")
+        self.clip = clip
+        self.url = f"rtsp://127.0.0.1:{self.port}/x"
+
+    def command(self) -> List[str]:
+        return [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), str(self.clip)]
+
+
+def rtsp_server_available() -> bool:
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return False
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
