@@ -74,7 +74,7 @@ class FileSink(Sink):
             return
         self._closed = True
         try:
-            if self._finish() and self.frames > 0:
+            if self._finish() and self.frames > 0 and self.written is None:
                 self.written = self.staged.commit()
         except EdgesegError as exc:
             self.problem = self.problem or str(exc)
@@ -84,7 +84,12 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One record per line (edgeseg.edge.records), each line flushed as it is written.
+    """One record per line (edgeseg.edge.records), each line on disk as it is written.
+
+    Staged only until its first line is complete: then it takes the target's name and the run
+    goes on writing there, so a line's consumers (`tail -f`, a log shipper) see records as they
+    come and a power loss keeps every complete line under the expected name. With `append`
+    the first line opens the target itself for appending; nothing is touched before it.
 
     header: makes the header record, written as the first line, with the first frame's
     (called then, once the backends are active, so the record names their providers); with
@@ -96,7 +101,8 @@ class JsonlSink(FileSink):
         super().__init__(path, append=append)
         self._header = header
         self._fd: Optional[int] = None
-        self._size = 0  # bytes of complete lines in the temporary file
+        self._base = 0  # bytes the file held before this run (append)
+        self._size = 0  # bytes of complete lines this run wrote
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         lines = [frame_record(frame, result)]
@@ -110,20 +116,28 @@ class JsonlSink(FileSink):
         self._header = None  # written
         self._size += len(data)
         self.frames += 1
+        if self.written is None:  # the first complete line: from now on under its own name
+            self.written = self.path if self.staged.append else self.staged.commit()
 
     def _write(self, data: bytes) -> None:
         with disk_full_as_error(self.path):
             if self._fd is None:
-                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.staged.direct else os.O_TRUNC)
-                self._fd = os.open(self.staged.temp, flags, 0o666)
+                self._open()
             try:
                 view = memoryview(data)
                 while view:  # unbuffered: a line is on disk (page cache) once write returns
                     view = view[os.write(self._fd, view) :]
             except BaseException:
                 if not self.staged.direct:
-                    os.ftruncate(self._fd, self._size)  # no partial line
+                    os.ftruncate(self._fd, self._base + self._size)  # no partial line
                 raise
+
+    def _open(self) -> None:
+        if self.staged.append or self.staged.direct:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            self._base = os.fstat(self._fd).st_size if not self.staged.direct else 0
+        else:
+            self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
 
     def _finish(self) -> bool:
         if self._fd is not None:

@@ -39,10 +39,10 @@ def fill(folder: Path, leave: int = 0) -> None:
             pass
 
 
-def staged_lines(target: Path) -> int:
-    """Lines written so far to the hidden file a running `edgeseg run` stages `target` in
-    (edgeseg.files.StagedOutput: `.<stem>.<token>.part<suffix>`); 0 before the first."""
-    for temp in target.parent.glob(f".{target.stem}.*.part{target.suffix}"):
+def jsonl_lines(target: Path) -> int:
+    """Lines a running `edgeseg run` wrote so far to the JSONL `target` (staged until its first
+    line, then under its own name); 0 before the first."""
+    for path in (target, *target.parent.glob(f".{target.stem}.*.part{target.suffix}")):
         with contextlib.suppress(OSError):
-            return len(temp.read_text().splitlines())
+            return len(path.read_text().splitlines())
     return 0

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_media import count_video_frames, frames, write_video
-from full_disk import staged_lines
+from full_disk import jsonl_lines
 from edgeseg.cli import app
 from edgeseg.commands import run as run_command
 
@@ -94,7 +94,7 @@ def test_signal_mid_run_leaves_complete_jsonl_playable_video_and_a_summary(tiny_
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
-            if staged_lines(jsonl) >= 2 * FRAMES:  # the JSONL is staged until the run ends
+            if jsonl_lines(jsonl) >= 2 * FRAMES:
                 break
             time.sleep(0.05)
         assert process.poll() is None, process.communicate()[1]

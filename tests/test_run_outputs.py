@@ -16,7 +16,7 @@ from edge_media import count_video_frames, frames, write_video
 from edgeseg.cli import app
 from edgeseg.commands.run import usable_cores
 from edgeseg.edge.card import card_path
-from full_disk import fill, staged_lines, tiny_tmpfs
+from full_disk import fill, jsonl_lines, tiny_tmpfs
 
 FRAMES = 8
 
@@ -190,8 +190,8 @@ def test_sigint_exits_130_with_the_results_written(tiny_models, clip, tmp_path):
     jsonl = tmp_path / "run.jsonl"
     process = _start(tiny_models, clip, jsonl, "--rate", "50")
     try:
-        deadline = time.monotonic() + 60  # until frames flow: the staged JSONL appears with the first one
-        while time.monotonic() < deadline and process.poll() is None and not any(tmp_path.glob(".run.*")):
+        deadline = time.monotonic() + 60  # until frames flow: the JSONL appears with the first one
+        while time.monotonic() < deadline and process.poll() is None and not jsonl.exists():
             time.sleep(0.05)
         time.sleep(0.5)
         assert process.poll() is None, process.communicate()[1]

@@ -42,11 +42,11 @@ def _pair(index, image, with_mask=True):
 def test_jsonl_lines_are_flushed_as_written(tmp_path):
     path = tmp_path / "out" / "frames.jsonl"
     sink = JsonlSink(path)
+    assert not path.parent.exists()  # nothing before the first frame
     for i, image in enumerate(frames(3)):
         sink.write(*_pair(i, image))
-        lines = sink.staged.temp.read_text().splitlines()  # readable before close: flushed per line
+        lines = path.read_text().splitlines()  # under its name from the first line on, line by line
         assert len(lines) == i + 1
-    assert not path.exists()
     sink.close()
     assert sink.written == path and sorted(os.listdir(path.parent)) == ["frames.jsonl"]
     records = [json.loads(line) for line in path.read_text().splitlines()]

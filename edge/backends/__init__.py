@@ -24,12 +24,15 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import available
 
-BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "triton")  # triton: the whole cascade on a server (backends/triton.py)
+# triton runs the whole cascade on a server (backends/triton.py), so only `run` offers it;
+# MODEL_BACKENDS run one model here (build-engine, deploy, bench, open_backend).
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "triton")
+MODEL_BACKENDS = tuple(b for b in BACKENDS if b != "triton")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 IR_SUFFIXES = (".xml",)
 _NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
 
-__all__ = ["BACKENDS", "Backend", "artifact_backend", "auto_backend", "open_backend"]
+__all__ = ["BACKENDS", "MODEL_BACKENDS", "Backend", "artifact_backend", "auto_backend", "open_backend"]
 
 
 def artifact_backend(artifact: PathLike, card_format: str = "") -> str:

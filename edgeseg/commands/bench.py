@@ -32,12 +32,12 @@ from edgeseg.commands.common import (
     print_json,
     progress_bar,
 )
-from edgeseg.edge.backends import BACKENDS
+from edgeseg.edge.backends import MODEL_BACKENDS
 from edgeseg.errors import EdgesegError
 
 EXIT_INTERRUPTED = 130
-# The runtime's backends (contract: edgeseg.edge.backends.BACKENDS) plus the PyTorch eager baseline.
-BENCH_BACKENDS = tuple(b for b in BACKENDS if b != "auto") + ("pytorch",)
+# The runtime's one-model backends (edgeseg.edge.backends.MODEL_BACKENDS) plus the PyTorch eager baseline.
+BENCH_BACKENDS = tuple(b for b in MODEL_BACKENDS if b != "auto") + ("pytorch",)
 
 
 @cli_errors

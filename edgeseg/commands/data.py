@@ -1,7 +1,6 @@
 """`edgeseg data synth|check`: make a synthetic data set, or check a Severstal-layout folder."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 from rich.markup import escape

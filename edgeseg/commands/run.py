@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
-from edgeseg.commands.common import Backend, JsonOption, QuietOption, VerboseOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -153,7 +153,7 @@ def run(
         Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
     ] = None,
     backend: Annotated[
-        Backend,
+        RunBackend,
         typer.Option(
             "--backend",
             "-b",
@@ -216,7 +216,7 @@ def run(
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
-    from edgeseg.edge.backends import BACKENDS, open_backend
+    from edgeseg.edge.backends import open_backend
     from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
@@ -234,8 +234,6 @@ def run(
         raise typer.BadParameter(
             f"--video, --show and --submission take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)"
         )
-    if backend not in BACKENDS:
-        raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}")
     if append and jsonl is None:
         raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     if url is not None and backend != "triton":
