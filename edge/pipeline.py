@@ -311,14 +311,9 @@ class Pipeline:
             self._muxer.finish(camera.index)
 
     def _infer(self, results_q: "queue.Queue[Any]") -> None:
-        classifier, segmenter = self.classifier, self.segmenter
+        """The inference thread: activate, then run batches until the sources end or an abort."""
         try:
-            for backend, role in ((classifier, "classifier"), (segmenter, "segmenter")):
-                backend.activate()
-                _warm_up(backend)
-                self._backend_names[role] = backend.describe()
-            if classifier.max_batch is not None:  # at least one image per frame; tiles refine it later
-                self._batch_limit = min(self.max_batch, classifier.max_batch)
+            self._activate()
             self._ready.set()
             while not self._abort.is_set():
                 batch = self._muxer.next_batch(self._batch_limit, self.batch_timeout, _POLL)
@@ -331,8 +326,21 @@ class Pipeline:
             try:
                 self._put(results_q, _END)
             finally:
-                classifier.deactivate()
-                segmenter.deactivate()
+                self._deactivate()
+
+    def _activate(self) -> None:
+        """Load and warm up both backends on this (the inference) thread; fit the batch limit."""
+        classifier = self.classifier
+        for backend, role in ((classifier, "classifier"), (self.segmenter, "segmenter")):
+            backend.activate()
+            _warm_up(backend)
+            self._backend_names[role] = backend.describe()
+        if classifier.max_batch is not None:  # at least one image per frame; tiles refine it later
+            self._batch_limit = min(self.max_batch, classifier.max_batch)
+
+    def _deactivate(self) -> None:
+        self.classifier.deactivate()
+        self.segmenter.deactivate()
 
     def _infer_batch(self, batch: List[Entry], results_q: "queue.Queue[Any]") -> bool:
         """Classifier on every frame of the batch, segmenter on the gated ones; False when aborted."""

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from edgeseg.edge.card import ModelCard
-from edgeseg.edge.pipeline import _END, _POLL, Pipeline
+from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import FrameResult, Segmentation
 from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.rle import decode
@@ -230,23 +230,12 @@ class TritonPipeline(Pipeline):
         report["reconnects"] = self.cascade.reconnects
         return report
 
-    def _infer(self, results_q: Any) -> None:
-        """Pipeline._infer without local backends to activate."""
-        try:
-            self._backend_names.update({"classifier": self.cascade.describe(), "segmenter": self.cascade.describe()})
-            self._ready.set()
-            while not self._abort.is_set():
-                batch = self._muxer.next_batch(self._batch_limit, self.batch_timeout, _POLL)
-                if batch is None:
-                    break
-                if batch and not self._infer_batch(batch, results_q):
-                    return
-        finally:
-            self._ready.set()
-            try:
-                self._put(results_q, _END)
-            finally:
-                self.cascade.close()
+    def _activate(self) -> None:
+        """No local backend to load: the server holds the models."""
+        self._backend_names.update({"classifier": self.cascade.describe(), "segmenter": self.cascade.describe()})
+
+    def _deactivate(self) -> None:
+        self.cascade.close()
 
     def _infer_batch(self, batch: List[Any], results_q: Any) -> bool:
         taken = time.perf_counter()
