@@ -59,10 +59,18 @@ def test_choice_tuples_agree_with_their_definitions():
     from edgeseg.bench.variants import PRECISIONS
     from edgeseg.calibration.qdq import FLAVOURS, METHODS
     from edgeseg.commands.bench import BENCH_BACKENDS
-    from edgeseg.edge.backends import BACKENDS
+    from edgeseg.edge.backends import BACKENDS, MODEL_BACKENDS
 
     assert common.PRECISIONS == PRECISIONS and common.FLAVOURS == FLAVOURS and common.METHODS == METHODS
-    assert set(BENCH_BACKENDS) == (set(BACKENDS) - {"auto"}) | {"pytorch"}
+    assert set(BENCH_BACKENDS) == (set(MODEL_BACKENDS) - {"auto"}) | {"pytorch"}
+    assert set(BACKENDS) - set(MODEL_BACKENDS) == {"triton"}  # the cascade on a server: run only
+
+
+def test_triton_is_offered_by_run_only():
+    assert "triton" in runner.invoke(app, ["run", "--help"]).output
+    for command in (["bench"], ["build-engine", "x.onnx"], ["deploy", "x.pt"]):
+        result = runner.invoke(app, [*command, "--backend", "triton"])
+        assert result.exit_code == 2 and "triton" in result.output, command
 
 
 def test_quiet_hides_notes_and_verbose_adds_the_traceback(tmp_path):
