@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from bench_int8 import profile as ort_profile
+from bench_openvino_qdq import layer_profile as openvino_profile
 from edgeseg.bench.measure import Settings
 from edgeseg.bench.report import write_files
 from edgeseg.bench.suite import Options, run_bench, sample_feed
@@ -127,22 +128,6 @@ def torch_profile(checkpoint: Path, card: ModelCard, runs: int = 3) -> Dict[str,
                 model(x)
     totals = {event.key: event.self_cpu_time_total / runs / 1000.0 for event in prof.key_averages()}
     return {op: round(ms, 2) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
-
-
-def openvino_profile(path: Path, runs: int = 3) -> Dict[str, float]:
-    """ms per inference by executed layer type (OpenVINO PERF_COUNT), each the fastest of `runs`."""
-    from edgeseg.edge.backends.openvino import OpenVINOBackend
-
-    card = read_card(path)
-    feed = sample_feed(card, 1)
-    best: Dict[str, float] = {}
-    with OpenVINOBackend(path, card, cache_dir=None, profiling=True) as backend:
-        backend.infer(feed)
-        for _ in range(runs):
-            backend.infer(feed)
-            for layer, ms in backend.profile().items():
-                best[layer] = min(ms, best.get(layer, ms))
-    return {layer: round(ms, 2) for layer, ms in sorted(best.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
 
 
 def profiles(document: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
