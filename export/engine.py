@@ -291,15 +291,23 @@ def _fp16_variant(onnx: Path, scratch: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+def _cpu_build_inputs(
+    onnx: PathLike, out_dir: PathLike, options: BuildOptions, backend: str
+) -> Tuple[Path, Path, ModelCard, Profile, Tuple[int, ...]]:
+    """What every CPU artifact build starts from, checked before anything is written: the output
+    folder, the source ONNX and its card, the input profile and the output shape it gives."""
+    options.check(backend)
+    out = ensure_writable_dir(out_dir)
+    source, card = load_source(Path(onnx), options.precision, options.calibration)
+    profile = input_profile(source, card, options)
+    return out, source, card, profile, probe(source, card, profile)
+
+
 def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
     """`<name>.<precision>.ort.onnx`: the model with ONNX Runtime's graph optimisations applied and
     serialised, plus its card. fp16 optimises the FP16 variant, int8 the QDQ model."""
     started = time.perf_counter()
-    options.check("onnxruntime")
-    out = ensure_writable_dir(out_dir)
-    source, card = load_source(Path(onnx), options.precision, options.calibration)
-    profile = input_profile(source, card, options)
-    output_shape = probe(source, card, profile)
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "onnxruntime")
     ort = require("onnxruntime", "the ONNX Runtime build")
     target = artifact_path(source, out, options.precision, "onnxruntime")
     with _scratch(out) as scratch:
@@ -334,11 +342,7 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
     records the .bin's sha256: the runtime refuses an IR whose weights changed). fp16 compresses
     the FP32 model's weights to FP16 (OpenVINO's own FP16 IR), int8 converts the QDQ model."""
     started = time.perf_counter()
-    options.check("openvino")
-    out = ensure_writable_dir(out_dir)
-    source, card = load_source(Path(onnx), options.precision, options.calibration)
-    profile = input_profile(source, card, options)
-    output_shape = probe(source, card, profile)
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "openvino")
     ov = require("openvino", "the OpenVINO IR build")
     target = artifact_path(source, out, options.precision, "openvino")
     with _scratch(out) as scratch:
