@@ -54,7 +54,7 @@ import numpy as np
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.latency import LatencyRecorder
 from edgeseg.edge.muxer import Entry, StreamMuxer
-from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation, defect_probability
+from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame, Source
@@ -391,32 +391,13 @@ class Pipeline:
         return True
 
     def _output(self, results_q: "queue.Queue[Any]") -> None:
-        classes = self.segmenter.card.classes
         while True:
             item = self._get(results_q)
             if item is _END:
                 return
             frame, probability, gated, maps, stages, queued = item
-            height, width = frame.image.shape[:2]
-            started = time.perf_counter()
-            stages["queue"] += started - queued
-            if maps is not None:
-                segmentation = self.post(maps, (height, width))
-            else:
-                segmentation = Segmentation(areas={name: 0 for name in classes})
-            stages["postprocess"] = time.perf_counter() - started
-            result = FrameResult(
-                index=frame.index,
-                source=frame.source,
-                timestamp=frame.timestamp,
-                height=height,
-                width=width,
-                defect_probability=probability,
-                gated=gated,
-                segmentation=segmentation,
-                latency=stages,
-                gate=self.gate,
-            )
+            stages["queue"] += time.perf_counter() - queued
+            result = self.post.frame_result(frame, maps, probability, gated, stages, self.gate)
             started = time.perf_counter()
             for sink in self.sinks:
                 sink.write(frame, result)

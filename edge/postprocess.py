@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from edgeseg.edge.card import ModelCard
 from edgeseg.edge.preprocess import to_frame
 from edgeseg.edge.rle import encode
 from edgeseg.errors import EdgesegError
+
+if TYPE_CHECKING:  # sources imports cv2 capture code the post-processing does not need
+    from edgeseg.edge.sources import Frame
 
 
 def _sigmoid(x: float) -> float:
@@ -82,6 +85,28 @@ class MaskPostprocess:
         self.min_area = [int(a) for a in min_area]
         sigmoid = card.output_activation == "sigmoid"
         self._cut = [(_logit(p) if sigmoid else p) for p in self.probability]
+
+    def frame_result(
+        self, frame: "Frame", maps: Optional[np.ndarray], probability: float, gated: bool, stages: Dict[str, float], gate: float
+    ) -> "FrameResult":
+        """One frame's result: its masks from the segmenter `maps` (None: not segmented, every
+        class empty), the time that took added to `stages` as "postprocess"."""
+        height, width = frame.image.shape[:2]
+        started = time.perf_counter()
+        segmentation = self(maps, (height, width)) if maps is not None else Segmentation(areas={name: 0 for name in self.classes})
+        stages["postprocess"] = time.perf_counter() - started
+        return FrameResult(
+            index=frame.index,
+            source=frame.source,
+            timestamp=frame.timestamp,
+            height=height,
+            width=width,
+            defect_probability=probability,
+            gated=gated,
+            segmentation=segmentation,
+            latency=stages,
+            gate=gate,
+        )
 
     def __call__(self, maps: np.ndarray, frame_shape: Tuple[int, int]) -> Segmentation:
         if maps.ndim != 4 or maps.shape[1] != len(self.classes):

@@ -31,7 +31,7 @@ import numpy as np
 
 from edgeseg.edge.card import ModelCard
 from edgeseg.edge.pipeline import Pipeline
-from edgeseg.edge.postprocess import FrameResult, Segmentation
+from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation
 from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.rle import decode
 from edgeseg.edge.sinks import Sink
@@ -205,6 +205,14 @@ class _RemoteModel:
         return self.served_by
 
 
+class _ServerSegmentation(MaskPostprocess):
+    """The server post-processed already: what a frame carries in place of maps is its
+    Segmentation (result_from_record), kept as it is."""
+
+    def __call__(self, maps: Any, frame_shape: Tuple[int, int]) -> Segmentation:
+        return maps
+
+
 class TritonPipeline(Pipeline):
     """The Pipeline (one capture thread per camera, batching across cameras, sinks, latency
     report, stop/abort) with the inference stage on a Triton server: each batch of frames is one
@@ -220,7 +228,7 @@ class TritonPipeline(Pipeline):
             _RemoteModel(cascade.classifier_card, Path(cascade.address, cascade.model, "classifier"), served_by),  # type: ignore[arg-type]
             _RemoteModel(cascade.segmenter_card, Path(cascade.address, cascade.model, "segmenter"), served_by),  # type: ignore[arg-type]
             sinks,
-            postprocess=lambda segmentation, _shape: segmentation,  # type: ignore[arg-type,return-value]
+            postprocess=_ServerSegmentation(cascade.segmenter_card),
             **settings,
         )
         self.cascade = cascade

@@ -26,7 +26,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from edgeseg.edge.card import ModelCard
-from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation, defect_probability
+from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess, to_gray
 from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
@@ -100,22 +100,7 @@ class TritonPythonModel:
             maps = dict(zip(gated, self._infer("segmenter", self.segmenter, seg_tensors, stages, gated)))
         records = []
         for i, (frame, gate) in enumerate(work):
-            height, width = frame.image.shape[:2]
-            started = time.perf_counter()
-            segmentation = self.post(maps[i], (height, width)) if i in maps else Segmentation(areas={n: 0 for n in self.segmenter.classes})
-            stages[i]["postprocess"] = time.perf_counter() - started
-            result = FrameResult(
-                index=frame.index,
-                source=frame.source,
-                timestamp=frame.timestamp,
-                height=height,
-                width=width,
-                defect_probability=probabilities[i],
-                gated=i in maps,
-                segmentation=segmentation,
-                latency=stages[i],
-                gate=gate,
-            )
+            result = self.post.frame_result(frame, maps.get(i), probabilities[i], i in maps, stages[i], gate)
             records.append(json.dumps(frame_record(frame, result), separators=(",", ":")).encode())
         return records
 
