@@ -12,7 +12,8 @@ ov = pytest.importorskip("openvino")
 
 from edgeseg.cli import app  # noqa: E402
 from edgeseg.edge.backends import auto_backend, open_backend  # noqa: E402
-from edgeseg.edge.backends.openvino import OpenVINOBackend, default_cache_dir  # noqa: E402
+from edgeseg.edge.backends import openvino as ov_backend  # noqa: E402
+from edgeseg.edge.backends.openvino import OpenVINOBackend, default_cache_dir, inexact_int8_reason, symmetric_int8_exact  # noqa: E402
 from edgeseg.edge.card import card_path, read_card  # noqa: E402
 from edgeseg.errors import EdgesegError  # noqa: E402
 
@@ -70,11 +71,44 @@ def test_both_qdq_flavours_compute_what_onnx_runtime_computes_and_fp16_stays_clo
     fp16 = onnx_to_fp16(seg, tmp_path / "segmenter.fp16.onnx").onnx
     x = _input(read_card(seg), 2, seed=4)
     for path, reference in ((qdq["cpu"], qdq["cpu"]), (qdq["trt"], qdq["trt"]), (fp16, seg)):
-        with open_backend(path, "openvino", ov_options={"cache_dir": None}) as backend:
-            assert backend.card.artifact["precision"] in ("int8", "fp16")
-            got = backend.infer({backend.card.input.name: x})[backend.card.output.name]
-        want = _ort(reference, x)
-        assert got.shape == want.shape and _rel(got, want) < 0.05, path.name
+        got = _openvino_or_refused(path, x)
+        if got is not None:
+            want = _ort(reference, x)
+            assert got.shape == want.shape and _rel(got, want) < 0.05, path.name
+
+
+def _openvino_or_refused(path, x):
+    """OpenVINO's output for `x`, or None where the product says OpenVINO computes this model
+    wrongly on this CPU (then activation must refuse it, naming the fix): either way no wrong
+    answer passes silently, on AVX2, AVX-512-VNNI and AMX alike."""
+    backend = open_backend(path, "openvino", ov_options={"cache_dir": None})
+    if inexact_int8_reason(backend.card):
+        with pytest.raises(EdgesegError, match="saturates.*--flavour cpu"):
+            backend.activate()
+        return None
+    with backend:
+        assert backend.card.artifact["precision"] in ("int8", "fp16", "fp32")
+        return backend.infer({backend.card.input.name: x})[backend.card.output.name].copy()
+
+
+def test_the_trt_int8_flavour_is_refused_and_not_picked_where_openvino_would_saturate(qdq, monkeypatch):
+    """The rule itself, on every machine: x86 without VNNI/AMX saturates symmetric int8."""
+    assert not symmetric_int8_exact(["avx", "avx2", "fma"])
+    assert symmetric_int8_exact(["avx2", "avx512_vnni"]) and symmetric_int8_exact(["avx2", "avx_vnni"]) and symmetric_int8_exact(["asimd"])
+    import onnxruntime
+
+    cpu_only = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+    for exact in (False, True):
+        monkeypatch.setattr(ov_backend, "symmetric_int8_exact", lambda simd=None, exact=exact: exact)
+        trt_card, cpu_card = read_card(qdq["trt"]), read_card(qdq["cpu"])
+        assert bool(inexact_int8_reason(trt_card)) is not exact and not inexact_int8_reason(cpu_card)
+        assert not inexact_int8_reason(trt_card, device="GPU")
+        if cpu_only:
+            assert auto_backend(qdq["trt"], trt_card) == ("openvino" if exact else "onnxruntime")
+            assert auto_backend(qdq["cpu"], cpu_card) == "openvino"
+        if not exact:
+            with pytest.raises(EdgesegError, match="saturates"):
+                open_backend(qdq["trt"], "openvino", ov_options={"cache_dir": None}).activate()
 
 
 def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
@@ -98,8 +132,8 @@ def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
     assert result.exit_code == 0, result.output
     int8 = read_card(out / "segmenter.int8.xml")
     assert int8.artifact["precision"] == "int8" and int8.artifact["flavour"] == "trt"
-    with open_backend(out / "segmenter.int8.xml", ov_options={"cache_dir": None}) as backend:
-        assert _rel(backend.infer({card.input.name: x})[card.output.name], _ort(qdq["trt"], x)) < 0.05
+    got = _openvino_or_refused(out / "segmenter.int8.xml", x)
+    assert got is None or _rel(got, _ort(qdq["trt"], x)) < 0.05
 
     weights = xml.with_suffix(".bin")
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
@@ -177,13 +211,15 @@ def test_onnx_runtime_names_the_faster_file_for_the_tensorrt_int8_form_once(qdq,
     from edgeseg.edge.backends import onnxruntime as ort_backend
     from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 
-    monkeypatch.setattr(ort_backend, "_warned", set())  # other tests of this session ran these files
-
-    with caplog.at_level(logging.WARNING, logger="edgeseg"):
-        for _ in range(2):
-            with OnnxRuntimeBackend(qdq["trt"], read_card(qdq["trt"])) as backend:
-                assert qdq["cpu"].name in backend.describe()
-        with OnnxRuntimeBackend(qdq["cpu"], read_card(qdq["cpu"])) as backend:
-            assert "TensorRT form" not in backend.describe()
-    warnings = [r.getMessage() for r in caplog.records if "TensorRT form" in r.getMessage()]
-    assert len(warnings) == 1 and qdq["cpu"].name in warnings[0] and "--backend openvino" in warnings[0]
+    for exact in (True, False):  # OpenVINO is advised only where it computes the trt flavour right
+        monkeypatch.setattr(ort_backend, "_warned", set())  # other tests of this session ran these files
+        monkeypatch.setattr(ov_backend, "symmetric_int8_exact", lambda simd=None, exact=exact: exact)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edgeseg"):
+            for _ in range(2):
+                with OnnxRuntimeBackend(qdq["trt"], read_card(qdq["trt"])) as backend:
+                    assert qdq["cpu"].name in backend.describe()
+            with OnnxRuntimeBackend(qdq["cpu"], read_card(qdq["cpu"])) as backend:
+                assert "TensorRT form" not in backend.describe()
+        warnings = [r.getMessage() for r in caplog.records if "TensorRT form" in r.getMessage()]
+        assert len(warnings) == 1 and qdq["cpu"].name in warnings[0] and ("--backend openvino" in warnings[0]) is exact

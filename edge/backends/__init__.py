@@ -9,7 +9,10 @@ What `auto` picks (`auto_backend`):
   .onnx                                   -> onnxruntime when its CUDA provider is there (a GPU
                                              machine), else openvino when it is installed (the
                                              faster CPU runtime on x86, INT8 especially:
-                                             benchmarks/results/bench_cpu.md), else onnxruntime.
+                                             benchmarks/results/bench_cpu.md) and computes the
+                                             model right on this CPU (not the `trt` INT8 flavour
+                                             without VNNI: openvino.inexact_int8_reason), else
+                                             onnxruntime.
   An ONNX Runtime-optimised `.ort.onnx` (build-engine --backend onnxruntime) stays onnxruntime:
   its fused com.microsoft nodes are ONNX Runtime's own.
 """
@@ -66,7 +69,11 @@ def auto_backend(artifact: PathLike, card: ModelCard) -> str:
     made_for = artifact_backend(artifact, str(card.artifact.get("format", "")))
     if made_for != "onnxruntime" or _ort_only(card) or _ort_has_cuda():
         return made_for
-    return "openvino" if available("openvino") else "onnxruntime"
+    if not available("openvino"):
+        return "onnxruntime"
+    from edgeseg.edge.backends.openvino import inexact_int8_reason
+
+    return "onnxruntime" if inexact_int8_reason(card) else "openvino"
 
 
 def open_backend(

@@ -17,7 +17,7 @@ from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import ModelCard, TensorSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
-from edgeseg.lazy import require
+from edgeseg.lazy import available, require
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 _log = logging.getLogger("edgeseg")
@@ -180,7 +180,12 @@ def slow_flavour_note(artifact: Path, made_as: Dict[str, Any]) -> str:
         return ""
     faster = artifact.with_name(artifact.name.replace(".int8.trt.", ".int8.cpu."))
     instead = f"run {faster.name} beside it" if faster != artifact and faster.is_file() else "make the `cpu` flavour with `edgeseg calibrate --flavour cpu`"
-    return f"{artifact.name} is the TensorRT form of INT8, slower than FP32 on ONNX Runtime's CPU provider: {instead}, or use --backend openvino"
+    if available("openvino"):
+        from edgeseg.edge.backends.openvino import symmetric_int8_exact
+
+        if symmetric_int8_exact():  # OpenVINO runs it fast and right only where int8 does not saturate
+            instead += ", or use --backend openvino"
+    return f"{artifact.name} is the TensorRT form of INT8, slower than FP32 on ONNX Runtime's CPU provider: {instead}"
 
 
 def _spec(node: Any) -> TensorSpec:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -42,6 +42,8 @@ _CARD_PRECISION = {"fp32": "f32", "int8": None, "fp16": None}
 DEFAULT_HINT = "LATENCY"
 CACHE_ENV = "EDGESEG_OPENVINO_CACHE"  # a folder, or "" / "off" to compile every time
 IR_SUFFIXES = (".xml",)
+# CPU features whose int8 dot products do not saturate (VNNI's vpdpbusd, AMX tiles).
+_EXACT_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # OpenVINO element type names -> numpy names used in cards
 _DTYPES = {
     "f32": "float32",
@@ -85,6 +87,35 @@ def devices() -> List[Dict[str, str]]:
             name = "?"
         found.append({"device": device, "name": name})
     return found
+
+
+def symmetric_int8_exact(simd: Optional[Sequence[str]] = None) -> bool:
+    """Whether OpenVINO's CPU plugin computes the `trt` INT8 flavour (symmetric int8
+    activations) right on this CPU; `simd` defaults to this machine's flags (envinfo.cpu_info).
+
+    An x86 CPU without VNNI or AMX multiplies int8 with AVX2's vpmaddubsw, whose int16 pair sums
+    saturate. OpenVINO shifts s8 activations to u8 (+128) to use it, so large products clip: on
+    an AVX2 EPYC the demo classifier's `trt` QDQ was rel L2 0.39 from ONNX Runtime, the tests'
+    tiny model 0.73 (the `cpu` flavour, u8 activations: 0.017). ARM CPUs and x86 CPUs with
+    AVX512-VNNI, AVX-VNNI or AMX are exact (rel L2 < 0.02 on the AMX Xeon).
+    """
+    if simd is None:
+        from edgeseg.envinfo import cpu_info
+
+        simd = cpu_info()["simd"]
+    return "avx2" not in simd or any(flag in simd for flag in _EXACT_INT8_FLAGS)
+
+
+def inexact_int8_reason(card: ModelCard, device: str = "CPU") -> str:
+    """Why OpenVINO on `device` would compute this model wrongly here; "" when it will not."""
+    if not device.upper().startswith("CPU") or card.artifact.get("precision") != "int8" or card.artifact.get("flavour") != "trt":
+        return ""
+    if symmetric_int8_exact():
+        return ""
+    return (
+        "its `trt` INT8 flavour (symmetric int8 activations) saturates in OpenVINO's int8 kernels on a CPU "
+        "without VNNI or AMX, such as this one (AVX2): the outputs would be wrong"
+    )
 
 
 class OpenVINOBackend(Backend):
@@ -175,6 +206,12 @@ class OpenVINOBackend(Backend):
                 hint="pick one of those (edgeseg info lists them), or leave the device to the default CPU",
             )
         _check_weights(self.artifact, self.card)
+        reason = inexact_int8_reason(self.card, self.device)
+        if reason:
+            raise EdgesegError(
+                f"OpenVINO cannot run {self.artifact} on this CPU: {reason}",
+                hint="make the `cpu` flavour (`edgeseg calibrate --flavour cpu`) for OpenVINO, or run this model with --backend onnxruntime",
+            )
         if self.cache_dir is not None:
             try:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)

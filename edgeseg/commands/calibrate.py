@@ -244,9 +244,15 @@ def _accuracy(
         unavailable["fp16"] = str(exc)
     for r in results:
         variants.setdefault(f"int8-{r.flavour}", {})[read_card(r.path).task] = r.path
-    if available("openvino"):  # the same files through the other CPU runtime
+    if available("openvino"):  # the same files through the other CPU runtime, where it computes them right
+        from edgeseg.edge.backends.openvino import inexact_int8_reason
+
         for label in [label for label in variants if label != "fp16"]:
-            variants[f"{OPENVINO}{label}"] = variants[label]
+            reasons = [reason for reason in map(inexact_int8_reason, map(read_card, variants[label].values())) if reason]
+            if reasons:
+                unavailable[f"{OPENVINO}{label}"] = reasons[0]
+            else:
+                variants[f"{OPENVINO}{label}"] = variants[label]
     data = load_validation(validation, validation_count, seed)
     total = len(data) * sum(len(v) for v in variants.values())
     with progress_bar(quiet) as progress:
