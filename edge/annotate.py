@@ -124,20 +124,23 @@ def labels(
     min_area: Optional[Sequence[int]] = None,
 ) -> List[Label]:
     """Every text of a frame's annotation, none overlapping another: the header (index and gate
-    decision) top left, the legend (colour, class, area) top right or on the second line when
-    the frame is narrow, then one name per boxed class near its largest box (where a free spot remains)."""
+    decision) top left, on several lines when the frame is narrower than it, the legend (colour,
+    class, area) top right or below the header when the frame is narrow, then one name per boxed class near its largest box (where a free spot remains)."""
     height, width = shape
     colours = _colours(classes)
     placed: List[Label] = []
     gate = None if math.isnan(result.gate) else result.gate  # NaN: a result made without a pipeline
     header = f"#{result.index}  {gate_text(result.defect_probability, gate, result.gated)}"
-    placed.append(Label(header, (6, 16), _rect(header, (6, 16)), WHITE))
+    line = _size("Ag")[1] + _size("Ag")[2] + 6
+    y = 16
+    for text in _wrap(header, width - 12):  # a frame narrower than the header gets it on several lines
+        placed.append(Label(text, (6, y), _rect(text, (6, y)), WHITE))
+        y += line
     entries = [f"{display_name(name)} {int(result.segmentation.areas.get(name, 0))}px" for name in classes]
     pad = SWATCH + 4
     total = sum(_size(text)[0] + pad + 12 for text in entries)
     x = width - total
-    line = _size("Ag")[1] + _size("Ag")[2] + 6
-    y = 16 if x > placed[0].rect[2] + 8 else 16 + line
+    y = 16 if len(placed) == 1 and x > placed[0].rect[2] + 8 else y
     x = max(x, 6)
     for name, text in zip(classes, entries):
         if x + _size(text)[0] + pad > width and x > 6:  # wrap onto the next line
@@ -173,6 +176,20 @@ def _boxed(result: FrameResult, floor: Dict[str, int]) -> List[Dict[str, Any]]:
 def _size(text: str) -> Tuple[int, int, int]:
     (w, h), base = cv2.getTextSize(text, FONT, SCALE, 1)
     return w, h, base
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    """`text` broken at spaces into lines at most `width` pixels wide (measured in this
+    OpenCV's font: glyph widths differ between OpenCV releases); a word wider than `width` stays
+    whole on its own line."""
+    lines: List[str] = []
+    for word in text.split(" "):
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and _size(joined)[0] <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return [line.strip() for line in lines]
 
 
 def _rect(text: str, origin: Tuple[int, int]) -> Rect:

@@ -4,12 +4,41 @@ Model fixtures (export helper): tiny random-init models made through the real ex
 runtime, INT8 and benchmark tests run on genuine ONNX files with genuine cards in seconds.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
+
+# Typer prints usage errors in a rich box as wide as the terminal, wrapping a long temp path
+# into the message; the tests read the message, so that box gets room for any line (before
+# typer is imported: it reads the variable once). Tables still follow COLUMNS.
+os.environ.setdefault("TERMINAL_WIDTH", "1000")
+# Machine-independence check (tests/run.sh's second pass): text measured by OpenCV comes out
+# this many times wider, as another OpenCV release's font may, so a test that depends on this
+# OpenCV's glyph widths fails where it is written.
+FONT_SCALE_ENV = "EDGESEG_TEST_FONT_SCALE"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _other_font_metrics():
+    scale = float(os.environ.get(FONT_SCALE_ENV) or 1.0)
+    if scale == 1.0:
+        yield
+        return
+    import cv2
+
+    measure = cv2.getTextSize
+
+    def wider(text, font, font_scale, thickness):
+        (width, height), baseline = measure(text, font, font_scale, thickness)
+        return (int(round(width * scale)), height), baseline
+
+    cv2.getTextSize = wider
+    yield
+    cv2.getTextSize = measure
 
 # Tiny sizes: segmenter 64x320 (same 1:5 aspect as a 256x1600 strip), classifier 32x160.
 TINY_INPUT = {"segmenter": (64, 320), "classifier": (32, 160)}

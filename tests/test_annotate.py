@@ -42,6 +42,10 @@ def test_labels_never_cover_each_other_even_when_boxes_coincide():
         for a, b in itertools.combinations(placed, 2):
             assert not _overlap(a.rect, b.rect), (shape, a.text, b.text)
         assert all(0 <= label.rect[0] and label.rect[2] < shape[1] + 4 for label in placed)
+        legend = [label.text for label in placed if label.swatch is not None]
+        assert legend == [f"class {name} 800px" for name in CLASSES]  # every class, in order
+        if shape[0] >= 96:  # the header, legend and names all fit on a frame of a strip's proportions
+            assert all(0 <= label.rect[1] and label.rect[3] < shape[0] + 4 for label in placed)
 
 
 def test_specks_under_the_class_min_area_get_no_box_and_no_label():

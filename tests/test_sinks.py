@@ -9,7 +9,7 @@ import pytest
 
 from edge_media import count_video_frames, frames
 from edgeseg.edge.postprocess import FrameResult, Segmentation
-from edgeseg.edge.annotate import annotate
+from edgeseg.edge.annotate import annotate, labels
 from edgeseg.edge.records import validate_record
 from edgeseg.edge.rle import encode
 from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
@@ -85,11 +85,20 @@ def test_video_sink_writes_a_playable_annotated_video(tmp_path):
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
     ok, first = capture.read()
     assert ok and first.shape == images[0].shape
-    # the masked region is tinted red (BGR), the rest stays gray
-    tinted = first[14:26, 50:110].astype(int)
-    assert (tinted[..., 2] - tinted[..., 0]).mean() > 40
-    plain = first[60:80, 300:400].astype(int)
-    assert abs((plain[..., 2] - plain[..., 0]).mean()) < 10
+    # the masked region is tinted red (BGR) where no label covers it, the rest stays gray
+    frame, result = _pair(0, images[0])
+    free = np.ones(first.shape[:2], bool)
+    for label in labels(first.shape[:2], result, CLASSES):
+        x0, y0, x1, y1 = label.rect
+        free[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = False
+    inside = free & (result.segmentation.masks["1"] > 0)
+    inside[10:30, 40:120] &= np.pad(np.ones((16, 76), bool), 2)  # away from the outline and codec bleed
+    assert inside.sum() >= 50, "the labels cover the masked region: the test frame is too small for them"
+    pixels = first.astype(int)
+    assert (pixels[..., 2] - pixels[..., 0])[inside].mean() > 40
+    outside = free.copy()
+    outside[:, :140] = False  # right of the mask (columns 40-119), its outline and its box
+    assert abs((pixels[..., 2] - pixels[..., 0])[outside].mean()) < 10
 
 
 def test_video_sink_scales_frames_of_another_size(tmp_path):
