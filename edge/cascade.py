@@ -4,8 +4,8 @@ A Cascade works in three steps, so a pipeline can give each to its own thread wh
 who has one frame in hand simply calls `results`:
 
   prepare(frame) -> Prepared       any thread (a pipeline's capture threads): the model input
-  infer(batch)   -> [Inferred]     the thread that activated it: the models, each run in batches
-                                   of at most what it accepts (its `max_batch`)
+  infer(batch)   -> [Inferred]     one thread at a time (a pipeline's inference thread): the
+                                   models, each run in batches of at most what it accepts
   finish(item)   -> FrameResult    any thread (a pipeline's output thread): masks, areas, RLE, boxes
 
 Two implementations: `LocalCascade` drives two Backends (ONNX Runtime, OpenVINO, TensorRT, or
@@ -132,8 +132,8 @@ class Cascade(abc.ABC):
     @abc.abstractmethod
     def infer(self, batch: Sequence[Prepared], gate: Optional[float] = None) -> List[Inferred]:
         """Classifier on every frame, segmenter on those whose probability is >= `gate`
-        (default `self.gate`); one Inferred per frame, in order. Call it on the thread that
-        activated the cascade."""
+        (default `self.gate`); one Inferred per frame, in order. One caller at a time; the
+        backends' threading contract holds (edgeseg.edge.backends.base)."""
 
     def finish(self, item: Inferred) -> FrameResult:
         """The frame's result (masks, areas, RLE, boxes); the time it took is its "postprocess"
@@ -146,8 +146,8 @@ class Cascade(abc.ABC):
 
     @property
     def frame_limit(self) -> Optional[int]:
-        """Most frames one `infer` call runs in a single model call (None: no limit); a batch
-        may be larger, it is then split."""
+        """Most frames one `infer` call runs in a single model call or request (None: no
+        limit); a larger batch is split."""
         return None
 
     @abc.abstractmethod

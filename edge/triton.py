@@ -136,9 +136,10 @@ class TritonCascade(Cascade):
 
     def infer(self, batch: Sequence[Prepared], gate: Optional[float] = None) -> List[Inferred]:
         """Each frame's record, as the server's cascade wrote it, as the frame's `output`.
-        Frames of one size (one camera, or a line of equal cameras) go in one request, so they
-        stay one batch. Stages: the server's preprocess / classifier / segmenter, and "triton":
-        the rest of the round trip (network, server queueing and post-processing)."""
+        Frames of one size (one camera, or a line of equal cameras) go in one request (up to the
+        cascade's max_batch_size), so they stay one batch. Stages: the server's preprocess /
+        classifier / segmenter, and "triton": the rest of the round trip (network, server
+        queueing and post-processing)."""
         threshold = self.gate if gate is None else check_gate(gate)
         groups: Dict[Tuple[int, ...], List[int]] = {}
         for i, prepared in enumerate(batch):
@@ -146,9 +147,11 @@ class TritonCascade(Cascade):
         records: List[Dict[str, Any]] = [{} for _ in batch]
         began = time.perf_counter()
         for members in groups.values():
-            answers = self._request(np.stack([batch[i].tensor for i in members]), [batch[i].frame for i in members], threshold)
-            for i, record in zip(members, answers):
-                records[i] = record
+            step = self._max_batch or len(members)
+            for chunk in (members[start : start + step] for start in range(0, len(members), step)):
+                answers = self._request(np.stack([batch[i].tensor for i in chunk]), [batch[i].frame for i in chunk], threshold)
+                for i, record in zip(chunk, answers):
+                    records[i] = record
         round_trip = time.perf_counter() - began
         items = []
         for prepared, record in zip(batch, records):

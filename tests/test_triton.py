@@ -248,6 +248,20 @@ def test_four_clients_get_the_records_of_local_runs_in_shared_batches(served, ti
         assert sum(batched.values()) > 0, f"{model}: Triton formed no batch above 1 ({after})"
 
 
+def test_inspector_on_triton_gives_the_local_records_for_a_batch_above_max_batch(served, tiny_models):
+    """Ten frames to a cascade of max_batch_size 8: split in requests the server accepts, each
+    record what the local cascade makes of the same frame."""
+    from edgeseg.inspector import Inspector
+
+    images = [image[:, :, 0] for image in frames(10, seed=5)]
+    with Inspector(backend="triton", url=served.grpc_url, gate=0.0) as remote:
+        got = remote(images)
+    with Inspector(tiny_models["classifier"], tiny_models["segmenter"], backend="onnxruntime", gate=0.0) as local:
+        expected = local(images)
+    assert [r["frame"] for r in got] == list(range(10)) and all(r["gated"] for r in got)
+    _same([{k: v for k, v in r.items() if k not in VOLATILE} for r in got], [{k: v for k, v in r.items() if k not in VOLATILE} for r in expected])
+
+
 def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, clips, tmp_path, caplog):
     repo = onnx_to_triton_repository(tiny_models["classifier"], tiny_models["segmenter"], tmp_path / "repo", RepositoryOptions(stand_in=True))
     server = _start(repo, tmp_path / "server.log")
