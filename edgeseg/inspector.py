@@ -117,7 +117,8 @@ class Inspector:
         if isinstance(image, Frame):
             return image
         if not isinstance(image, np.ndarray):
-            raise UsageError(f"a frame is a numpy uint8 image or an edgeseg Frame, got {type(image).__name__}", hint="e.g. cv2.imread(path)")
+            hint = "cv2.imread returns None for a file it cannot read" if image is None else "e.g. cv2.imread(path)"
+            raise UsageError(f"a frame is a numpy uint8 image or an edgeseg Frame, got {type(image).__name__}", hint=hint)
         frame = Frame(index=self._count, image=image, timestamp=time.perf_counter(), source="array", captured_at=time.time())
         self._count += 1
         return frame
