@@ -29,6 +29,7 @@ from services import Mosquitto  # noqa: E402  (the tests' broker helper: one way
 from edgeseg.bench.report import write_results  # noqa: E402
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_CLIP, DEMO_SEGMENTER  # noqa: E402
 from edgeseg.edge.backends import open_backend  # noqa: E402
+from edgeseg.edge.cascade import LocalCascade  # noqa: E402
 from edgeseg.edge.mqtt import MqttSink  # noqa: E402
 from edgeseg.edge.pipeline import Pipeline  # noqa: E402
 from edgeseg.edge.sinks import Sink  # noqa: E402
@@ -53,7 +54,7 @@ def defect_results(frames: int) -> List[Tuple[Any, Any]]:
     keep = _Keep()
     with open_source(str(DEMO_CLIP)) as source:
         classifier, segmenter = open_backend(DEMO_CLASSIFIER, "onnxruntime"), open_backend(DEMO_SEGMENTER, "onnxruntime")
-        Pipeline(source, classifier, segmenter, [keep], gate=0.0, max_frames=frames).run()
+        Pipeline(source, LocalCascade(classifier, segmenter, gate=0.0), [keep], max_frames=frames).run()
     if not keep.pairs:
         raise SystemExit("the demo models found no defect on the clip: nothing to publish")
     return keep.pairs

@@ -41,6 +41,7 @@ from edgeseg.data.clip import strip_frames, write_clip
 from edgeseg.bench.report import write_results
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import ModelCard, read_card
+from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import defect_probability
 from edgeseg.edge.preprocess import preprocess
@@ -136,7 +137,7 @@ def pipeline_run(video: Path, models: Dict[str, Path], gate: float, backend: str
     jsonl = folder / "frames.jsonl"
     backends = _backends(models, backend, threads, spin)
     with open_source(video) as source, JsonlSink(jsonl) as sink:
-        report = Pipeline(source, backends["classifier"], backends["segmenter"], [sink], gate=gate).run()
+        report = Pipeline(source, LocalCascade(backends["classifier"], backends["segmenter"], gate=gate), [sink]).run()
     decisions = [json.loads(line)["gated"] for line in jsonl.read_text().splitlines()]
     return report["fps"], decisions, report
 

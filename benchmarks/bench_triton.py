@@ -3,7 +3,7 @@
 A tritonserver (a stock one, or nvidia-pytriton's with Python-backend stand-ins running edgeseg's
 ONNX Runtime backend) serves the repository `edgeseg serve` writes. Each client is a closed loop
 like perf_analyzer's concurrency mode: it sends its next strip when the previous record came
-back (edgeseg.edge.backends.triton.TritonCascade, gRPC). Per level: total frames per second,
+back (edgeseg.edge.triton.TritonCascade, gRPC). Per level: total frames per second,
 p50 / p99 request latency, and the batch sizes Triton formed for the cascade and both models
 (from its statistics API, the difference over the level). Levels run in rounds, the order
 reversed every other round, so a drift of the machine's load spreads over all levels; the FPS
@@ -28,7 +28,7 @@ import numpy as np
 from edgeseg.bench.report import write_results
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames
-from edgeseg.edge.backends.triton import TritonCascade
+from edgeseg.edge.triton import TritonCascade
 from edgeseg.edge.sources import Frame
 from edgeseg.envinfo import benchmark_environment
 from edgeseg.serve import server as triton
@@ -52,6 +52,8 @@ def batch_counts(url: str) -> Dict[str, Dict[int, int]]:
 def level(url: str, clients: int, images: Sequence[np.ndarray]) -> Dict[str, Any]:
     """`clients` closed-loop clients, each sending every image once; wall time and latencies."""
     cascades = [TritonCascade(url) for _ in range(clients)]
+    for cascade in cascades:
+        cascade.activate()
     latencies: List[List[float]] = [[] for _ in range(clients)]
     errors: List[BaseException] = []
     start = threading.Barrier(clients + 1)
@@ -62,7 +64,7 @@ def level(url: str, clients: int, images: Sequence[np.ndarray]) -> Dict[str, Any
             for index, image in enumerate(images):
                 frame = Frame(index=index, image=image, timestamp=time.perf_counter(), source=f"client{i}")
                 began = time.perf_counter()
-                cascades[i].infer([frame])
+                cascades[i].infer([cascades[i].prepare(frame)])
                 latencies[i].append(time.perf_counter() - began)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -77,7 +79,7 @@ def level(url: str, clients: int, images: Sequence[np.ndarray]) -> Dict[str, Any
         thread.join()
     wall = time.perf_counter() - began
     for cascade in cascades:
-        cascade.close()
+        cascade.deactivate()
     if errors:
         raise errors[0]
     after = batch_counts(url)

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-STAGES = ("capture", "preprocess", "queue", "h2d", "classifier", "segmenter", "d2h", "triton", "postprocess", "sink")  # triton: remote round trip (edge/backends/triton.py)
+STAGES = ("capture", "preprocess", "queue", "h2d", "classifier", "segmenter", "d2h", "triton", "postprocess", "sink")  # triton: remote round trip (edge/triton.py)
 GLASS_TO_GLASS = "glass_to_glass"
 PROCESSING = "processing"  # glass-to-glass less the queue wait
 UNSTABLE_CV = 0.1  # coefficient of variation above which a timing is too noisy to trust

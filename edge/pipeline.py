@@ -1,21 +1,23 @@
-"""The cascade for one or many cameras: capture + preprocess -> batched inference -> postprocess + sinks.
+"""The streaming run for one or many cameras: capture + prepare -> batched inference -> finish + sinks.
 
-Threads: one capture thread per source (it reads and preprocesses), ONE inference thread and one
-output thread (post-processing and sinks). Bounded queues join them, so throughput reaches the
-slowest stage's rate while the others overlap with it, and memory stays bounded. For a live
-source its capture queue holds one frame: the source already keeps only the newest, and a deeper
-queue would only add latency.
+The cascade itself (models, gate, batching to each backend's limit, post-processing) is a
+Cascade (edgeseg.edge.cascade: local backends or a Triton server); the pipeline gives its three
+steps to threads: one capture thread per source (it reads and runs `Cascade.prepare`), ONE
+inference thread (`Cascade.infer`) and one output thread (`Cascade.finish` and the sinks).
+Bounded queues join them, so throughput reaches the slowest stage's rate while the others overlap
+with it, and memory stays bounded. For a live source its capture queue holds one frame: the
+source already keeps only the newest, and a deeper queue would only add latency.
 
 Inference: the inference thread takes a batch of frames across the cameras (edge/muxer.py, as
 DeepStream's stream muxer: round-robin, pushed when full or after `batch_timeout`, never waiting
-longer for a stalled camera), runs the classifier once on all of them and the segmenter once on
-those whose defect probability >= gate; clean frames skip it. A batch holds at most `max_batch`
-frames (default: one per camera) and at most as many images as the classifier accepts in one run
-(`Backend.max_batch`, an engine's profile maximum); a run larger than a backend accepts is split.
+longer for a stalled camera) and hands it to the cascade in one `infer` call. A batch holds at
+most `max_batch` frames (default: one per camera) and at most the cascade's `frame_limit` (the
+frames the classifier accepts in one run, e.g. an engine's profile maximum).
 With one source every batch is that camera's next frame, as a single-camera pipeline would be.
 
-Threading contract (backends/base.py): backends are constructed by the caller but activated,
-run and deactivated only by the inference thread, which therefore owns any CUDA context.
+Threading contract (backends/base.py): a cascade is constructed by the caller but activated, run
+and deactivated by the inference thread, which therefore owns any CUDA context. A cascade the
+caller activated already (an Inspector used as a context manager) stays active after the run.
 
 Cameras are independent: a stalled live camera reconnects inside its Source while the others
 keep going; an ended file, or a camera whose reconnects failed, ends only that camera; the run
@@ -32,32 +34,28 @@ counted as dropped, including the frames that arrived while the models were stil
 warming up (`dropped_warmup`, part of `dropped`). A paced file is a camera stand-in and a
 camera does not wait for the models either; `frames + dropped + corrupt` is then the whole file.
 
-`stop()` may be called from a signal handler: the capture threads stop taking frames and the
-frames already queued finish, so every captured frame reaches the sinks; a second `stop()`
-abandons the queued frames: capture and output leave after their current step, and `run()`
+`stop()` (or the `Stop` given to the pipeline) may be called from a signal handler: the capture
+threads stop taking frames and the frames already queued finish, so every captured frame reaches
+the sinks; a second `stop()` abandons the queued frames: capture and output leave after their current step, and `run()`
 waits for an inference call (which cannot be interrupted) only ABANDON_GRACE seconds before it
 returns, so the sinks can be closed at once. An error in any thread stops the others and is
 re-raised by `run()`.
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-import numpy as np
-
-from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.cascade import Cascade, Inferred, Prepared
 from edgeseg.edge.latency import LatencyRecorder
 from edgeseg.edge.muxer import Entry, StreamMuxer
-from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, defect_probability
-from edgeseg.edge.preprocess import preprocess
+from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
-from edgeseg.edge.sources import Frame, Source
+from edgeseg.edge.sources import Source
 from edgeseg.errors import EdgesegError
 
 _END = object()  # end-of-stream marker passed down the results queue
@@ -66,13 +64,22 @@ BATCH_TIMEOUT = 0.02  # s a batch waits for the cameras that have not given it a
 ABANDON_GRACE = 1.0  # seconds run() still waits for a busy inference thread after an abort
 
 
-def check_gate(gate: float) -> float:
-    """The gate as a float, or EdgesegError: a finite probability threshold >= 0 (values above
-    1 are allowed and gate every frame out)."""
-    value = float(gate)
-    if not math.isfinite(value) or value < 0:
-        raise EdgesegError(f"gate must be a defect probability >= 0 (0 segments every frame, above 1 none), got {gate}")
-    return value
+class Stop:
+    """Ends a run from any thread or a signal handler: the first call stops taking frames (the
+    queued ones finish), a second abandons them. Called before the run starts, the run ends at
+    once; one Stop serves one run."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.abandoned = threading.Event()
+        self.reason = ""
+
+    def __call__(self, reason: str = "stopped") -> None:
+        if self.requested.is_set():
+            self.abandoned.set()
+            return
+        self.reason = reason
+        self.requested.set()
 
 
 @dataclass
@@ -94,51 +101,34 @@ class _Camera:
 class _Captured:
     """What a capture thread hands to inference."""
 
-    frame: Frame
-    tensor: np.ndarray
-    preprocess: float  # seconds
+    prepared: Prepared
     queued: float  # perf_counter when it entered the queue
 
 
 class Pipeline:
-    """Run `sources` through `classifier` -> gate -> `segmenter` into `sinks`, once.
+    """Run `sources` through `cascade` into `sinks`, once.
 
     sources: one Source, or a sequence of them (one camera each; results carry the index).
-    gate: defect probability at or above which the segmenter runs (default: the classifier
-    card's `thresholds.defect`); 0 runs it on every frame, above 1 on none.
+    cascade: the models, gate and post-processing (edgeseg.edge.cascade).
     max_frames: stop each camera after this many frames (None: until it ends or `stop()`).
     max_batch: most frames per inference batch (default: the number of cameras).
     batch_timeout: seconds a batch waits for cameras that have not given it a frame yet.
-    postprocess: mask thresholds (default: the segmenter card's).
     on_result: called with each FrameResult after the sinks (e.g. a progress display).
+    stop: the Stop that ends this run (default: its own; `stop()` calls it).
     """
 
     def __init__(
         self,
         sources: Union[Source, Sequence[Source]],
-        classifier: Backend,
-        segmenter: Backend,
+        cascade: Cascade,
         sinks: Sequence[Sink] = (),
-        gate: Optional[float] = None,
         max_frames: Optional[int] = None,
         queue_size: int = 2,
-        postprocess: Optional[MaskPostprocess] = None,
         on_result: Optional[Callable[[FrameResult], None]] = None,
         max_batch: Optional[int] = None,
         batch_timeout: float = BATCH_TIMEOUT,
+        stop: Optional[Stop] = None,
     ) -> None:
-        for backend, task in ((classifier, "classifier"), (segmenter, "segmenter")):
-            if backend.card.task != task:
-                raise EdgesegError(
-                    f"{backend.artifact} is a {backend.card.task} model but was given as the {task}",
-                    hint="pass the classifier as --classifier and the ResUNet as --segmenter",
-                )
-        per_image = [d for d in classifier.card.output.shape[1:]]
-        if any(isinstance(d, int) and d != 1 for d in per_image):
-            raise EdgesegError(
-                f"{classifier.artifact}: classifier output {classifier.card.output.shape} is not one score per image",
-                hint="the gate needs a single defect logit or probability per image",
-            )
         sources = [sources] if isinstance(sources, Source) else list(sources)
         if not sources:
             raise EdgesegError("the pipeline needs at least one source")
@@ -153,35 +143,33 @@ class Pipeline:
         if batch_timeout < 0:
             raise EdgesegError(f"batch timeout must be >= 0 s, got {batch_timeout}")
         self.cameras = [_Camera(index, source) for index, source in enumerate(sources)]
-        self.classifier = classifier
-        self.segmenter = segmenter
+        self.cascade = cascade
         self.sinks = list(sinks)
-        self.gate = check_gate(gate if gate is not None else classifier.card.thresholds.get("defect", 0.5))
         self.max_frames = max_frames
         self.max_batch = max_batch or len(sources)
         self.batch_timeout = batch_timeout
-        self.post = postprocess or MaskPostprocess(segmenter.card)
         self.on_result = on_result
         self.recorder = LatencyRecorder()  # all cameras
         self._queue_size = queue_size
         self._muxer = StreamMuxer([1 if c.source.live else queue_size for c in self.cameras])
         self._batch_sizes: "Counter[int]" = Counter()
-        self._batch_limit = self.max_batch  # lowered to what the classifier takes once tiles are known
-        self._stop = threading.Event()  # stop taking frames, finish the queued ones
-        self._abort = threading.Event()  # an error or a second stop: every thread leaves now
-        self._ready = threading.Event()  # backends active
+        self._batch_limit = self.max_batch  # lowered to the cascade's frame limit once active
+        self._halt = stop if stop is not None else Stop()
+        self._stop = self._halt.requested  # stop taking frames, finish the queued ones
+        self._abort = self._halt.abandoned  # an error or a second stop: every thread leaves now
+        self._ready = threading.Event()  # cascade active
         self._errors: List[BaseException] = []
         self._stopped_by = "end of source"
-        self._backend_names: Dict[str, str] = {}
+        self._backends: Dict[str, str] = {}
+
+    @property
+    def gate(self) -> float:
+        return self.cascade.gate
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking frames; the queued ones still finish. A second call abandons them.
         Safe from signal handlers."""
-        if self._stop.is_set():
-            self._abort.set()
-            return
-        self._stopped_by = reason
-        self._stop.set()
+        self._halt(reason)
 
     def run(self) -> Dict[str, Any]:
         """Process until every source ended, `max_frames`, `stop()` or an error; return the report."""
@@ -238,8 +226,8 @@ class Pipeline:
             {
                 "source": source,
                 "gate": self.gate,
-                "stopped_by": source["error"] or self._stopped_by,
-                "backends": dict(self._backend_names),
+                "stopped_by": source["error"] or self._halt.reason or self._stopped_by,
+                "backends": dict(self._backends),
                 "batching": {
                     "max_batch": self._batch_limit,
                     "timeout_ms": self.batch_timeout * 1000.0,
@@ -250,6 +238,7 @@ class Pipeline:
                 "cameras": cameras,
             }
         )
+        report.update(self.cascade.counters())
         return report
 
     # -- threads --------------------------------------------------------------------------------
@@ -279,9 +268,7 @@ class Pipeline:
         return _END
 
     def _capture(self, camera: _Camera) -> None:
-        """Read one camera's frames and preprocess them for the classifier (and the segmenter
-        when the two share a preprocessing, so the tensor is made once)."""
-        spec = self.classifier.card.preprocess
+        """Read one camera's frames and prepare them for inference (`Cascade.prepare`)."""
         source = camera.source
         try:
             while not self._ready.is_set():
@@ -299,10 +286,8 @@ class Pipeline:
                         break
                     continue
                 frame.camera = camera.index
-                started = time.perf_counter()
-                tensor = preprocess(frame.image, spec)
-                queued = time.perf_counter()
-                captured = _Captured(frame, tensor, queued - started, queued)
+                prepared = self.cascade.prepare(frame)
+                captured = _Captured(prepared, time.perf_counter())
                 while not self._muxer.put(camera.index, captured, timeout=_POLL):
                     if self._abort.is_set():
                         return
@@ -311,9 +296,14 @@ class Pipeline:
             self._muxer.finish(camera.index)
 
     def _infer(self, results_q: "queue.Queue[Any]") -> None:
-        """The inference thread: activate, then run batches until the sources end or an abort."""
+        """The inference thread: activate the cascade (unless the caller did), then run batches
+        until the sources end or an abort."""
+        owned = not self.cascade.is_active
         try:
-            self._activate()
+            if owned:
+                self.cascade.activate()
+            self._backends = self.cascade.describe()
+            self._fit_batch_limit()
             self._ready.set()
             while not self._abort.is_set():
                 batch = self._muxer.next_batch(self._batch_limit, self.batch_timeout, _POLL)
@@ -326,109 +316,45 @@ class Pipeline:
             try:
                 self._put(results_q, _END)
             finally:
-                self._deactivate()
+                if owned:
+                    self.cascade.deactivate()
 
-    def _activate(self) -> None:
-        """Load and warm up both backends on this (the inference) thread; fit the batch limit."""
-        classifier = self.classifier
-        for backend, role in ((classifier, "classifier"), (self.segmenter, "segmenter")):
-            backend.activate()
-            _warm_up(backend)
-            self._backend_names[role] = backend.describe()
-        if classifier.max_batch is not None:  # at least one image per frame; tiles refine it later
-            self._batch_limit = min(self.max_batch, classifier.max_batch)
-
-    def _deactivate(self) -> None:
-        self.classifier.deactivate()
-        self.segmenter.deactivate()
+    def _fit_batch_limit(self) -> None:
+        limit = self.cascade.frame_limit
+        self._batch_limit = self.max_batch if limit is None else min(self.max_batch, limit)
 
     def _infer_batch(self, batch: List[Entry], results_q: "queue.Queue[Any]") -> bool:
-        """Classifier on every frame of the batch, segmenter on the gated ones; False when aborted."""
-        classifier, segmenter = self.classifier, self.segmenter
+        """One `Cascade.infer` over the batch; False when aborted."""
         taken = time.perf_counter()
         captured: List[_Captured] = [entry.item for entry in batch]
-        stages = [{"capture": c.frame.decode, "preprocess": c.preprocess, "queue": taken - c.queued} for c in captured]
         for entry in batch:
             camera = self.cameras[entry.camera]
             camera.waited_max = max(camera.waited_max, entry.waited)
         self._batch_sizes[len(batch)] += 1
-        tiles = captured[0].tensor.shape[0]
-        if classifier.max_batch is not None:
-            self._batch_limit = max(1, min(self.max_batch, classifier.max_batch // tiles))
-
-        started = time.perf_counter()
-        scores, cls_timings = _run(classifier, [c.tensor for c in captured])
-        elapsed = time.perf_counter() - started
-        activation = classifier.card.output_activation
-        probabilities = [defect_probability(s, activation) for s in scores]
-        gated = [p >= self.gate for p in probabilities]
-        for frame_stages in stages:
-            frame_stages["classifier"] = elapsed
-        maps: List[Optional[np.ndarray]] = [None] * len(batch)
-        seg_timings: Dict[str, float] = {}
-        chosen = [i for i, g in enumerate(gated) if g]
-        if chosen:
-            shared = classifier.card.preprocess == segmenter.card.preprocess
-            tensors = []
-            for i in chosen:
-                started = time.perf_counter()
-                tensors.append(captured[i].tensor if shared else preprocess(captured[i].frame.image, segmenter.card.preprocess))
-                stages[i]["preprocess"] += time.perf_counter() - started
-            started = time.perf_counter()
-            outputs, seg_timings = _run(segmenter, tensors)
-            elapsed = time.perf_counter() - started
-            for i, output in zip(chosen, outputs):
-                maps[i] = output
-                stages[i]["segmenter"] = elapsed
-        for i, frame_stages in enumerate(stages):
-            for part in ("h2d", "d2h"):
-                timings = [cls_timings] + ([seg_timings] if gated[i] else [])
-                if any(part in t for t in timings):
-                    frame_stages[part] = sum(t.get(part, 0.0) for t in timings)
-        for i, c in enumerate(captured):
-            if not self._put(results_q, (c.frame, probabilities[i], gated[i], maps[i], stages[i], time.perf_counter())):
+        inferred = self.cascade.infer([c.prepared for c in captured])
+        self._fit_batch_limit()
+        for c, item in zip(captured, inferred):
+            item.stages = {"capture": c.prepared.frame.decode, "queue": taken - c.queued, **item.stages}
+            if not self._put(results_q, (item, time.perf_counter())):
                 return False
         return True
 
     def _output(self, results_q: "queue.Queue[Any]") -> None:
         while True:
-            item = self._get(results_q)
-            if item is _END:
+            entry = self._get(results_q)
+            if entry is _END:
                 return
-            frame, probability, gated, maps, stages, queued = item
-            stages["queue"] += time.perf_counter() - queued
-            result = self.post.frame_result(frame, maps, probability, gated, stages, self.gate)
+            item: Inferred
+            item, queued = entry
+            item.stages["queue"] += time.perf_counter() - queued
+            result = self.cascade.finish(item)
+            frame, stages = item.frame, item.stages
             started = time.perf_counter()
             for sink in self.sinks:
                 sink.write(frame, result)
             finished = time.perf_counter()
             stages["sink"] = finished - started
             for recorder in (self.recorder, self.cameras[frame.camera].recorder):
-                recorder.add(stages, finished - frame.timestamp, gated, frame.timestamp - frame.decode, finished)
+                recorder.add(stages, finished - frame.timestamp, item.gated, frame.timestamp - frame.decode, finished)
             if self.on_result is not None:
                 self.on_result(result)
-
-
-def _warm_up(backend: Backend) -> None:
-    """One run on zeros: first-run allocations and kernel selection stay out of frame timings."""
-    spec = backend.card.preprocess
-    dtype = np.dtype(backend.card.input.dtype)
-    backend.infer({backend.card.input.name: np.zeros((1, 1, spec.height, spec.width), dtype=dtype)})
-
-
-def _run(backend: Backend, tensors: List[np.ndarray]) -> Tuple[List[np.ndarray], Dict[str, float]]:
-    """Run `backend` on the images of several frames (each tensor one frame's tiles) in as few
-    calls as its `max_batch` allows; return each frame's output and the summed timings."""
-    images = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
-    step = backend.max_batch or len(images)
-    name, output = backend.card.input.name, backend.card.output.name
-    parts: List[np.ndarray] = []
-    timings: Dict[str, float] = {}
-    for start in range(0, len(images), step):
-        result = backend.infer({name: images[start : start + step]})[output]
-        parts.append(result.copy() if backend.reuses_output_buffers else result)  # the next run overwrites its buffer
-        for key, seconds in backend.timings.items():
-            timings[key] = timings.get(key, 0.0) + seconds
-    outputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    bounds = np.cumsum([t.shape[0] for t in tensors])[:-1]
-    return np.split(outputs, bounds), timings

@@ -22,6 +22,7 @@ import math
 import socket
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from edgeseg import __version__
@@ -29,7 +30,8 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import sha256
 
 if TYPE_CHECKING:  # runtime imports would be circular for nothing: only attributes are read
-    from edgeseg.edge.backends.base import Backend
+    from edgeseg.edge.card import ModelCard
+    from edgeseg.edge.cascade import Cascade
     from edgeseg.edge.postprocess import FrameResult
     from edgeseg.edge.sources import Frame
 
@@ -43,27 +45,23 @@ def iso_utc(wall: float) -> str:
     return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _model(backend: "Backend") -> Dict[str, Any]:
-    card = backend.card
-    digest = card.artifact.get("sha256") or sha256(backend.artifact)  # the card's was checked at load
+def model_entry(card: "ModelCard", artifact: Path, backend: str) -> Dict[str, Any]:
+    """One model of the header record: its file (or, for a remote one, where it is served),
+    sha256, format, precision and the line naming what runs it."""
+    digest = card.artifact.get("sha256") or sha256(artifact)  # the card's was checked at load
     return {
-        "path": str(backend.artifact),
+        "path": str(artifact),
         "sha256": digest,
-        "format": str(card.artifact.get("format", backend.artifact.suffix.lstrip("."))),
+        "format": str(card.artifact.get("format", artifact.suffix.lstrip("."))),
         "precision": str(card.artifact.get("precision", "fp32")),
-        "backend": backend.describe(),
+        "backend": backend,
     }
 
 
-def header_record(
-    classifier: "Backend",
-    segmenter: "Backend",
-    source: str,
-    gate: float,
-    started: Optional[Tuple[float, float]] = None,
-) -> Dict[str, Any]:
-    """The run's first record. `started`: (time.time(), time.perf_counter()) of the run start
-    (default: now). Call it once the backends are active, so `backend` names the providers."""
+def header_record(cascade: "Cascade", source: str, started: Optional[Tuple[float, float]] = None) -> Dict[str, Any]:
+    """The run's first record: `cascade`'s models and gate. `started`: (time.time(),
+    time.perf_counter()) of the run start (default: now). Call it once the cascade is active,
+    so `backend` names the providers."""
     wall, mono = started if started is not None else (time.time(), time.perf_counter())
     return {
         "schema": SCHEMA,
@@ -73,9 +71,9 @@ def header_record(
         "host": socket.gethostname(),
         "edgeseg_version": __version__,
         "source": str(source),
-        "gate": float(gate),
-        "classes": list(segmenter.card.classes),
-        "models": {"classifier": _model(classifier), "segmenter": _model(segmenter)},
+        "gate": float(cascade.gate),
+        "classes": list(cascade.segmenter_card.classes),
+        "models": cascade.models(),
     }
 
 

@@ -170,6 +170,7 @@ def test_every_defective_frame_arrives_as_its_record(tiny_models, clip, broker, 
 
 def test_heartbeat_reports_progress_and_status_follows_the_sink(tiny_models, clip, broker):
     from edgeseg.edge.backends import open_backend
+    from edgeseg.edge.cascade import LocalCascade
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.sources import SourceOptions, open_source
 
@@ -180,7 +181,7 @@ def test_heartbeat_reports_progress_and_status_follows_the_sink(tiny_models, cli
             with sink:
                 assert watcher.wait(lambda: "online" in watcher.get(f"{TOPIC}/status"), timeout=5)
                 classifier, segmenter = (open_backend(tiny_models[t], "onnxruntime") for t in ("classifier", "segmenter"))
-                report = Pipeline(source, classifier, segmenter, [sink], gate=0.0).run()
+                report = Pipeline(source, LocalCascade(classifier, segmenter, gate=0.0), [sink]).run()
         beats = watcher.get(f"{TOPIC}/heartbeat")
         assert watcher.get(f"{TOPIC}/status")[-1] == "offline"
     finally:

@@ -10,6 +10,7 @@ from edge_media import frames, write_video
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import read_card
+from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import Sink
@@ -48,11 +49,15 @@ def _backend(models, task, cls=OnnxRuntimeBackend):
     return cls(models[task], read_card(models[task]))
 
 
+def _cascade(models):
+    return LocalCascade(open_backend(models["classifier"]), open_backend(models["segmenter"]))
+
+
 def _alone(models, clip):
     """The single-camera results of `clip`: {frame index: (probability, areas)}."""
     sink = _Recorder()
     with open_source(clip) as source:
-        Pipeline(source, _backend(models, "classifier"), _backend(models, "segmenter"), [sink], gate=0.0).run()
+        Pipeline(source, LocalCascade(_backend(models, "classifier"), _backend(models, "segmenter"), gate=0.0), [sink]).run()
     return {index: (p, areas) for _, index, p, areas, _ in sink.rows}
 
 
@@ -61,7 +66,7 @@ def test_three_cameras_are_batched_and_give_the_results_of_three_single_runs(tin
     classifier, segmenter = _backend(tiny_models, "classifier", _CallCounting), _backend(tiny_models, "segmenter", _CallCounting)
     sources = [open_source(clip) for clip in clips]
     try:
-        report = Pipeline(sources, classifier, segmenter, [sink], gate=0.0).run()
+        report = Pipeline(sources, LocalCascade(classifier, segmenter, gate=0.0), [sink]).run()
     finally:
         for source in sources:
             source.close()
@@ -87,7 +92,7 @@ def test_max_batch_bounds_the_batch(tiny_models, clips):
     classifier = _backend(tiny_models, "classifier", _CallCounting)
     sources = [open_source(clip) for clip in clips]
     try:
-        report = Pipeline(sources, classifier, open_backend(tiny_models["segmenter"]), max_batch=2).run()
+        report = Pipeline(sources, LocalCascade(classifier, open_backend(tiny_models["segmenter"])), max_batch=2).run()
     finally:
         for source in sources:
             source.close()
@@ -110,7 +115,7 @@ def test_a_slow_camera_is_served_within_a_batch_beside_a_fast_one(tiny_models, t
             holder[0].stop("slow camera done")
 
     try:
-        pipeline = Pipeline([fast, slow], open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]), [sink], max_batch=1, on_result=on_result)
+        pipeline = Pipeline([fast, slow], _cascade(tiny_models), [sink], max_batch=1, on_result=on_result)
         holder.append(pipeline)
         report = pipeline.run()
     finally:
@@ -166,7 +171,7 @@ def test_a_stalled_camera_reconnects_while_the_others_keep_going(tiny_models, tm
     sink = _Recorder()
     try:
         report = Pipeline(
-            [steady, flaky], _backend(tiny_models, "classifier"), _backend(tiny_models, "segmenter"), [sink], on_result=lambda _r: plugged.set()
+            [steady, flaky], LocalCascade(_backend(tiny_models, "classifier"), _backend(tiny_models, "segmenter")), [sink], on_result=lambda _r: plugged.set()
         ).run()
     finally:
         steady.close()
@@ -188,7 +193,7 @@ def test_a_lost_camera_ends_alone_with_its_error(tiny_models, tmp_path):
     reader.reopen = lambda: False  # never comes back
     lost = Source(reader, SourceOptions(timeout=0.2, reconnects=1), live=True)
     try:
-        report = Pipeline([steady, lost], open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"])).run()
+        report = Pipeline([steady, lost], _cascade(tiny_models)).run()
     finally:
         steady.close()
         lost.close()
@@ -260,7 +265,7 @@ def test_a_model_with_a_fixed_batch_of_one_runs_every_camera_frame_by_frame(tiny
     classifier, segmenter = _backend(fixed, "classifier", _CallCounting), _backend(fixed, "segmenter", _CallCounting)
     sources = [open_source(clip) for clip in clips[:2]]
     try:
-        report = Pipeline(sources, classifier, segmenter, gate=0.0).run()
+        report = Pipeline(sources, LocalCascade(classifier, segmenter, gate=0.0)).run()
     finally:
         for source in sources:
             source.close()
@@ -274,4 +279,4 @@ def test_one_source_given_twice_is_refused(tiny_models, clips):
 
     with open_source(clips[0]) as source:
         with pytest.raises(EdgesegError, match="same Source was given twice"):
-            Pipeline([source, source], open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]))
+            Pipeline([source, source], _cascade(tiny_models))

@@ -12,6 +12,7 @@ from edge_media import count_video_frames, frames, write_video
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import read_card
+from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess
@@ -29,9 +30,14 @@ def clip(tmp_path_factory):
     return write_video(folder / "clip.avi", frames(FRAMES))
 
 
-def _run(models, uri, sinks=(), options=None, **kwargs):
+def _cascade(models, classifier=None, segmenter=None, gate=None):
+    """The local cascade of the tiny models, or of the backends given in their place."""
+    return LocalCascade(classifier or open_backend(models["classifier"]), segmenter or open_backend(models["segmenter"]), gate=gate)
+
+
+def _run(models, uri, sinks=(), options=None, gate=None, **kwargs):
     with open_source(uri, options or SourceOptions()) as source:
-        pipeline = Pipeline(source, open_backend(models["classifier"]), open_backend(models["segmenter"]), sinks, **kwargs)
+        pipeline = Pipeline(source, _cascade(models, gate=gate), sinks, **kwargs)
         return pipeline.run()
 
 
@@ -105,7 +111,7 @@ def test_max_frames_and_stop_end_the_run_with_complete_output(tiny_models, clip,
             if result.index == 5:
                 holder[0].stop("test stop")
 
-        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]), [sink], on_result=on_result)
+        pipeline = Pipeline(source, _cascade(tiny_models), [sink], on_result=on_result)
         holder.append(pipeline)
         report = pipeline.run()
     records = _records(jsonl)
@@ -124,7 +130,7 @@ def test_a_second_stop_abandons_the_queued_frames(tiny_models, clip, tmp_path):
                 holder[0].stop("first")
                 holder[0].stop("second")
 
-        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), open_backend(tiny_models["segmenter"]), [sink], on_result=on_result)
+        pipeline = Pipeline(source, _cascade(tiny_models), [sink], on_result=on_result)
         holder.append(pipeline)
         report = pipeline.run()
     assert report["frames"] == len(_records(jsonl)) == 3 and report["stopped_by"] == "first"
@@ -165,7 +171,7 @@ def test_queue_wait_is_reported_apart_from_processing(tiny_models, clip, tmp_pat
     classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=delay)
     jsonl = tmp_path / "out.jsonl"
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
-        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"]), [sink], gate=1.01, queue_size=2).run()
+        report = Pipeline(source, _cascade(tiny_models, classifier, gate=1.01), [sink], queue_size=2).run()
     latency = report["latency_ms"]
     assert latency["queue"]["count"] == latency["processing"]["count"] == FRAMES
     # a full queue of two frames ahead of a 60 ms classifier: later frames wait >= one run
@@ -182,7 +188,7 @@ def test_paced_file_counts_every_unprocessed_frame_as_dropped(tiny_models, tmp_p
     clip = write_video(tmp_path / "paced.avi", frames(30))
     classifier = _SlowBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), delay=0.3)  # slow warm-up
     with open_source(clip, SourceOptions(live=True, rate=60.0)) as source:
-        report = Pipeline(source, classifier, open_backend(tiny_models["segmenter"])).run()
+        report = Pipeline(source, _cascade(tiny_models, classifier)).run()
     stats = report["source"]
     assert report["frames"] + stats["dropped"] + stats["corrupt"] == 30
     assert stats["dropped_warmup"] > 0 and stats["dropped"] >= stats["dropped_warmup"]
@@ -212,7 +218,7 @@ def test_one_worker_thread_activates_runs_and_deactivates_the_backends(tiny_mode
     """The contract TensorRT + pycuda rely on: one thread owns each backend for its lifetime."""
     backends = [_ThreadRecordingBackend(tiny_models[t], read_card(tiny_models[t])) for t in ("classifier", "segmenter")]
     with open_source(clip) as source:
-        Pipeline(source, backends[0], backends[1], gate=0.0).run()
+        Pipeline(source, LocalCascade(backends[0], backends[1], gate=0.0)).run()
     owners = set().union(*(ids for b in backends for ids in b.threads.values()))
     assert len(owners) == 1 and threading.get_ident() not in owners
     assert all(not b.is_active for b in backends)
@@ -227,15 +233,14 @@ def test_a_backend_failure_stops_every_thread_and_is_raised(tiny_models, clip, t
     before = threading.active_count()
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
         with pytest.raises(EdgesegError, match="ONNX Runtime cannot load"):
-            Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink]).run()
+            Pipeline(source, _cascade(tiny_models, segmenter=segmenter), [sink]).run()
     assert jsonl.read_text() == "earlier run\n"  # no frame came: the earlier output stays
     assert threading.active_count() <= before
 
 
-def test_models_given_in_the_wrong_roles_are_refused(tiny_models, clip):
-    with open_source(clip) as source:
-        with pytest.raises(EdgesegError, match="segmenter model but was given as the classifier"):
-            Pipeline(source, open_backend(tiny_models["segmenter"]), open_backend(tiny_models["segmenter"]))
+def test_models_given_in_the_wrong_roles_are_refused(tiny_models):
+    with pytest.raises(EdgesegError, match="segmenter model but was given as the classifier"):
+        LocalCascade(open_backend(tiny_models["segmenter"]), open_backend(tiny_models["segmenter"]))
 
 
 def test_tiled_frames_are_batched_and_stitched(tiny_models, tmp_path):
@@ -254,7 +259,7 @@ def test_tiled_frames_are_batched_and_stitched(tiny_models, tmp_path):
     assert card_path(target).is_file()
     clip = write_video(tmp_path / "wide.avi", frames(3, height=2 * spec.height, width=3 * spec.width))
     with open_source(clip) as source:
-        report = Pipeline(source, open_backend(target), open_backend(tiny_models["segmenter"]), gate=0.0).run()
+        report = Pipeline(source, _cascade(tiny_models, open_backend(target), gate=0.0)).run()
     assert report["frames"] == 3 and report["gated"] == 3
 
 
@@ -304,7 +309,7 @@ def test_a_second_stop_returns_at_once_even_while_inference_is_stuck(tiny_models
     stopped = []
     with open_source(clip) as source, JsonlSink(jsonl) as sink:
         written = threading.Semaphore(0)
-        pipeline = Pipeline(source, open_backend(tiny_models["classifier"]), segmenter, [sink], gate=0.0, on_result=lambda _r: written.release())
+        pipeline = Pipeline(source, _cascade(tiny_models, segmenter=segmenter, gate=0.0), [sink], on_result=lambda _r: written.release())
 
         def stop_twice():
             segmenter.entered.wait(60)

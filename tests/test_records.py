@@ -15,6 +15,7 @@ from edgeseg import __version__
 from edgeseg.cli import app
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.records import SCHEMA, frame_record, header_record, validate_record
@@ -102,7 +103,7 @@ def test_validate_record_names_what_breaks_the_schema(change, message):
 
 def test_header_record_names_the_models_by_hash(tiny_models):
     classifier, segmenter = (open_backend(tiny_models[role], "onnxruntime") for role in ("classifier", "segmenter"))
-    header = header_record(classifier, segmenter, "line.mp4", 0.5, started=(1.7e9, 42.0))
+    header = header_record(LocalCascade(classifier, segmenter, gate=0.5), "line.mp4", started=(1.7e9, 42.0))
     validate_record(header)
     assert header["started_at"] == "2023-11-14T22:13:20.000+00:00" and header["monotonic_s"] == 42.0
     assert header["edgeseg_version"] == __version__ and header["host"] and header["gate"] == 0.5

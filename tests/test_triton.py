@@ -14,6 +14,7 @@ import pytest
 from edge_media import frames, write_video
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.card import read_card, write_card
+from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.records import validate_record
 from edgeseg.edge.sinks import JsonlSink
@@ -127,14 +128,14 @@ def test_repository_refuses_swapped_models_and_a_used_folder(tiny_models, tmp_pa
     [("grpc://10.0.0.5:9001", "10.0.0.5:9001"), ("localhost:8001", "localhost:8001"), ("grpc://triton", "triton:8001")],
 )
 def test_grpc_address_from_url(url, address):
-    from edgeseg.edge.backends.triton import grpc_address
+    from edgeseg.edge.triton import grpc_address
 
     assert grpc_address(url) == address
 
 
 @pytest.mark.parametrize("url", ["http://host:8000", "grpc://host:port", "grpc://host:8001/v2"])
 def test_grpc_address_refuses_other_urls(url):
-    from edgeseg.edge.backends.triton import grpc_address
+    from edgeseg.edge.triton import grpc_address
 
     with pytest.raises(EdgesegError):
         grpc_address(url)
@@ -180,18 +181,18 @@ def clips(tmp_path_factory):
 def _local(models, clip, jsonl, gate=None):
     with open_source(str(clip), SourceOptions()) as source, JsonlSink(jsonl) as sink:
         # ONNX Runtime, as the stand-ins run (auto could pick OpenVINO here)
-        Pipeline(source, open_backend(models["classifier"], "onnxruntime"), open_backend(models["segmenter"], "onnxruntime"), [sink], gate=gate).run()
+        Pipeline(source, LocalCascade(open_backend(models["classifier"], "onnxruntime"), open_backend(models["segmenter"], "onnxruntime"), gate=gate), [sink]).run()
     return _records(jsonl)
 
 
 def _remote(url, clip, jsonl, gate=None, options=None, cascades=None, on_result=None):
-    from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
+    from edgeseg.edge.triton import TritonCascade
 
-    cascade = TritonCascade(url, reconnect_s=60.0)
+    cascade = TritonCascade(url, reconnect_s=60.0, gate=gate)
     if cascades is not None:
         cascades.append(cascade)
     with open_source(str(clip), options or SourceOptions()) as source, JsonlSink(jsonl) as sink:
-        report = TritonPipeline(source, cascade, [sink], gate=gate, on_result=on_result).run()
+        report = Pipeline(source, cascade, [sink], on_result=on_result).run()
     return report
 
 
@@ -247,6 +248,20 @@ def test_four_clients_get_the_records_of_local_runs_in_shared_batches(served, ti
         assert sum(batched.values()) > 0, f"{model}: Triton formed no batch above 1 ({after})"
 
 
+def test_inspector_on_triton_gives_the_local_records_for_a_batch_above_max_batch(served, tiny_models):
+    """Ten frames to a cascade of max_batch_size 8: split in requests the server accepts, each
+    record what the local cascade makes of the same frame."""
+    from edgeseg.inspector import Inspector
+
+    images = [image[:, :, 0] for image in frames(10, seed=5)]
+    with Inspector(backend="triton", url=served.grpc_url, gate=0.0) as remote:
+        got = remote(images)
+    with Inspector(tiny_models["classifier"], tiny_models["segmenter"], backend="onnxruntime", gate=0.0) as local:
+        expected = local(images)
+    assert [r["frame"] for r in got] == list(range(10)) and all(r["gated"] for r in got)
+    _same([{k: v for k, v in r.items() if k not in VOLATILE} for r in got], [{k: v for k, v in r.items() if k not in VOLATILE} for r in expected])
+
+
 def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, clips, tmp_path, caplog):
     repo = onnx_to_triton_repository(tiny_models["classifier"], tiny_models["segmenter"], tmp_path / "repo", RepositoryOptions(stand_in=True))
     server = _start(repo, tmp_path / "server.log")
@@ -262,7 +277,7 @@ def test_killed_server_gives_each_client_one_error_and_a_reconnect(tiny_models, 
         except BaseException as exc:
             errors.append(exc)
 
-    caplog.set_level(logging.WARNING, logger="edgeseg.edge.backends.triton")
+    caplog.set_level(logging.WARNING, logger="edgeseg.edge.triton")
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     try:
         for thread in threads:

@@ -27,7 +27,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import available
 
-# triton runs the whole cascade on a server (backends/triton.py), so only `run` offers it;
+# triton runs the whole cascade on a server (edge/triton.py), so only `run` offers it;
 # MODEL_BACKENDS run one model here (build-engine, deploy, bench, open_backend).
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "triton")
 MODEL_BACKENDS = tuple(b for b in BACKENDS if b != "triton")
@@ -95,7 +95,7 @@ def open_backend(
     if backend not in BACKENDS:
         raise EdgesegError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
     if backend == "triton":
-        raise EdgesegError("the triton backend runs the whole cascade on a Triton server, not one model here", hint="use edgeseg.edge.backends.triton.TritonCascade (edgeseg run --backend triton --url grpc://host:8001)")
+        raise EdgesegError("the triton backend runs the whole cascade on a Triton server, not one model here", hint="use edgeseg.edge.triton.TritonCascade (edgeseg run --backend triton --url grpc://host:8001)")
     if not path.is_file():
         raise EdgesegError(f"model {path} not found", hint="pass an exported .onnx, an OpenVINO .xml or a built .engine (with its .json card)")
     card = read_card(path)

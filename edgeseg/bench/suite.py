@@ -227,6 +227,7 @@ def _accuracy(cell: Variant, options: Options, data: Any) -> Optional[Dict[str, 
 def _pipelines(cells: List[Variant], options: Options, folder: Path, step: Step) -> List[Dict[str, Any]]:
     """The cascade over a synthetic clip for every backend × precision with both models runnable."""
     from edgeseg.data.clip import strip_frames, write_clip
+    from edgeseg.edge.cascade import LocalCascade
     from edgeseg.edge.pipeline import Pipeline
     from edgeseg.edge.sources import open_source
 
@@ -245,7 +246,7 @@ def _pipelines(cells: List[Variant], options: Options, folder: Path, step: Step)
             step(f"pipeline {label}")
         classifier, segmenter = (pair[t].open(options.threads, options.torch_device) for t in ("classifier", "segmenter"))
         with open_source(clip) as source:
-            report = Pipeline(source, classifier, segmenter).run()
+            report = Pipeline(source, LocalCascade(classifier, segmenter)).run()
         latency = report["latency_ms"]
         rows.append(
             {

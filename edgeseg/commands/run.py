@@ -1,8 +1,9 @@
 """`edgeseg run`: stream a camera, video, folder or RTSP feed through classifier -> gate -> ResUNet.
 
-A thin shell over edgeseg.edge: check the arguments, open the backends (cards checked), the
-source and the sinks (outputs checked against the source and each other; nothing is written
-before the first frame), run the Pipeline, print the latency report and what was written.
+A thin shell over the library: check the arguments, open the models (edgeseg.inspector.Inspector,
+cards checked), the sources and the sinks (outputs checked against the sources and each other;
+nothing is written before the first frame), stream (`Inspector.stream`), print the latency report
+and what was written.
 SIGINT and SIGTERM stop it cleanly: queued frames finish, the JSONL is complete, the video is
 finalised; a second signal skips the queued frames.
 
@@ -18,20 +19,20 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
 import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
+from edgeseg import assets
 from edgeseg.commands.common import JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, out, print_json, progress_bar
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEMO_CLASSIFIER = ASSETS / "classifier.onnx"
-DEMO_SEGMENTER = ASSETS / "segmenter.onnx"
-DEMO_CLIP = ASSETS / "demo_clip.mp4"
+DEMO_CLASSIFIER = assets.CLASSIFIER
+DEMO_SEGMENTER = assets.SEGMENTER
+DEMO_CLIP = assets.CLIP
 EXIT_INTERRUPTED = 130
 
 
@@ -51,7 +52,7 @@ def usable_cores() -> int:
 
 def _check_usage(gate: Optional[float], threads: int) -> None:
     """Refuse option values that cannot work before anything is opened (exit 2)."""
-    from edgeseg.edge.pipeline import check_gate
+    from edgeseg.edge.cascade import check_gate
 
     if gate is not None:
         try:
@@ -106,6 +107,16 @@ def _source_uris(camera: Optional[int], sources: List[str], sources_file: Option
             raise typer.BadParameter("give --camera or --source / --sources, not both")
         return [camera]
     return uris or [str(_bundled(DEMO_CLIP, "--source"))]
+
+
+def _model_files(backend: str, classifier: Optional[Path], segmenter: Optional[Path]) -> Tuple[Optional[Path], Optional[Path]]:
+    """The run's classifier and segmenter files: none with --backend triton (the server holds
+    them), else the given ones or the bundled demo models."""
+    if backend == "triton":
+        if classifier is not None or segmenter is not None:
+            raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
+        return None, None
+    return classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), segmenter or _bundled(DEMO_SEGMENTER, "--segmenter")
 
 
 def _interrupt_exits_130(func: Any) -> Any:
@@ -216,17 +227,15 @@ def run(
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
-    from edgeseg.edge.backends import open_backend
     from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
     from edgeseg.edge.mqtt import MqttSink, parse_mqtt_url
-    from edgeseg.edge.pipeline import Pipeline
-    from edgeseg.edge.records import header_record
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.edge.submission import SubmissionSink
     from edgeseg.files import check_output_paths
+    from edgeseg.inspector import Inspector
 
     started = (time.time(), time.perf_counter())
     uris = _source_uris(camera, source or [], sources_file)
@@ -240,32 +249,19 @@ def run(
         raise typer.BadParameter("--url is for --backend triton")
     _check_usage(gate, threads)
     mqtt_target = parse_mqtt_url(mqtt) if mqtt is not None else None
-    if backend == "triton":
-        if classifier is not None or segmenter is not None:
-            raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
-        from edgeseg.edge.backends.triton import TritonCascade, TritonPipeline
-
-        cascade = TritonCascade(url or "grpc://127.0.0.1:8001")
-        segmenter_card = cascade.segmenter_card
-    else:
-        options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
-        cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
-        seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
-        segmenter_card = seg_backend.card
+    classifier, segmenter = _model_files(backend, classifier, segmenter)
+    inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
+    models = [path for path in (classifier, segmenter) if path is not None]
+    segmenter_card = inspector.cascade.segmenter_card
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
 
     received: List[int] = []
     files: Dict[str, FileSink] = {}  # output kind -> its sink
     with contextlib.ExitStack() as stack:
-        pipeline_ref: List[Any] = []
         sinks: List[Sink] = []
-
-        def header() -> Dict[str, Any]:
-            return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
-
+        header = functools.partial(inspector.header, ", ".join(str(uri) for uri in uris), started)
         classes = segmenter_card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
-        models = [] if backend == "triton" else [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
             [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
             {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
@@ -288,19 +284,13 @@ def run(
             mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header))
             sinks.append(mqtt_sink)
         if show:
-            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
+            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: inspector.stop("window closed"), annotator=annotator)))
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
-        settings: Any = dict(gate=gate, max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0)
-        settings["on_result"] = lambda _result: progress.advance(task)
-        if backend == "triton":
-            stack.callback(cascade.close)
-            pipeline = TritonPipeline(streams, cascade, sinks, **settings)
-        else:
-            pipeline = Pipeline(streams, cls_backend, seg_backend, sinks, **settings)
-        pipeline_ref.append(pipeline)
-        with _stop_on_signals(pipeline.stop, received):
-            report = pipeline.run()
+        with _stop_on_signals(inspector.stop, received):
+            report = inspector.stream(
+                streams, sinks, max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0, on_result=lambda _result: progress.advance(task)
+            )
     # what is on disk now, not what was asked for
     report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
     report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}

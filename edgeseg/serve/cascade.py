@@ -1,10 +1,11 @@
 """The cascade as a Triton BLS model: frames in, one record per frame out.
 
-Per `execute` (the dynamic batcher's batch of requests): every frame is preprocessed as
-`edgeseg run` does, all frames go to the classifier in batches of at most its max_batch_size, the
-gate picks the defective ones, only those go to the segmenter, and edgeseg's post-processing turns
-the masks into areas, RLE and boxes. Both models are called through BLS, so their own dynamic
-batchers also merge the calls of several cascade instances.
+Per `execute` (the dynamic batcher's batch of requests) the frames of all requests go through
+the cascade `edgeseg run` uses (edgeseg.edge.cascade.LocalCascade): preprocessed alike, the
+classifier in batches of at most its max_batch_size, the gate, the segmenter on the defective
+ones only, and edgeseg's post-processing. Its two Backends are the server's own models, called
+through BLS (`ServerModel`), so their dynamic batchers also merge the calls of several cascade
+instances. Frames that ask for one gate run as one batch.
 
 Request: input IMAGE uint8 [n, height, width] (grayscale frames), optional request parameter
 "edgeseg" = JSON {"frame": {Frame fields but the image, one dict or a list of n}, "gate": p}.
@@ -20,14 +21,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from edgeseg.edge.card import ModelCard
-from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
-from edgeseg.edge.preprocess import preprocess, to_gray
+from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.cascade import ROLES, Inferred, LocalCascade
+from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.records import frame_record
 from edgeseg.edge.sources import Frame
 from edgeseg.serve.repository import IMAGE_INPUT, RECORD_OUTPUT, REQUEST_PARAMETER
@@ -35,15 +38,54 @@ from edgeseg.serve.repository import IMAGE_INPUT, RECORD_OUTPUT, REQUEST_PARAMET
 _FRAME_FIELDS = {f.name for f in fields(Frame)} - {"image", "timestamp"}
 
 
+class ServerModel(Backend):
+    """One of the server's models as a Backend: each `infer` is one BLS call, with outputs asked
+    in CPU memory (a TensorRT model may answer on the GPU). Its specs are its card's, and its
+    `max_batch` the model's max_batch_size."""
+
+    kind = "triton-bls"
+
+    def __init__(self, model: str, card: ModelCard, max_batch: int) -> None:
+        super().__init__(Path(model), card)
+        self.model = model
+        self._limit = max_batch
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.model}"
+
+    def _activate_impl(self) -> None:
+        """Nothing to load: the server holds the model."""
+
+    def _io_specs_impl(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        self.max_batch = self._limit
+        return [self.card.input], [self.card.output]
+
+    def _infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        output = self.card.output.name
+        request = pb_utils.InferenceRequest(
+            model_name=self.model,
+            requested_output_names=[output],
+            inputs=[pb_utils.Tensor(self.card.input.name, feed[self.card.input.name])],
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.model}: {response.error().message()}")
+        return {output: pb_utils.get_output_tensor_by_name(response, output).as_numpy()}
+
+    def _deactivate_impl(self) -> None:
+        """Nothing to free."""
+
+
 class TritonPythonModel:
     def initialize(self, args: Dict[str, str]) -> None:
         parameters = {key: value["string_value"] for key, value in json.loads(args["model_config"]).get("parameters", {}).items()}
-        self.classifier = ModelCard.from_dict(json.loads(parameters["classifier_card"]))
-        self.segmenter = ModelCard.from_dict(json.loads(parameters["segmenter_card"]))
-        self.limits = {"classifier": int(parameters["classifier_max_batch"]), "segmenter": int(parameters["segmenter_max_batch"])}
-        self.gate = float(self.classifier.thresholds.get("defect", 0.5))
-        self.post = MaskPostprocess(self.segmenter)
-        self.shared = self.classifier.preprocess == self.segmenter.preprocess
+        models = [ServerModel(role, ModelCard.from_dict(json.loads(parameters[f"{role}_card"])), int(parameters[f"{role}_max_batch"])) for role in ROLES]
+        self.cascade = LocalCascade(models[0], models[1], warm_up=False)  # no BLS call before the first request
+        self.cascade.activate()
+
+    def finalize(self) -> None:
+        self.cascade.deactivate()
 
     def execute(self, requests: List[Any]) -> List[Any]:
         responses = []
@@ -73,7 +115,7 @@ class TritonPythonModel:
         options = json.loads(options) if isinstance(options, str) else {}
         meta = options.get("frame") or {}
         metas = meta if isinstance(meta, list) else [meta] * len(images)
-        gate = float(options.get("gate", self.gate))
+        gate = float(options.get("gate", self.cascade.gate))
         arrived = time.perf_counter()
         frames = []
         for image, data in zip(images, metas):
@@ -84,66 +126,15 @@ class TritonPythonModel:
         return frames
 
     def _run(self, work: Sequence[Tuple[Frame, float]]) -> List[bytes]:
-        """The cascade over all frames of one execute; records in the same order."""
-        stages: List[Dict[str, float]] = [{} for _ in work]
-        started = time.perf_counter()
-        tensors = [preprocess(frame.image, self.classifier.preprocess) for frame, _ in work]
-        _spread(stages, range(len(work)), "preprocess", time.perf_counter() - started)
-        scores = self._infer("classifier", self.classifier, tensors, stages, range(len(work)))
-        probabilities = [defect_probability(s, self.classifier.output_activation) for s in scores]
-        gated = [i for i, (_, gate) in enumerate(work) if probabilities[i] >= gate]
-        maps: Dict[int, np.ndarray] = {}
-        if gated:
-            started = time.perf_counter()
-            seg_tensors = [tensors[i] if self.shared else preprocess(work[i][0].image, self.segmenter.preprocess) for i in gated]
-            _spread(stages, gated, "preprocess", time.perf_counter() - started)
-            maps = dict(zip(gated, self._infer("segmenter", self.segmenter, seg_tensors, stages, gated)))
+        """The cascade over all frames of one execute, one `infer` per gate asked; records in
+        the same order."""
+        prepared = [self.cascade.prepare(frame) for frame, _ in work]
+        inferred: Dict[int, Inferred] = {}
+        for gate in dict.fromkeys(gate for _, gate in work):
+            members = [i for i, (_, asked) in enumerate(work) if asked == gate]
+            inferred.update(zip(members, self.cascade.infer([prepared[i] for i in members], gate)))
         records = []
-        for i, (frame, gate) in enumerate(work):
-            result = self.post.frame_result(frame, maps.get(i), probabilities[i], i in maps, stages[i], gate)
-            records.append(json.dumps(frame_record(frame, result), separators=(",", ":")).encode())
+        for i, (frame, _) in enumerate(work):
+            record = frame_record(frame, self.cascade.finish(inferred[i]))
+            records.append(json.dumps(record, separators=(",", ":")).encode())
         return records
-
-    def _infer(self, model: str, card: ModelCard, tensors: List[np.ndarray], stages: List[Dict[str, float]], owners: Sequence[int]) -> List[np.ndarray]:
-        """Run `model` over per-frame tensors (each [tiles, 1, h, w]) in batches of at most its
-        max_batch_size; per frame its output rows. The batch's time is each member's stage time."""
-        limit = self.limits[model]
-        outputs: List[np.ndarray] = []
-        start = 0
-        while start < len(tensors):
-            count, rows = 0, 0
-            while start + count < len(tensors) and (count == 0 or rows + len(tensors[start + count]) <= limit):
-                rows += len(tensors[start + count])
-                count += 1
-            if rows > limit:
-                raise ValueError(f"one frame needs {rows} {model} tiles but its max_batch_size is {limit}")
-            chunk = tensors[start : start + count]
-            began = time.perf_counter()
-            batch = _bls(model, card, np.concatenate(chunk) if count > 1 else chunk[0])
-            _spread(stages, owners[start : start + count], model, time.perf_counter() - began)
-            offset = 0
-            for tensor in chunk:
-                outputs.append(batch[offset : offset + len(tensor)])
-                offset += len(tensor)
-            start += count
-        return outputs
-
-
-def _bls(model: str, card: ModelCard, batch: np.ndarray) -> np.ndarray:
-    """One BLS call; outputs asked in CPU memory (a TensorRT model may answer on the GPU)."""
-    request = pb_utils.InferenceRequest(
-        model_name=model,
-        requested_output_names=[card.output.name],
-        inputs=[pb_utils.Tensor(card.input.name, batch)],
-        preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
-    )
-    response = request.exec()
-    if response.has_error():
-        raise RuntimeError(f"{model}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, card.output.name).as_numpy()
-
-
-def _spread(stages: List[Dict[str, float]], owners: Sequence[int], stage: str, seconds: float) -> None:
-    for i in owners:
-        stages[i][stage] = stages[i].get(stage, 0.0) + seconds
-
