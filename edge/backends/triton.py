@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -179,11 +180,12 @@ def result_from_record(record: Dict[str, Any], frame: Frame, classes: Sequence[s
         timestamp=frame.timestamp,
         height=height,
         width=width,
-        defect_probability=float(record["defect_probability"]),
+        defect_probability=math.nan if record["defect_probability"] is None else float(record["defect_probability"]),
         gated=bool(record["gated"]),
         segmentation=segmentation,
         latency={k: v / 1000.0 for k, v in record["latency_ms"].items() if k in _SERVER_STAGES},
         gate=float(record["gate"]),
+        error=record.get("error") or "",
     )
 
 

@@ -28,7 +28,7 @@ import triton_python_backend_utils as pb_utils
 from edgeseg.edge.card import ModelCard
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess, to_gray
-from edgeseg.edge.records import frame_record
+from edgeseg.edge.records import frame_record, to_json
 from edgeseg.edge.sources import Frame
 from edgeseg.serve.repository import IMAGE_INPUT, RECORD_OUTPUT, REQUEST_PARAMETER
 
@@ -101,7 +101,7 @@ class TritonPythonModel:
         records = []
         for i, (frame, gate) in enumerate(work):
             result = self.post.frame_result(frame, maps.get(i), probabilities[i], i in maps, stages[i], gate)
-            records.append(json.dumps(frame_record(frame, result), separators=(",", ":")).encode())
+            records.append(to_json(frame_record(frame, result)).encode())
         return records
 
     def _infer(self, model: str, card: ModelCard, tensors: List[np.ndarray], stages: List[Dict[str, float]], owners: Sequence[int]) -> List[np.ndarray]:
