@@ -84,7 +84,7 @@ class Sink(abc.ABC):
 class FileSink(Sink):
     """A sink whose output is one file, staged until `close` (see the module doc).
 
-    Subclasses count `frames` in `write` (writing to `self.staged.temp`, or through `lines()`)
+    Subclasses count `frames` in `write` (writing to `self.staged.temp`, or through `line_file()`)
     and release their handles in `_finish`, which returns False when the output is not worth
     putting in place.
     """
@@ -95,7 +95,7 @@ class FileSink(Sink):
         self._lines: Optional[LineFile] = None
         self._closed = False
 
-    def lines(self) -> LineFile:
+    def line_file(self) -> LineFile:
         """The output as a file of whole lines (edgeseg.files.LineFile), made at the first call:
         the staged file, or the target itself when appending or writing a device."""
         if self._lines is None:
@@ -137,7 +137,7 @@ class JsonlSink(FileSink):
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         records = self.take_header() + [frame_record(frame, result)]
-        lines = self.lines()
+        lines = self.line_file()
         lines.write("".join(to_json(record) + "\n" for record in records).encode("utf-8"))
         self.frames += 1
         if self.written is None:  # the first complete line: from now on under its own name

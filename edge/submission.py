@@ -58,7 +58,7 @@ class SubmissionSink(FileSink):
             rows.writerow(HEADER)
         rows.writerows((f"{image_id}_{k}", result.segmentation.rle.get(name, "")) for k, name in enumerate(self.classes, 1))
         try:
-            self.lines().write(text.getvalue().encode("utf-8"))
+            self.line_file().write(text.getvalue().encode("utf-8"))
         except EdgesegError:
             self._failed = True
             raise
