@@ -86,12 +86,15 @@ class FileSink(Sink):
 
     Subclasses count `frames` in `write` (writing to `self.staged.temp`, or through `line_file()`)
     and release their handles in `_finish`, which returns False when the output is not worth
-    putting in place.
+    putting in place. append: add whole lines to the target itself instead of replacing it.
     """
 
     def __init__(self, path: PathLike, append: bool = False) -> None:
-        self.staged = StagedOutput(path, append=append)
+        self.staged = StagedOutput(path)
         self.path = self.staged.path
+        self.append = append
+        if append and self.path.is_dir():
+            raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
         self._lines: Optional[LineFile] = None
         self._closed = False
 
@@ -99,7 +102,7 @@ class FileSink(Sink):
         """The output as a file of whole lines (edgeseg.files.LineFile), made at the first call:
         the staged file, or the target itself when appending or writing a device."""
         if self._lines is None:
-            direct = self.staged.append or self.staged.direct
+            direct = self.append or self.staged.direct
             self._lines = LineFile(self.path if direct else self.staged.temp, append=direct, name=self.path)
         return self._lines
 

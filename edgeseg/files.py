@@ -162,13 +162,12 @@ class StagedOutput:
     /dev/full, a pipe) is `direct`: written as it is, commit and discard do nothing.
     `temp` is `.<stem>.<token>.part<suffix>` beside the target: the same suffix, so writers
     that choose a container by extension (OpenCV) still do; asking for it creates the folder.
-    `commit()` renames it onto the target, or with `append` appends its bytes to the target
-    (truncated back if that append fails, so no partial line). `discard()` removes it.
+    `commit()` renames it onto the target (LineFile is how a file is added to instead);
+    `discard()` removes it.
     """
 
-    def __init__(self, path: PathLike, append: bool = False) -> None:
+    def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        self.append = append
         # a symlink stays a symlink: stage beside, and replace, the file it points to
         self._target = Path(os.path.realpath(self.path))
         # a device, FIFO or socket (/dev/stdout, /dev/null, a pipe) cannot be staged: written directly
@@ -178,8 +177,6 @@ class StagedOutput:
             raise EdgesegError(f"cannot create output folder {self.path.parent}: {existing} is not a folder", hint="choose another path")
         if not self.direct and not os.access(existing, os.W_OK | os.X_OK):
             raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
-        if self._target.is_dir() and append:
-            raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
         if self.direct:  # the name given: a symlink like out.avi -> /dev/full keeps its suffix
             self._temp = self.path
         else:
@@ -194,14 +191,12 @@ class StagedOutput:
         return self._temp
 
     def commit(self) -> Path:
-        """Put what was written in place (rename, or append to the target); returns the target."""
+        """Put what was written in place; returns the target."""
         with disk_full_as_error(self.path):
             if self.direct:
                 pass
             elif self._temp.is_dir():
                 self._merge_folder()
-            elif self.append and self._target.exists():
-                self._append()
             else:
                 os.replace(self._temp, self._target)
         self.committed = True
@@ -216,18 +211,6 @@ class StagedOutput:
         elif os.path.lexists(self._temp):
             self._temp.unlink()
 
-    def _append(self) -> None:
-        size = self._target.stat().st_size
-        try:
-            with open(self._temp, "rb") as source, open(self._target, "ab") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
-                target.flush()
-                os.fsync(target.fileno())
-        except BaseException:
-            os.truncate(self._target, size)  # all of this run, or nothing of it
-            raise
-        self._temp.unlink()
-
     def _merge_folder(self) -> None:
         if not self._target.exists():
             os.replace(self._temp, self._target)
@@ -237,7 +220,7 @@ class StagedOutput:
         self._temp.rmdir()
 
     def __repr__(self) -> str:
-        return f"StagedOutput({str(self.path)!r}, append={self.append})"
+        return f"StagedOutput({str(self.path)!r})"
 
 
 @contextlib.contextmanager
