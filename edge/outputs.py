@@ -10,7 +10,6 @@ for the run report, `failures()` (the run failed), `warnings()`, and `lines()` f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from edgeseg.edge.card import ModelCard
@@ -27,12 +26,12 @@ class OutputOptions:
     """What a run writes or sends (None / False: not that output); named as `edgeseg run`'s
     options. mqtt: a broker URL (edgeseg.edge.mqtt), checked on construction."""
 
-    jsonl: Optional[Path] = None
+    jsonl: Optional[PathLike] = None
     append: bool = False
-    video: Optional[Path] = None
+    video: Optional[PathLike] = None
     codec: str = "auto"
-    submission: Optional[Path] = None
-    save_defects: Optional[Path] = None
+    submission: Optional[PathLike] = None
+    save_defects: Optional[PathLike] = None
     mqtt: Optional[str] = None
     mqtt_queue: int = 1000
     show: bool = False
@@ -45,7 +44,7 @@ class OutputOptions:
 
             parse_mqtt_url(self.mqtt)  # a bad URL is a usage error before anything is opened
 
-    def paths(self) -> Dict[str, Optional[Path]]:
+    def paths(self) -> Dict[str, Optional[PathLike]]:
         """Option name -> path of every file or folder output (None: not asked for)."""
         return {"--jsonl": self.jsonl, "--video": self.video, "--submission": self.submission, "--save-defects": self.save_defects}
 
