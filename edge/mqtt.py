@@ -12,7 +12,7 @@ Topics under `topic`:
                      defective counts, each source's counters and this sink's delivery counters;
                      a last one on close.
   `topic/header`     the run's header record (models' sha256, gate, ...), retained, before the
-                     first defect, when the sink is given one.
+                     first defect, when the sink is given one (`start`).
   `topic/status`     "online" (retained) on connect; "offline" on close and, as the broker's
                      last will, when the process dies without closing.
 
@@ -23,23 +23,24 @@ outage with backoff, and resends what the broker had not acknowledged. The queue
 broker outage costs memory up to the bound and never blocks the pipeline. QoS 1 is "at least
 once": a message resent after a reconnect may arrive twice (the record's source + frame say
 which). `close` waits up to `flush_timeout` for the queue to drain; what is still queued then
-is counted as unsent. `stats()` holds the counters for the run report.
+is counted as unsent. `stats()` holds the counters for the run report (`summary()`); `written`
+is the broker URL once it acknowledged a record, `kept` the records it acknowledged, `warning`
+what was dropped or left unsent.
 """
 from __future__ import annotations
 
 import collections
-import json
 import os
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Deque, Dict, Optional, Sequence
+from typing import Any, Deque, Dict, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
-from edgeseg.edge.records import frame_record, iso_utc
+from edgeseg.edge.records import frame_record, iso_utc, to_json
 from edgeseg.edge.sources import Frame, Source
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -126,10 +127,11 @@ class MqttSink(Sink):
 
     target: a URL string or MqttTarget. queue_limit: unacknowledged messages kept while the
     broker is slow or away. heartbeat_s: seconds between heartbeats (0: none). sources: the
-    run's sources, whose live counters each heartbeat copies. header: makes the run's header
-    record, published retained on `topic/header` before the first defect (called then, once
-    the backends are active).
+    run's sources, whose live counters each heartbeat copies. The run's header record (`start`)
+    is published retained on `topic/header` before the first defect.
     """
+
+    kind = "mqtt"
 
     def __init__(
         self,
@@ -139,7 +141,6 @@ class MqttSink(Sink):
         flush_timeout: float = 5.0,
         keepalive: int = 30,
         sources: Sequence[Source] = (),
-        header: Optional[Callable[[], Dict[str, Any]]] = None,
         client_id: Optional[str] = None,
     ) -> None:
         mqtt = _paho()
@@ -157,7 +158,6 @@ class MqttSink(Sink):
         self.counters = MqttStats()
         self._mqtt = mqtt
         self._sources = list(sources)
-        self._header = header
         self._started = time.monotonic()
         self._last_beat = (0, self._started)  # frames and time of the previous heartbeat
         self._frames = self._gated = self._defects = 0
@@ -208,9 +208,8 @@ class MqttSink(Sink):
         if not any(area > 0 for area in result.segmentation.areas.values()):
             return
         self._defects += 1
-        if self._header is not None:
-            self._publish(f"{self.target.topic}/header", self._header(), _OTHER, retain=True)
-            self._header = None
+        for header in self.take_header():
+            self._publish(f"{self.target.topic}/header", header, _OTHER, retain=True)
         self._publish(self.target.topic, frame_record(frame, result), _DEFECT)
 
     def close(self) -> None:
@@ -230,6 +229,18 @@ class MqttSink(Sink):
             self._client.publish(self._status_topic, "offline", qos=1, retain=True).wait_for_publish(timeout=1.0)
         self._client.disconnect()
         self._client.loop_stop()
+        counters = self.counters
+        self.frames = counters.acknowledged
+        self.written = self.target.url if counters.acknowledged else None
+        if counters.dropped + counters.unsent:
+            self.warning = f"{counters.dropped} MQTT record(s) dropped beyond --mqtt-queue {self.queue_limit}, {counters.unsent} unsent at exit"
+
+    def summary(self) -> Dict[str, Any]:
+        return self.stats()
+
+    def describe(self) -> Optional[str]:
+        m = self.stats()
+        return f"mqtt: {m['url']} ({m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped)"
 
     def stats(self) -> Dict[str, Any]:
         """The counters and target for the run report."""
@@ -241,7 +252,7 @@ class MqttSink(Sink):
     def _publish(self, topic: str, payload: Any, kind: str, retain: bool = False) -> bool:
         """Queue one QoS-1 message; False when refused because the queue is full."""
         if not isinstance(payload, str):
-            payload = json.dumps(payload, separators=(",", ":"))
+            payload = to_json(payload)
         # publish only queues (loop_start's thread writes the socket); it refuses beyond the bound
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         queued = info.rc != self._mqtt.MQTT_ERR_QUEUE_SIZE

@@ -62,6 +62,10 @@ class Segmentation:
     mean_probability: Dict[str, float] = field(default_factory=dict)
 
 
+class NotFinite(EdgesegError):
+    """A model output that is not a number (NaN): an error for that frame, never a clean one."""
+
+
 class MaskPostprocess:
     """Segmenter logits (N, C, h, w) for one frame -> Segmentation in frame pixels."""
 
@@ -90,10 +94,19 @@ class MaskPostprocess:
         self, frame: "Frame", maps: Optional[np.ndarray], probability: float, gated: bool, stages: Dict[str, float], gate: float
     ) -> "FrameResult":
         """One frame's result: its masks from the segmenter `maps` (None: not segmented, every
-        class empty), the time that took added to `stages` as "postprocess"."""
+        class empty), the time that took added to `stages` as "postprocess". A model output that
+        is not a number makes the result an error (`FrameResult.error`), never a clean frame."""
         height, width = frame.image.shape[:2]
         started = time.perf_counter()
-        segmentation = self(maps, (height, width)) if maps is not None else Segmentation(areas={name: 0 for name in self.classes})
+        segmentation = Segmentation(areas={name: 0 for name in self.classes})
+        error = ""
+        if not math.isfinite(probability):
+            error, gated = f"the classifier output is not a number ({probability})", False
+        elif maps is not None:
+            try:
+                segmentation = self(maps, (height, width))
+            except NotFinite as exc:
+                error = str(exc)
         stages["postprocess"] = time.perf_counter() - started
         return FrameResult(
             index=frame.index,
@@ -106,14 +119,18 @@ class MaskPostprocess:
             segmentation=segmentation,
             latency=stages,
             gate=gate,
+            error=error,
         )
 
     def __call__(self, maps: np.ndarray, frame_shape: Tuple[int, int]) -> Segmentation:
         if maps.ndim != 4 or maps.shape[1] != len(self.classes):
             raise EdgesegError(f"segmenter output {maps.shape} does not have the card's {len(self.classes)} class maps")
         result = Segmentation(areas={name: 0 for name in self.classes})
+        peaks = maps.max(axis=(0, 2, 3))  # NaN wherever a class map holds one
+        if np.isnan(peaks).any():
+            raise NotFinite(f"the segmenter output is not a number for class(es) {[self.classes[c] for c in np.flatnonzero(np.isnan(peaks))]}")
         # A class whose maximum is under its cut has no pixel over it after interpolation either.
-        live = [c for c in range(len(self.classes)) if float(maps[:, c].max()) > self._cut[c]]
+        live = [c for c in range(len(self.classes)) if float(peaks[c]) > self._cut[c]]
         if not live:
             return result
         frame_maps = to_frame(maps[:, live], self.card.preprocess, frame_shape)
@@ -172,7 +189,9 @@ class FrameResult:
     the record). `latency` holds the stage durations in seconds up to post-processing (the sink
     time is known only after the sinks, and goes to the run's latency report); `gate` is the
     threshold `defect_probability` was compared with; `completed` the perf_counter time the
-    result was made, i.e. when it was ready for the sinks."""
+    result was made, i.e. when it was ready for the sinks; `error` why the frame could not be
+    inspected (a model output that is not a number; "" when it was): such a frame is counted,
+    not taken for a clean one."""
 
     index: int
     source: str
@@ -185,3 +204,4 @@ class FrameResult:
     latency: Dict[str, float] = field(default_factory=dict)
     gate: float = math.nan
     completed: float = field(default_factory=time.perf_counter)
+    error: str = ""

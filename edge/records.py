@@ -13,14 +13,18 @@ from the run start, or two frames' for the interval between them.
 
 Boxes are `[x, y, w, h]` in frame pixels, origin top-left, one per kept connected component.
 RLE is the Severstal convention (edgeseg.edge.rle: column-major, 1-based, "start length ...").
+Records are strict JSON (`to_json`): a model output that is not a number never becomes a bare
+`NaN` that JSON parsers refuse; such a frame says so in `error`, with `defect_probability` null.
 `validate_record` is a hand-written checker (no jsonschema dependency) that tests run on every
 line a run writes. Torch-free, Python 3.8-compatible.
 """
 from __future__ import annotations
 
+import json
 import math
 import socket
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
@@ -77,6 +81,28 @@ def header_record(cascade: "Cascade", source: str, started: Optional[Tuple[float
     }
 
 
+@dataclass(frozen=True)
+class RunHeader:
+    """What a run's header record says that is known when the run starts: its cascade, source
+    and start time ((time.time(), time.perf_counter())). `record()` makes the record when the
+    first frame arrives, once the cascade is active and its backends name their providers."""
+
+    cascade: "Cascade"
+    source: str
+    started: Tuple[float, float] = field(default_factory=lambda: (time.time(), time.perf_counter()))
+
+    def record(self) -> Dict[str, Any]:
+        return header_record(self.cascade, self.source, self.started)
+
+
+def to_json(record: Dict[str, Any]) -> str:
+    """A record as one line of strict JSON (compact; NaN and infinities refused, never written)."""
+    try:
+        return json.dumps(record, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise EdgesegError(f"a {record.get('type', 'record')} record holds a value that is not a number: {exc}") from exc
+
+
 def frame_record(frame: "Frame", result: "FrameResult") -> Dict[str, Any]:
     """One frame's record. Latencies are those known when the result was complete, i.e. before
     any sink ran: `glass_to_glass` is capture -> result ready, the sinks' own time excluded."""
@@ -107,8 +133,9 @@ def frame_record(frame: "Frame", result: "FrameResult") -> Dict[str, Any]:
         "position_ms": None if frame.position_ms is None else round(frame.position_ms, 3),
         "size": [result.height, result.width],
         "gate": float(result.gate),
-        "defect_probability": round(result.defect_probability, 6),
+        "defect_probability": round(result.defect_probability, 6) if math.isfinite(result.defect_probability) else None,
         "gated": bool(result.gated),
+        "error": result.error or None,
         "latency_ms": latency,
         "classes": classes,
     }
@@ -145,8 +172,9 @@ _FRAME_FIELDS: Dict[str, Any] = {
     "position_ms": (int, float, type(None)),
     "size": list,
     "gate": _NUMBER,
-    "defect_probability": _NUMBER,
+    "defect_probability": (int, float, type(None)),
     "gated": bool,
+    "error": (str, type(None)),
     "latency_ms": dict,
     "classes": dict,
 }
@@ -184,8 +212,11 @@ def _check_frame(record: Dict[str, Any]) -> None:
     if len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
         raise EdgesegError(f"frame.size must be [height, width] in pixels, got {size}")
     height, width = size
-    if not 0.0 <= record["defect_probability"] <= 1.0:
-        raise EdgesegError(f"frame.defect_probability {record['defect_probability']} is outside [0, 1]")
+    probability = record["defect_probability"]
+    if probability is None and record["error"] is None:
+        raise EdgesegError("frame.defect_probability is null but the frame has no error")
+    if probability is not None and not 0.0 <= probability <= 1.0:
+        raise EdgesegError(f"frame.defect_probability {probability} is outside [0, 1]")
     latency = record["latency_ms"]
     if GLASS_TO_GLASS not in latency:
         raise EdgesegError("frame.latency_ms has no glass_to_glass")
@@ -237,7 +268,8 @@ def _check_iso(value: Any, where: str) -> None:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         parsed = None
-    if parsed is None or parsed.utcoffset() is None or parsed.utcoffset().total_seconds() != 0:
+    offset = parsed.utcoffset() if parsed is not None else None
+    if offset is None or offset.total_seconds() != 0:
         raise EdgesegError(f"{where} must be an ISO 8601 UTC time, got {value!r}")
 
 

@@ -6,29 +6,54 @@ frame was written, also after Ctrl-C, SIGTERM or a source error. So a run that f
 leaves the previous results byte for byte, and a target never holds a half-written file. JSONL
 is flushed line by line and a line that did not fit on the disk is cut off, never kept half;
 the video is released and read back at close, and `problem` says when it holds less than
-what was written.
+what was written. Every output implements one protocol (`Sink`); edgeseg.edge.outputs opens a
+run's set of them.
 """
 from __future__ import annotations
 
 import abc
-import json
-import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 
 from edgeseg.edge.annotate import Annotator
 from edgeseg.edge.postprocess import FrameResult
-from edgeseg.edge.records import frame_record
+from edgeseg.edge.records import frame_record, to_json
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, StagedOutput, disk_full_as_error, disk_full_error, free_space_text, nearly_full
+from edgeseg.files import LineFile, PathLike, StagedOutput, disk_full_error, free_space_text, nearly_full
 
 
 class Sink(abc.ABC):
-    """Receives every processed frame, in order, on the pipeline's output thread."""
+    """One output of a run: receives every processed frame, in order, on the pipeline's output
+    thread; a context manager (`close` on exit).
+
+    The run's header record comes as a value (`start`, before the first frame); a sink that
+    records it writes it with its own first output, so nothing is written before a frame.
+    After `close` every sink says the same things for the run report: `written` where the
+    output is (a path; a broker URL; None: nothing was put in place), `kept` the frames it
+    holds, `problem` one line when it is missing or holds less than was written (the run
+    fails), `warning` one line worth telling that does not fail the run, `summary()` extra
+    figures and `describe()` the line a person reads.
+    """
+
+    kind = "output"  # its name in the run report
+    frames = 0  # frames it wrote or sent
+    written: Optional[Any] = None
+    problem = ""
+    warning = ""
+    _header: Optional[Dict[str, Any]] = None
+
+    def start(self, header: Dict[str, Any]) -> None:
+        """The run's header record, given before the first frame."""
+        self._header = header
+
+    def take_header(self) -> List[Dict[str, Any]]:
+        """[the header record] the first time it is asked for after `start`, then []."""
+        header, self._header = self._header, None
+        return [header] if header is not None else []
 
     @abc.abstractmethod
     def write(self, frame: Frame, result: FrameResult) -> None:
@@ -36,6 +61,18 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Finalise the output; safe to call twice."""
+
+    @property
+    def kept(self) -> int:
+        return self.frames if self.written is not None else 0
+
+    def summary(self) -> Dict[str, Any]:
+        """Figures for the run report beyond where it went and how many frames it kept."""
+        return {}
+
+    def describe(self) -> Optional[str]:
+        """One line for the run's summary (None: nothing to say)."""
+        return f"{self.kind}: {self.written} ({self.kept} frames)" if self.written is not None else None
 
     def __enter__(self) -> "Sink":
         return self
@@ -45,29 +82,34 @@ class Sink(abc.ABC):
 
 
 class FileSink(Sink):
-    """A sink whose output is one file or folder, staged until `close` (see the module doc).
+    """A sink whose output is one file, staged until `close` (see the module doc).
 
-    Subclasses count `frames` in `write` (writing to `self.staged.temp`) and release their
-    handles in `_finish`, which returns False when the output is not worth putting in place.
-    After `close`, `written` is the committed path (None: nothing was put in place), `kept`
-    the frames it holds and `problem` says, in one line, why the output is missing or holds
-    less than was written.
+    Subclasses count `frames` in `write` (writing to `self.staged.temp`, or through `line_file()`)
+    and release their handles in `_finish`, which returns False when the output is not worth
+    putting in place. append: add whole lines to the target itself instead of replacing it.
     """
 
     def __init__(self, path: PathLike, append: bool = False) -> None:
-        self.staged = StagedOutput(path, append=append)
+        self.staged = StagedOutput(path)
         self.path = self.staged.path
-        self.frames = 0
-        self.problem = ""
-        self.written: Optional[Path] = None
+        self.append = append
+        if append and self.path.is_dir():
+            raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
+        self._lines: Optional[LineFile] = None
         self._closed = False
 
-    def _finish(self) -> bool:
-        return True
+    def line_file(self) -> LineFile:
+        """The output as a file of whole lines (edgeseg.files.LineFile), made at the first call:
+        the staged file, or the target itself when appending or writing a device."""
+        if self._lines is None:
+            direct = self.append or self.staged.direct
+            self._lines = LineFile(self.path if direct else self.staged.temp, append=direct, name=self.path)
+        return self._lines
 
-    @property
-    def kept(self) -> int:
-        return self.frames if self.written is not None else 0
+    def _finish(self) -> bool:
+        if self._lines is not None:
+            self._lines.close()
+        return True
 
     def close(self) -> None:
         if self._closed:
@@ -84,66 +126,25 @@ class FileSink(Sink):
 
 
 class JsonlSink(FileSink):
-    """One record per line (edgeseg.edge.records), each line on disk as it is written.
+    """One record per line (edgeseg.edge.records), each line on disk as it is written, the
+    run's header record (`start`) first.
 
     Staged only until its first line is complete: then it takes the target's name and the run
     goes on writing there, so a line's consumers (`tail -f`, a log shipper) see records as they
     come and a power loss keeps every complete line under the expected name. With `append`
-    the first line opens the target itself for appending; nothing is touched before it.
-
-    header: makes the header record, written as the first line, with the first frame's
-    (called then, once the backends are active, so the record names their providers); with
-    `append` every run's lines start with their own header.
-    append: add this run's lines to an existing file instead of replacing it.
+    the first line goes to the end of the target itself (on a fresh line if its last one was
+    cut off); nothing is touched before it, and each run's lines start with their own header.
     """
 
-    def __init__(self, path: PathLike, header: Optional[Callable[[], Dict[str, Any]]] = None, append: bool = False) -> None:
-        super().__init__(path, append=append)
-        self._header = header
-        self._fd: Optional[int] = None
-        self._base = 0  # bytes the file held before this run (append)
-        self._size = 0  # bytes of complete lines this run wrote
+    kind = "jsonl"
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        lines = [frame_record(frame, result)]
-        if self._header is not None:
-            lines.insert(0, self._header())
-        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
-        try:
-            self._write(data)
-        except OSError as exc:  # not a full disk (that is an EdgesegError already)
-            raise EdgesegError(f"cannot write {self.path}: {exc.strerror}", hint="choose a writable path") from exc
-        self._header = None  # written
-        self._size += len(data)
+        records = self.take_header() + [frame_record(frame, result)]
+        lines = self.line_file()
+        lines.write("".join(to_json(record) + "\n" for record in records).encode("utf-8"))
         self.frames += 1
         if self.written is None:  # the first complete line: from now on under its own name
-            self.written = self.path if self.staged.append else self.staged.commit()
-
-    def _write(self, data: bytes) -> None:
-        with disk_full_as_error(self.path):
-            if self._fd is None:
-                self._open()
-            try:
-                view = memoryview(data)
-                while view:  # unbuffered: a line is on disk (page cache) once write returns
-                    view = view[os.write(self._fd, view) :]
-            except BaseException:
-                if not self.staged.direct:
-                    os.ftruncate(self._fd, self._base + self._size)  # no partial line
-                raise
-
-    def _open(self) -> None:
-        if self.staged.append or self.staged.direct:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-            self._base = os.fstat(self._fd).st_size if not self.staged.direct else 0
-        else:
-            self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-
-    def _finish(self) -> bool:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        return True
+            self.written = self.path if lines.append else self.staged.commit()
 
 
 class VideoSink(FileSink):
@@ -155,6 +156,8 @@ class VideoSink(FileSink):
     writer and reads the file back: a video OpenCV cannot open is dropped, one that holds fewer
     frames than were written is kept and `problem` says so.
     """
+
+    kind = "video"
 
     def __init__(
         self,
@@ -236,6 +239,8 @@ class WindowSink(Sink):
     Needs OpenCV with highgui (opencv-python); the headless wheel is refused up front.
     """
 
+    kind = "window"
+
     def __init__(
         self, classes: Sequence[str], on_quit: Callable[[], None], title: str = "edgeseg", annotator: Optional[Annotator] = None
     ) -> None:
@@ -258,6 +263,7 @@ class WindowSink(Sink):
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             self._open = True
         cv2.imshow(self.title, self._annotate(frame.image, result))
+        self.frames += 1
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._on_quit()
 

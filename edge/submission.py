@@ -7,22 +7,25 @@ with the mask's RLE (edgeseg.edge.rle: column-major, 1-based) or an empty field 
 has no pixel, a frame the classifier gated out included. ClassId is the 1-based position of the
 class in the segmenter's card (Severstal's 1-4 for the cards edgeseg trains).
 
+Fields are quoted as the csv module's default dialect does (a comma, quote, `\r` or `\n` in a
+file name stays inside its field), rows end in `\r\n` (RFC 4180, which Kaggle and pandas read).
+
 Only image sources (folder, glob) make sense: the ImageId is the frame's file. The file is
 staged (edgeseg.files.StagedOutput) and put in place on close once it holds a row, so a failed
-start leaves an earlier submission as it was.
+start leaves an earlier submission as it was. A submission is one whole file: when a row could
+not be written (a full disk) nothing takes the target's name.
 """
 from __future__ import annotations
 
 import csv
 import io
-import os
-from typing import Optional, Sequence, Set
+from typing import Sequence, Set
 
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import FileSink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
-from edgeseg.files import PathLike, disk_full_as_error
+from edgeseg.files import PathLike
 
 HEADER = ("ImageId_ClassId", "EncodedPixels")
 
@@ -32,12 +35,13 @@ class SubmissionSink(FileSink):
     or two files of one name in a glob) is refused, since a submission names each image once.
     Rows go to the staged file unbuffered, a frame's rows whole or not at all."""
 
+    kind = "submission"
+
     def __init__(self, path: PathLike, classes: Sequence[str]) -> None:
         super().__init__(path)
         self.classes = list(classes)
-        self._fd: Optional[int] = None
-        self._size = 0  # bytes of complete rows in the staged file
         self._seen: Set[str] = set()
+        self._failed = False
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         image_id = frame.item
@@ -49,27 +53,21 @@ class SubmissionSink(FileSink):
                 hint="run once over the folder (no --loop), with distinct file names",
             )
         text = io.StringIO()
-        rows = csv.writer(text, lineterminator="\n")
-        if self._size == 0:
+        rows = csv.writer(text)
+        if not self.frames:
             rows.writerow(HEADER)
         rows.writerows((f"{image_id}_{k}", result.segmentation.rle.get(name, "")) for k, name in enumerate(self.classes, 1))
-        data = text.getvalue().encode("utf-8")
-        with disk_full_as_error(self.path):
-            if self._fd is None:
-                self._fd = os.open(self.staged.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except BaseException:
-                os.ftruncate(self._fd, self._size)  # no partial row
-                raise
-        self._size += len(data)
+        try:
+            self.line_file().write(text.getvalue().encode("utf-8"))
+        except EdgesegError:
+            self._failed = True
+            raise
         self._seen.add(image_id)
         self.frames += 1
 
     def _finish(self) -> bool:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        super()._finish()
+        if self._failed:
+            self.problem = f"{self.path} was not written: a row failed, and a submission is one whole file"
+            return False
         return True

@@ -25,6 +25,7 @@ clear error. File sources lose no frame; live sources drop frames meanwhile as t
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 from dataclasses import fields
@@ -36,7 +37,7 @@ import numpy as np
 
 from edgeseg.edge.card import ModelCard
 from edgeseg.edge.cascade import ROLES, Cascade, Inferred, Prepared, check_gate
-from edgeseg.edge.postprocess import MaskPostprocess, Segmentation
+from edgeseg.edge.postprocess import MaskPostprocess, NotFinite, Segmentation
 from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.records import model_entry
 from edgeseg.edge.rle import decode
@@ -159,7 +160,8 @@ class TritonCascade(Cascade):
             stages = {"preprocess": prepared.preprocess + server.get("preprocess", 0.0)}
             stages.update((stage, server[stage]) for stage in ROLES if stage in server)
             stages["triton"] = max(0.0, round_trip - sum(server.values()))
-            items.append(Inferred(prepared.frame, float(record["defect_probability"]), bool(record["gated"]), float(record["gate"]), record, stages))
+            probability = math.nan if record["defect_probability"] is None else float(record["defect_probability"])  # null: not a number
+            items.append(Inferred(prepared.frame, probability, bool(record["gated"]), float(record["gate"]), record, stages))
         return items
 
     def _request(self, images: np.ndarray, frames: Sequence[Frame], gate: float) -> List[Dict[str, Any]]:
@@ -206,6 +208,8 @@ class _RecordSegmentation(MaskPostprocess):
     it)."""
 
     def __call__(self, maps: Any, frame_shape: Tuple[int, int]) -> Segmentation:
+        if maps.get("error"):  # the server found a segmenter output that is not a number
+            raise NotFinite(maps["error"])
         entries = maps["classes"]
         segmentation = Segmentation(areas={name: int(entries[name]["area"]) if name in entries else 0 for name in self.classes})
         for name, entry in entries.items():

@@ -1,5 +1,7 @@
-"""File helpers shared by every stage: hashes, all-or-nothing writes, staged sink outputs,
-output-path checks, and the one translation of a full disk into a line a user can act on."""
+"""File helpers shared by every stage: hashes, the one staging of outputs (StagedOutput; its
+all-or-nothing form atomic_output), the one file of whole lines (LineFile), the files a model
+is read from and the output-path checks against them, and the one translation of a full disk
+into a line a user can act on."""
 from __future__ import annotations
 
 import contextlib
@@ -7,12 +9,14 @@ import errno
 import hashlib
 import json
 import math
+import mmap
 import os
+import re
 import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from edgeseg.errors import EdgesegError, UsageError
 
@@ -120,40 +124,6 @@ def disk_full_as_error(path: PathLike, writing: Optional[PathLike] = None) -> It
         raise
 
 
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
-
-    A crash, Ctrl-C or error leaves the previous file (or none), never a half-written one; a
-    full disk is reported as one line naming `path` and the space left.
-    """
-    target = Path(path)
-    ensure_writable_dir(target.parent)
-    with disk_full_as_error(target):
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=str(target.parent))
-    os.close(handle)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp makes 0600 files; artifacts get the umask's usual mode so services can read them
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, target)
-    except EdgesegError:
-        raise
-    except Exception as exc:
-        full = is_disk_full(exc) or nearly_full(tmp_path)  # asked before the partial file goes
-        if tmp_path.exists():
-            tmp_path.unlink()
-        if full:  # the space reported is what is left once the partial file is gone
-            raise disk_full_error(target, exc) from exc
-        raise
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def json_ready(value: Any) -> Any:
     """`value` with every NaN / infinity replaced by None: JSON has no NaN (Python writes a bare
     `NaN` that strict parsers, jq and browsers refuse), and "not measurable" reads as null."""
@@ -192,13 +162,12 @@ class StagedOutput:
     /dev/full, a pipe) is `direct`: written as it is, commit and discard do nothing.
     `temp` is `.<stem>.<token>.part<suffix>` beside the target: the same suffix, so writers
     that choose a container by extension (OpenCV) still do; asking for it creates the folder.
-    `commit()` renames it onto the target, or with `append` appends its bytes to the target
-    (truncated back if that append fails, so no partial line). `discard()` removes it.
+    `commit()` renames it onto the target (LineFile is how a file is added to instead);
+    `discard()` removes it.
     """
 
-    def __init__(self, path: PathLike, append: bool = False) -> None:
+    def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        self.append = append
         # a symlink stays a symlink: stage beside, and replace, the file it points to
         self._target = Path(os.path.realpath(self.path))
         # a device, FIFO or socket (/dev/stdout, /dev/null, a pipe) cannot be staged: written directly
@@ -208,8 +177,6 @@ class StagedOutput:
             raise EdgesegError(f"cannot create output folder {self.path.parent}: {existing} is not a folder", hint="choose another path")
         if not self.direct and not os.access(existing, os.W_OK | os.X_OK):
             raise EdgesegError(f"output folder {existing} is not writable", hint="choose a writable path")
-        if self._target.is_dir() and append:
-            raise EdgesegError(f"{self.path} is a folder: only files can be appended to")
         if self.direct:  # the name given: a symlink like out.avi -> /dev/full keeps its suffix
             self._temp = self.path
         else:
@@ -224,14 +191,12 @@ class StagedOutput:
         return self._temp
 
     def commit(self) -> Path:
-        """Put what was written in place (rename, or append to the target); returns the target."""
+        """Put what was written in place; returns the target."""
         with disk_full_as_error(self.path):
             if self.direct:
                 pass
             elif self._temp.is_dir():
                 self._merge_folder()
-            elif self.append and self._target.exists():
-                self._append()
             else:
                 os.replace(self._temp, self._target)
         self.committed = True
@@ -246,18 +211,6 @@ class StagedOutput:
         elif os.path.lexists(self._temp):
             self._temp.unlink()
 
-    def _append(self) -> None:
-        size = self._target.stat().st_size
-        try:
-            with open(self._temp, "rb") as source, open(self._target, "ab") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
-                target.flush()
-                os.fsync(target.fileno())
-        except BaseException:
-            os.truncate(self._target, size)  # all of this run, or nothing of it
-            raise
-        self._temp.unlink()
-
     def _merge_folder(self) -> None:
         if not self._target.exists():
             os.replace(self._temp, self._target)
@@ -267,7 +220,98 @@ class StagedOutput:
         self._temp.rmdir()
 
     def __repr__(self) -> str:
-        return f"StagedOutput({str(self.path)!r}, append={self.append})"
+        return f"StagedOutput({str(self.path)!r})"
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield the path to write `path`'s new content to (a StagedOutput's `temp`, same suffix);
+    put it in place only if the block succeeds.
+
+    A crash, Ctrl-C or error leaves the previous file (or none), never a half-written one; a
+    full disk is reported as one line naming `path` and the space left once the partial file
+    is gone.
+    """
+    staged = StagedOutput(path)
+    try:
+        yield staged.temp
+        staged.commit()
+    except EdgesegError:
+        raise
+    except Exception as exc:
+        full = is_disk_full(exc) or nearly_full(staged.temp)  # asked before the partial file goes
+        staged.discard()
+        if full:
+            raise disk_full_error(staged.path, exc) from exc
+        raise
+    finally:
+        if not staged.committed:
+            staged.discard()
+
+
+class LineFile:
+    """A file that grows by whole lines: each `write` puts all of its bytes on disk or, when it
+    fails part way (a full disk), cuts the file back so no partial line stays. Unbuffered: a
+    line is on disk (page cache) once `write` returns, so `tail -f` sees it and a power loss
+    keeps it. Opened by the first `write`: nothing is created before.
+
+    append: add after what the file holds, starting on a fresh line when its last line was cut
+    off (a power loss mid-line), instead of truncating it. A device or FIFO (/dev/stdout, a pipe)
+    is written as it is. name: the path errors name (default `path`), e.g. the target of a
+    staged file.
+    """
+
+    def __init__(self, path: PathLike, append: bool = False, name: Optional[PathLike] = None) -> None:
+        self.path = Path(path)
+        self.append = append
+        self.name = Path(name) if name is not None else self.path
+        self._fd: Optional[int] = None
+        self._regular = True
+        self._size = 0  # bytes of whole lines in the file
+        self._pending = b""  # goes before the first line: the newline a cut-off last line lacks
+
+    def write(self, data: bytes) -> None:
+        """Write `data` (whole lines) entirely, or raise and leave the file as it was."""
+        with disk_full_as_error(self.name):
+            try:
+                if self._fd is None:
+                    self._fd = self._open()
+                self._write_all(self._fd, self._pending + data)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+                raise EdgesegError(f"cannot write {self.name}: {exc.strerror}", hint="choose a writable path") from exc
+        self._pending = b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.append else os.O_TRUNC)
+        fd = os.open(self.path, flags, 0o666)
+        info = os.fstat(fd)
+        self._regular = stat.S_ISREG(info.st_mode)
+        if self._regular and self.append and info.st_size:
+            self._size = info.st_size
+            with open(self.path, "rb") as existing:
+                existing.seek(info.st_size - 1)
+                if existing.read(1) != b"\n":
+                    self._pending = b"\n"
+        return fd
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            if self._regular:
+                os.ftruncate(fd, self._size)  # no partial line
+                os.lseek(fd, self._size, os.SEEK_SET)
+            raise
+        self._size += len(data)
 
 
 # -- output paths against inputs and each other -------------------------------------------------------
@@ -284,11 +328,47 @@ def _within(inner: Path, outer: Path) -> bool:
     return outer in inner.parents
 
 
+# protobuf bytes of an ONNX TensorProto.external_data entry {key: "location", value: <file>}
+_EXTERNAL_LOCATION = re.compile(rb"\n\x08location\x12")
+
+
+def model_files(artifact: PathLike) -> List[Path]:
+    """The files a model is read from: the artifact, its card, an OpenVINO IR's .bin and an
+    ONNX's external data files (found in the protobuf without the onnx package, which the
+    runtime does not need). What a run's outputs must never overwrite."""
+    from edgeseg.edge.card import card_path  # the card module writes through this one
+
+    path = Path(artifact)
+    files = [path, card_path(path)]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    elif path.suffix == ".onnx" and path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for match in _EXTERNAL_LOCATION.finditer(data):
+                length, start = _varint(data, match.end())
+                location = bytes(data[start : start + length]).decode("utf-8", "replace")
+                files.append(path.parent / location)
+    return sorted(set(files), key=files.index)
+
+
+def _varint(data: Any, at: int) -> Tuple[int, int]:
+    """A protobuf varint at `at`: (value, offset after it)."""
+    value = shift = 0
+    while at < len(data):
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    return value, at
+
+
 def check_output_paths(inputs: Iterable[PathLike], outputs: Mapping[str, Optional[PathLike]]) -> None:
     """Refuse an output that would overwrite what is read or another output.
 
-    inputs: the local files the run reads (the source's files, a folder's or glob's items, the
-    models and their cards); outputs: option name
+    inputs: the local files the run reads (the source's files, a folder's or glob's items, a
+    list of sources, each model's `model_files`); outputs: option name
     -> path (None: not given), e.g. {"--jsonl": ..., "--video": ...}; an output folder (like
     --save-defects) must not hold an input or another output either. Raises UsageError
     (an EdgesegError the CLI reports with exit code 2).

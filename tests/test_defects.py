@@ -121,3 +121,21 @@ def test_a_full_disk_keeps_whole_files_and_whole_index_lines(tmp_path):
         for entry in entries:
             validate_record(entry["record"])
             assert cv2.imread(str(disk / "review" / entry["image"]), cv2.IMREAD_UNCHANGED).shape == (128, 512)
+
+
+def test_long_input_names_are_shortened_and_stay_unique(tiny_models, tmp_path):
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    names = ["x" * 236 + "a.png", "x" * 236 + "b.png", "short.png"]  # 240 characters: the filesystem's limit is 255
+    for name, image in zip(names, frames(len(names), height=64, width=320, seed=4)):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    out = tmp_path / "review"
+    report = _run(tiny_models, folder, out, "--gate", "0")
+    header, *entries = _index(out)
+    assert report["frames"] == len(entries) == len(names)  # no name stopped the run
+    assert sorted(e["record"]["item"] for e in entries) == sorted(names)
+    files = [e["image"] for e in entries] + [c["file"] for e in entries for c in e["crops"]]
+    assert len(set(files)) == len(files) and all(len(name.encode()) <= 200 for name in files)
+    assert sorted(p.name for p in out.iterdir()) == sorted(files + [INDEX_NAME])
+    images = {e["record"]["item"]: e["image"] for e in entries}
+    assert images["short.png"].startswith("short_f") and images[names[0]].startswith("x" * 80)

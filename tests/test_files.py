@@ -1,11 +1,12 @@
-"""edgeseg.files: staged sink outputs, output-path checks, the one full-disk message."""
+"""edgeseg.files: staged sink outputs, files of whole lines, output-path checks, the one full-disk message."""
 import errno
 import os
 
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.files import StagedOutput, atomic_output, check_output_paths, disk_full_as_error
+from edgeseg.edge.sinks import JsonlSink
+from edgeseg.files import LineFile, StagedOutput, atomic_output, check_output_paths, disk_full_as_error
 from full_disk import fill, tiny_tmpfs
 
 
@@ -33,16 +34,23 @@ def test_staged_output_keeps_the_previous_file_until_commit(tmp_path):
     assert target.read_bytes() == b"this run" and list(tmp_path.iterdir()) == [target]
 
 
-def test_staged_output_appends_on_commit(tmp_path):
+def test_line_file_appends_whole_lines_on_a_fresh_line(tmp_path):
     target = tmp_path / "run.jsonl"
     target.write_text("one\n")
-    staged = StagedOutput(target, append=True)
-    staged.temp.write_text("two\n")
-    staged.commit()
+    lines = LineFile(target, append=True)
+    assert target.read_text() == "one\n"  # nothing is opened before the first write
+    lines.write(b"two\n")
+    lines.close()
     assert target.read_text() == "one\ntwo\n"
-    fresh = StagedOutput(tmp_path / "fresh.jsonl", append=True)  # appending to nothing creates it
-    fresh.temp.write_text("x\n")
-    fresh.commit()
+    target.write_text('{"cut off')  # a power loss in the middle of a line
+    for _ in range(2):
+        lines = LineFile(target, append=True)
+        lines.write(b"new\n")
+        lines.close()
+    assert target.read_text() == '{"cut off\nnew\nnew\n'
+    fresh = LineFile(tmp_path / "fresh.jsonl", append=True)  # appending to nothing creates it
+    fresh.write(b"x\n")
+    fresh.close()
     assert (tmp_path / "fresh.jsonl").read_text() == "x\n"
 
 
@@ -64,7 +72,7 @@ def test_staged_output_refuses_unwritable_folders(tmp_path):
     with pytest.raises(EdgesegError, match="is not a folder"):
         StagedOutput(blocker / "run.jsonl")
     with pytest.raises(EdgesegError, match="only files can be appended"):
-        StagedOutput(tmp_path, append=True)
+        JsonlSink(tmp_path, append=True)
 
 
 def test_failed_append_leaves_the_target_byte_for_byte(tmp_path):
@@ -72,13 +80,12 @@ def test_failed_append_leaves_the_target_byte_for_byte(tmp_path):
         target = disk / "run.jsonl"
         target.write_bytes(b"earlier\n" * 1000)
         before = target.read_bytes()
-        staged = StagedOutput(target, append=True)
-        staged.temp.write_bytes(b"x" * 100_000)
+        lines = LineFile(target, append=True)
         fill(disk, leave=20_000)
         with pytest.raises(EdgesegError, match=r"disk full writing .*run\.jsonl \(\d+(\.\d)? (B|KiB) free there\)"):
-            staged.commit()
+            lines.write(b"x" * 99_999 + b"\n")
+        lines.close()
         assert target.read_bytes() == before
-        staged.discard()
 
 
 def test_atomic_output_reports_a_full_disk_and_leaves_nothing(tmp_path):

@@ -18,7 +18,7 @@ from edgeseg.edge.card import ModelCard, TensorSpec
 from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation
 from edgeseg.edge.preprocess import Preprocess
-from edgeseg.edge.records import SCHEMA, frame_record, header_record, validate_record
+from edgeseg.edge.records import SCHEMA, frame_record, header_record, to_json, validate_record
 from edgeseg.edge.rle import decode
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError
@@ -85,6 +85,8 @@ def _broken(change):
         (lambda r: r.update(captured_at="yesterday"), "captured_at must be an ISO 8601 UTC time"),
         (lambda r: r.update(captured_at="2026-12-01T22:00:00+01:00"), "ISO 8601 UTC"),
         (lambda r: r.update(defect_probability=1.5), "outside \\[0, 1\\]"),
+        (lambda r: r.update(defect_probability=None), "null but the frame has no error"),
+        (lambda r: r.update(error=3), "frame.error must be str or null"),
         (lambda r: r.update(gate=float("nan")), "gate must be finite"),
         (lambda r: r["latency_ms"].pop("glass_to_glass"), "no glass_to_glass"),
         (lambda r: r["latency_ms"].update(sink=-1), "latency_ms.sink"),
@@ -172,3 +174,19 @@ def test_folder_run_names_each_file_after_a_corrupt_one(tiny_models, tmp_path):
     assert [r["frame"] for r in records] == [0, 1, 2, 3]
     assert all(r["position_ms"] is None and r["size"] == [64, 320] for r in records)
     _check_clocks(header, records)
+
+
+def test_a_model_output_that_is_not_a_number_makes_an_error_record_in_strict_json():
+    frame, _ = _frame_and_result()
+    post = MaskPostprocess(_card())
+    maps = np.zeros((1, 2, 32, 160), np.float32)
+    maps[0, 1, 5, 5] = np.nan
+    for probability, segmenter_maps, message in ((math.nan, None, "classifier output is not a number"), (0.9, maps, "segmenter output is not a number for class(es) ['patch']")):
+        result = post.frame_result(frame, segmenter_maps, probability, True, {}, 0.5)
+        assert message in result.error and not any(result.segmentation.areas.values())
+        record = json.loads(to_json(frame_record(frame, result)), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+        validate_record(record)
+        assert record["error"] == result.error
+    assert record["defect_probability"] == 0.9  # the classifier's own output was a number
+    with pytest.raises(EdgesegError, match="not a number"):
+        to_json({"type": "frame", "defect_probability": math.nan})

@@ -16,6 +16,7 @@ from edge_media import count_video_frames, frames, write_video
 from edgeseg.cli import app
 from edgeseg.commands.run import usable_cores
 from edgeseg.edge.card import card_path
+from edgeseg.edge.records import validate_record
 from full_disk import fill, jsonl_lines, tiny_tmpfs
 
 FRAMES = 8
@@ -215,3 +216,84 @@ def test_a_card_preprocess_size_the_model_cannot_take_is_refused_at_load(tiny_mo
     result = _run("--source", clip, "--classifier", model, "--segmenter", tiny_models["segmenter"])
     assert result.exit_code == 1, result.output
     _one_error_line(result, f"{model}: its card preprocesses frames to 1x48x160 but input 'image' takes")
+
+
+def _rewrite(source, target, change):
+    """Save the ONNX `source` changed by `change(model)` (and any external data) as `target`, with
+    a card for it (the source's, restamped): a real model a run accepts."""
+    import onnx
+
+    from edgeseg.edge.card import read_card, write_card
+
+    model = onnx.load(str(source))
+    save = change(model) or {}
+    onnx.save_model(model, str(target), **save)
+    write_card(target, read_card(source))
+    return target
+
+
+def test_outputs_onto_any_file_the_run_reads_are_refused(tiny_models, clip, tmp_path):
+    cameras = tmp_path / "cameras.txt"
+    cameras.write_text(f"{clip}\n")
+    external = _rewrite(
+        tiny_models["segmenter"],
+        tmp_path / "segmenter.onnx",
+        lambda model: {"save_as_external_data": True, "location": "segmenter.weights", "size_threshold": 0},
+    )
+    weights = tmp_path / "segmenter.weights"
+    ir = tmp_path / "ir"
+    built = CliRunner().invoke(app, ["build-engine", str(tiny_models["segmenter"]), "--backend", "openvino", "--precision", "fp32", "-o", str(ir)])
+    assert built.exit_code == 0, built.output
+    classifier = ["--classifier", tiny_models["classifier"]]
+    cases = [
+        (["--sources", cameras, *_models(tiny_models), "--jsonl", cameras], cameras),
+        (["--source", clip, *classifier, "--segmenter", external, "--backend", "onnxruntime", "--jsonl", weights], weights),
+        (["--source", clip, *classifier, "--segmenter", ir / "segmenter.fp32.xml", "--video", ir / "segmenter.fp32.bin"], ir / "segmenter.fp32.bin"),
+    ]
+    for args, read in cases:
+        before = read.read_bytes()
+        result = _run(*args)
+        assert result.exit_code == 2, result.output
+        _one_error_line(result, f"{read} is an input of this run")
+        assert read.read_bytes() == before
+
+
+def test_a_model_output_that_is_not_a_number_is_an_error_for_that_frame_never_bare_nan(tiny_models, clip, tmp_path):
+    import onnx
+    from onnx import helper
+
+    def nan_scores(model):
+        """The classifier's logits times NaN: a model broken the way a bad conversion breaks one."""
+        output = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = [f"{name}_raw" if name == output else name for name in node.output]
+        model.graph.initializer.append(helper.make_tensor("nan", onnx.TensorProto.FLOAT, [], [float("nan")]))
+        model.graph.node.append(helper.make_node("Mul", [f"{output}_raw", "nan"], [output]))
+
+    broken = _rewrite(tiny_models["classifier"], tmp_path / "classifier.onnx", nan_scores)
+    jsonl = tmp_path / "run.jsonl"
+    result = _run("--source", clip, "--classifier", broken, "--segmenter", tiny_models["segmenter"], "--jsonl", jsonl, "--json")
+    assert result.exit_code == 1, result.output
+    _one_error_line(result, f"{FRAMES} frame(s) could not be inspected, the first frame 0 of clip.avi: the classifier output is not a number")
+    assert json.loads(result.stdout)["frame_errors"] == FRAMES
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the JSONL")
+
+    header, *records = [json.loads(line, parse_constant=refuse) for line in jsonl.read_text().splitlines()]
+    assert len(records) == FRAMES
+    for record in records:
+        validate_record(record)
+        assert record["defect_probability"] is None and not record["gated"] and "not a number" in record["error"]
+
+
+def test_append_after_a_cut_off_last_line_starts_on_a_fresh_line(tiny_models, clip, earlier_run):
+    jsonl, _, jsonl_bytes, _ = earlier_run
+    cut = jsonl_bytes[:-10]  # a power loss in the middle of the last record
+    jsonl.write_bytes(cut)
+    result = _run("--source", clip, *_models(tiny_models), "--jsonl", jsonl, "--append", "--max-frames", 3)
+    assert result.exit_code == 0, result.output
+    data = jsonl.read_bytes()
+    assert data.startswith(cut + b"\n")
+    kinds = [json.loads(line)["type"] for line in data[len(cut) + 1 :].decode().splitlines()]
+    assert kinds == ["header", "frame", "frame", "frame"]  # this run's header whole, on its own line

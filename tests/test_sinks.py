@@ -7,13 +7,18 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_media import count_video_frames, frames
+from edge_media import count_video_frames, frames, write_video
+from edgeseg.edge.backends import open_backend
+from edgeseg.edge.outputs import OutputOptions, open_outputs
+from edgeseg.edge.cascade import LocalCascade
+from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import FrameResult, Segmentation
 from edgeseg.edge.annotate import annotate, labels
-from edgeseg.edge.records import validate_record
+from edgeseg.edge.records import RunHeader, validate_record
 from edgeseg.edge.rle import encode
 from edgeseg.edge.sinks import JsonlSink, VideoSink, WindowSink
-from edgeseg.edge.sources import Frame
+from edgeseg.edge.sources import Frame, open_source
+from edgeseg.files import model_files
 from edgeseg.errors import EdgesegError
 
 CLASSES = ["1", "2", "3", "4"]
@@ -58,20 +63,40 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     assert records[0]["classes"]["1"]["boxes"] == [[40, 10, 80, 20]] and records[0]["classes"]["2"]["area"] == 0
 
 
-def test_jsonl_starts_with_the_header_made_at_the_first_frame(tmp_path):
+def test_jsonl_writes_the_header_it_was_given_with_its_first_frame(tmp_path):
     path = tmp_path / "frames.jsonl"
-    made = []
-
-    def header():
-        made.append(True)
-        return {"type": "header"}
-
-    with JsonlSink(path, header=header) as sink:
-        assert not made  # nothing is asked of the backends before the first frame
+    with JsonlSink(path) as sink:
+        sink.start({"type": "header"})
+        assert not path.exists()  # a header alone is no output
         for i, image in enumerate(frames(2)):
             sink.write(*_pair(i, image))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert made == [True] and lines[0] == {"type": "header"} and [r["frame"] for r in lines[1:]] == [0, 1]
+    assert lines[0] == {"type": "header"} and [r["frame"] for r in lines[1:]] == [0, 1]
+
+
+def test_outputs_give_every_sink_the_header_made_at_the_first_frame(tiny_models, tmp_path):
+    clip = write_video(tmp_path / "clip.avi", frames(3))
+    classifier, segmenter = (open_backend(tiny_models[task], "onnxruntime") for task in ("classifier", "segmenter"))
+    jsonl, review = tmp_path / "out" / "run.jsonl", tmp_path / "out" / "review"
+    reads = [path for backend in (classifier, segmenter) for path in model_files(backend.artifact)]
+    with open_source(str(clip)) as source:
+        outputs = open_outputs(OutputOptions(jsonl=jsonl, save_defects=review), [source], segmenter.card, reads)
+        cascade = LocalCascade(classifier, segmenter, gate=0.0)
+        outputs.header = RunHeader(cascade, "clip.avi")
+        with outputs:
+            assert not (tmp_path / "out").exists()  # nothing before the first frame
+            report = Pipeline(source, cascade, [outputs]).run()
+    header = json.loads(jsonl.read_text().splitlines()[0])
+    assert json.loads((review / "index.jsonl").read_text().splitlines()[0]) == header
+    validate_record(header)
+    assert header["gate"] == 0.0 and header["source"] == "clip.avi"
+    assert "CPUExecutionProvider" in header["models"]["classifier"]["backend"]  # made once the backends were active
+    assert outputs.report() == {
+        "outputs": {"jsonl": str(jsonl), "defects": str(review)},
+        "output_frames": {"jsonl": report["frames"], "defects": report["frames"]},
+        "frame_errors": 0,
+    }
+    assert outputs.lines() == [f"jsonl: {jsonl} (3 frames)", f"defects: {review} (3 frames)"] and not outputs.failures()
 
 
 def test_video_sink_writes_a_playable_annotated_video(tmp_path):

@@ -73,7 +73,7 @@ def test_submission_refuses_a_video_and_a_loop_with_one_line(tiny_models, folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "submission.csv"]  # no staged leftovers
 
 
-def test_a_full_disk_keeps_whole_rows_only(tmp_path):
+def test_a_full_disk_leaves_nothing_under_the_final_name(tmp_path):
     from full_disk import tiny_tmpfs
 
     import numpy as np
@@ -85,18 +85,33 @@ def test_a_full_disk_keeps_whole_rows_only(tmp_path):
 
     rle = " ".join(f"{1 + 4 * i} 2" for i in range(4000))  # ~40 KB per row
     with tiny_tmpfs(tmp_path, size="256k") as disk:
-        sink = SubmissionSink(disk / "submission.csv", ["1", "2", "3", "4"])
+        target = disk / "submission.csv"
+        target.write_text("earlier,result\n")
+        sink = SubmissionSink(target, ["1", "2", "3", "4"])
         with pytest.raises(EdgesegError, match="disk full writing .*submission.csv"):
             for i in range(100):
                 frame = Frame(i, np.zeros((8, 8), np.uint8), float(i), "strips", item=f"{i:03d}.jpg", captured_at=1.7e9)
                 segmentation = Segmentation(areas={"1": 8000, "2": 0, "3": 0, "4": 0}, rle={"1": rle})
                 sink.write(frame, FrameResult(i, "strips", float(i), 256, 1600, 0.9, True, segmentation, gate=0.5))
+        assert 0 < sink.frames < 100  # some rows fitted before the disk filled
         sink.close()
-        annotations, problems, _malformed = read_annotations(disk / "submission.csv")
-        assert problems == [] and 0 < len(annotations) == sink.frames < 100
-        assert all(classes == {1: rle} for classes in annotations.values())
-        with open(disk / "submission.csv", newline="") as handle:
-            assert len(list(csv.reader(handle))) == 1 + 4 * sink.frames  # header + whole frames
+        assert target.read_text() == "earlier,result\n" and sorted(p.name for p in disk.iterdir()) == ["submission.csv"]
+        assert sink.written is None and sink.kept == 0 and "was not written" in sink.problem
+
+
+def test_file_names_with_line_breaks_commas_and_quotes_stay_in_their_field(tiny_models, tmp_path):
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    names = ["cr\rname.png", "comma,name.png", 'quote"name.png', "plain.png"]
+    for name, image in zip(names, frames(len(names), height=64, width=320, seed=7)):
+        cv2.imwrite(str(folder / name), image)
+    submission = tmp_path / "submission.csv"
+    result = _run(tiny_models, folder, "--submission", str(submission), "--gate", "0")
+    assert result.exit_code == 0, result.output
+    with open(submission, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 1 + 4 * len(names) and all(len(row) == 2 for row in rows)
+    assert sorted({row[0].rsplit("_", 1)[0] for row in rows[1:]}) == sorted(names)
 
 
 def test_submission_and_defect_paths_are_checked_against_the_source_and_the_other_outputs(tiny_models, folder, tmp_path):

@@ -87,15 +87,9 @@ def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: st
     for name, bars in groups.items():
         top = _panel(image, name, bars, unit, colours, top, left, right, label_width, log)
 
-    with atomic_output(target) as tmp:
-        staged = tmp.with_suffix(".png")  # cv2.imwrite picks the encoder from the suffix
-        try:
-            if not cv2.imwrite(str(staged), image):
-                raise EdgesegError(f"OpenCV could not write the chart {target}")
-            staged.replace(tmp)
-        finally:
-            if staged.exists():
-                staged.unlink()
+    with atomic_output(target) as tmp:  # the temporary file keeps the suffix cv2.imwrite picks the encoder by
+        if not cv2.imwrite(str(tmp), image):
+            raise EdgesegError(f"OpenCV could not write the chart {target}")
     return target
 
 

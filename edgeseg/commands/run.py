@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+from typing import Any, Iterator, List, Literal, Optional, Tuple
 
 import typer
 from rich.markup import escape
@@ -227,14 +227,10 @@ def run(
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
-    from edgeseg.edge.card import card_path
-    from edgeseg.edge.annotate import Annotator
-    from edgeseg.edge.defects import DefectSink
-    from edgeseg.edge.mqtt import MqttSink, parse_mqtt_url
-    from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
+    from edgeseg.edge.outputs import OutputOptions, open_outputs
+    from edgeseg.edge.records import RunHeader
     from edgeseg.edge.sources import SourceOptions, open_source
-    from edgeseg.edge.submission import SubmissionSink
-    from edgeseg.files import check_output_paths
+    from edgeseg.files import model_files
     from edgeseg.inspector import Inspector
 
     started = (time.time(), time.perf_counter())
@@ -243,63 +239,33 @@ def run(
         raise typer.BadParameter(
             f"--video, --show and --submission take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)"
         )
-    if append and jsonl is None:
-        raise typer.BadParameter("--append adds to a --jsonl file: give --jsonl too")
     if url is not None and backend != "triton":
         raise typer.BadParameter("--url is for --backend triton")
     _check_usage(gate, threads)
-    mqtt_target = parse_mqtt_url(mqtt) if mqtt is not None else None
+    wanted = OutputOptions(
+        jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show
+    )
     classifier, segmenter = _model_files(backend, classifier, segmenter)
     inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
     models = [path for path in (classifier, segmenter) if path is not None]
-    segmenter_card = inspector.cascade.segmenter_card
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
 
     received: List[int] = []
-    files: Dict[str, FileSink] = {}  # output kind -> its sink
     with contextlib.ExitStack() as stack:
-        sinks: List[Sink] = []
-        header = functools.partial(inspector.header, ", ".join(str(uri) for uri in uris), started)
-        classes = segmenter_card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
-        check_output_paths(
-            [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
-            {"--jsonl": jsonl, "--video": video, "--submission": submission, "--save-defects": save_defects},
+        reads = [*([sources_file] if sources_file is not None else []), *(path for model in models for path in model_files(model))]
+        outputs = stack.enter_context(
+            open_outputs(wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"))
         )
-        annotator = Annotator(classes, min_area=segmenter_card.thresholds.get("min_area"))
-        if jsonl is not None:
-            files["jsonl"] = stack.enter_context(JsonlSink(jsonl, header=header, append=append))
-        if submission is not None:
-            if not streams[0].images or loop:
-                raise UsageError("--submission needs an image folder or glob as --source, read once (no --loop)")
-            files["submission"] = stack.enter_context(SubmissionSink(submission, classes))
-        if video is not None:
-            files["video"] = stack.enter_context(VideoSink(video, classes, fps=streams[0].fps, annotator=annotator, codec=codec))
-        sinks.extend(files.values())
-        defects = stack.enter_context(DefectSink(save_defects, header=header)) if save_defects is not None else None
-        if defects is not None:
-            sinks.append(defects)
-        mqtt_sink = None
-        if mqtt_target is not None:
-            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header))
-            sinks.append(mqtt_sink)
-        if show:
-            sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: inspector.stop("window closed"), annotator=annotator)))
+        outputs.header = RunHeader(inspector.cascade, ", ".join(str(uri) for uri in uris), started)
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
         with _stop_on_signals(inspector.stop, received):
             report = inspector.stream(
-                streams, sinks, max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0, on_result=lambda _result: progress.advance(task)
+                streams, [outputs], max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0, on_result=lambda _result: progress.advance(task)
             )
-    # what is on disk now, not what was asked for
-    report["outputs"] = {kind: str(sink.written) for kind, sink in files.items() if sink.written is not None}
-    report["output_frames"] = {kind: sink.kept for kind, sink in files.items() if sink.written is not None}
-    if defects is not None and defects.frames:
-        report["outputs"]["defects"] = str(defects.folder)
-        report["output_frames"]["defects"] = defects.frames
-    if mqtt_sink is not None:
-        report["mqtt"] = mqtt_sink.stats()
-    failures = [sink.problem for sink in files.values() if sink.problem]
+    report.update(outputs.report())  # what is on disk now, not what was asked for
+    failures = outputs.failures()
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
     if not report["frames"] and not received:
@@ -313,14 +279,10 @@ def run(
         out.print(latency_table(report, title=title))
         if len(report["cameras"]) > 1:
             out.print(camera_table(report))
-        for kind, path in report["outputs"].items():
-            out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
-        if mqtt_sink is not None:
-            m = report["mqtt"]
-            out.print(f"mqtt: {m['url']} ({m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped)")
-    if mqtt_sink is not None and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
-        m = report["mqtt"]
-        err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
+        for line in outputs.lines():
+            out.print(escape(line))
+    for warning in outputs.warnings():
+        err.print(f"warning: {escape(warning)}", highlight=False)
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:

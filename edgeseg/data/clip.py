@@ -53,10 +53,8 @@ def write_clip(images: List[np.ndarray], path: PathLike, fps: float = 10.0) -> P
     if target.suffix.lower() not in FOURCC:
         raise EdgesegError(f"cannot tell the video format of {target}", hint="use .mp4 or .avi")
     height, width = images[0].shape[:2]
-    with atomic_output(target) as tmp:
-        # OpenCV picks the container from the name: give the temporary file the real suffix.
-        staged = tmp.with_suffix(target.suffix)
-        writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*FOURCC[target.suffix.lower()]), fps, (width, height))
+    with atomic_output(target) as tmp:  # the temporary file keeps the suffix OpenCV picks the container by
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[target.suffix.lower()]), fps, (width, height))
         if not writer.isOpened():
             raise EdgesegError(f"OpenCV cannot encode {target}")
         try:
@@ -64,7 +62,6 @@ def write_clip(images: List[np.ndarray], path: PathLike, fps: float = 10.0) -> P
                 writer.write(image)
         finally:
             writer.release()
-        staged.replace(tmp)
     return target
 
 

@@ -31,7 +31,7 @@ from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import ModelCard, TensorSpec
 from edgeseg.edge.cascade import ROLES, Inferred, LocalCascade
 from edgeseg.edge.preprocess import to_gray
-from edgeseg.edge.records import frame_record
+from edgeseg.edge.records import frame_record, to_json
 from edgeseg.edge.sources import Frame
 from edgeseg.serve.repository import IMAGE_INPUT, RECORD_OUTPUT, REQUEST_PARAMETER
 
@@ -136,5 +136,5 @@ class TritonPythonModel:
         records = []
         for i, (frame, _) in enumerate(work):
             record = frame_record(frame, self.cascade.finish(inferred[i]))
-            records.append(json.dumps(record, separators=(",", ":")).encode())
+            records.append(to_json(record).encode())
         return records
