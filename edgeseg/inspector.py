@@ -3,7 +3,7 @@
     with Inspector("classifier.onnx", "segmenter.onnx") as inspector:
         record = inspector(image)              # one HxW / HxWx3 uint8 frame -> its record
         records = inspector([image1, image2])  # a batch -> a list, in order
-        report = inspector.stream(["line.mp4"], [JsonlSink("out.jsonl", header=...)])
+        report = inspector.stream(["line.mp4"], [JsonlSink("out.jsonl")])  # header record first
 
 A record is the `edgeseg.record/1` frame record (edgeseg.edge.records, the README) that
 `edgeseg run --jsonl` writes. `stream` is the streaming run `edgeseg run` itself calls (sources ->
@@ -22,7 +22,7 @@ import numpy as np
 from edgeseg.edge.cascade import Cascade, LocalCascade, check_gate
 from edgeseg.edge.pipeline import BATCH_TIMEOUT, Pipeline, Stop
 from edgeseg.edge.postprocess import FrameResult
-from edgeseg.edge.records import frame_record, header_record
+from edgeseg.edge.records import RunHeader, frame_record, header_record
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame, Source, open_source
 from edgeseg.errors import UsageError
@@ -138,18 +138,27 @@ class Inspector:
         max_batch: Optional[int] = None,
         batch_timeout: float = BATCH_TIMEOUT,
         on_result: Optional[Callable[[FrameResult], None]] = None,
+        source_name: Optional[str] = None,
+        started: Optional[Tuple[float, float]] = None,
     ) -> Dict[str, Any]:
         """Run every frame of `sources` (opened Sources, or URIs: file, folder, glob, camera
         index, rtsp://..., one camera each, batched together) through the cascade into `sinks`
         until the sources end, `max_frames` per camera, or `stop()`; return the run's report
-        (frames, fps, per-stage latency, gate pass rate, per camera). URIs are opened with the
-        default SourceOptions and closed at the end; sinks stay the caller's to close."""
+        (frames, fps, per-stage latency, gate pass rate, per camera). Every sink is started
+        with the run's header record when the first frame arrives (`Sink.start`): `source_name`
+        (default: the sources' names) and `started` ((time.time(), time.perf_counter()),
+        default now) go into it. URIs are opened with the default SourceOptions and closed at
+        the end; sinks stay the caller's to close."""
+        from edgeseg.edge.outputs import Outputs
+
         listed = list(sources) if isinstance(sources, (list, tuple)) else [cast(SourceLike, sources)]
         with contextlib.ExitStack() as stack:
             opened = [s if isinstance(s, Source) else stack.enter_context(open_source(s)) for s in listed]
+            name = source_name if source_name is not None else ", ".join(source.uri for source in opened)
+            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()))
             settings: Dict[str, Any] = dict(max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout, on_result=on_result)
             try:
-                return Pipeline(opened, self.cascade, sinks, stop=self._stop, **settings).run()
+                return Pipeline(opened, self.cascade, [Outputs(sinks, header)], stop=self._stop, **settings).run()
             finally:
                 self._stop = Stop()  # one Stop per run
 

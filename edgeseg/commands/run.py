@@ -228,7 +228,6 @@ def run(
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
     from edgeseg.edge.outputs import OutputOptions, open_outputs
-    from edgeseg.edge.records import RunHeader
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.files import model_files
     from edgeseg.inspector import Inspector
@@ -257,12 +256,12 @@ def run(
         outputs = stack.enter_context(
             open_outputs(wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"))
         )
-        outputs.header = RunHeader(inspector.cascade, ", ".join(str(uri) for uri in uris), started)
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
         with _stop_on_signals(inspector.stop, received):
             report = inspector.stream(
-                streams, [outputs], max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0, on_result=lambda _result: progress.advance(task)
+                streams, [outputs], max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0,
+                on_result=lambda _result: progress.advance(task), source_name=", ".join(str(uri) for uri in uris), started=started,
             )
     report.update(outputs.report())  # what is on disk now, not what was asked for
     failures = outputs.failures()
