@@ -35,7 +35,7 @@ import numpy as np
 from edgeseg.bench.report import write_results
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
 from edgeseg.edge.card import read_card

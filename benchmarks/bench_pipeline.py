@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames, write_clip
 from edgeseg.bench.report import write_results
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
