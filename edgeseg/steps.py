@@ -21,11 +21,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.files import PathLike
 from edgeseg.layout import DATA_DIR, MODELS_DIR
+
+if TYPE_CHECKING:  # the steps import these where they run (torch, onnx and ONNX Runtime load there)
+    from edgeseg.calibration.accuracy import AccuracyReport
+    from edgeseg.calibration.calibration_set import CalibrationSet
+    from edgeseg.calibration.qdq import QdqResult
+    from edgeseg.export.contract import ExportReport
+    from edgeseg.export.engine import BuildOptions, BuildResult
 
 log = logging.getLogger("edgeseg")
 
@@ -55,7 +62,7 @@ def silent(_description: str, _total: Optional[int]) -> Iterator[Advance]:
 class Exported:
     """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models)."""
 
-    reports: List[Any]  # edgeseg.export.contract.ExportReport
+    reports: List[ExportReport]
 
     @property
     def onnx(self) -> List[Path]:
@@ -246,9 +253,9 @@ class Calibrated:
     """What `calibrate` made: the calibration set, one QDQ model per model and flavour, and with a
     validation set the accuracy of every precision (also written to out_dir/accuracy.json)."""
 
-    calibration: Any  # edgeseg.calibration.calibration_set.CalibrationSet
-    models: List[Any]  # edgeseg.calibration.qdq.QdqResult
-    accuracy: Optional[Any] = None  # edgeseg.calibration.accuracy.AccuracyReport
+    calibration: CalibrationSet
+    models: List[QdqResult]
+    accuracy: Optional[AccuracyReport] = None
     removed: List[Path] = field(default_factory=list)  # INT8 models deleted for missing the budget
 
     def to_dict(self) -> Dict[str, Any]:
@@ -261,8 +268,7 @@ class Calibrated:
 class BudgetMissed(EdgesegError):
     """INT8 lost more accuracy than allowed; `result` holds the report (the failing models are removed)."""
 
-    def __init__(self, result: Calibrated) -> None:
-        misses = result.accuracy.misses
+    def __init__(self, result: Calibrated, misses: Sequence[Any]) -> None:
         super().__init__(
             f"INT8 accuracy budget missed ({len(misses)}): " + " | ".join(m.describe() for m in misses),
             hint="the failing INT8 models were removed; --exclude the layers named, try --method entropy/percentile, or relax the budget",
@@ -313,9 +319,9 @@ def calibrate(
     calibration = _calibration_set(source, out, cards, count, seed, progress)
     result = Calibrated(calibration, _quantise(paths, calibration, chosen, method, list(exclude), out, progress))
     if validation is not None:
-        _score(result, paths, out, Path(validation), validation_count, seed, max_dice_drop, max_recall_drop, progress)
-        if result.accuracy.misses:
-            raise BudgetMissed(result)
+        report = _score(result, paths, out, Path(validation), validation_count, seed, max_dice_drop, max_recall_drop, progress)
+        if report.misses:
+            raise BudgetMissed(result, report.misses)
     return result
 
 
@@ -389,7 +395,7 @@ def _quantise(
 def _score(
     result: Calibrated, models: List[Path], out_dir: Path, validation: Path, validation_count: Optional[int], seed: int,
     max_dice_drop: Optional[float], max_recall_drop: Optional[float], progress: Progress,
-) -> None:
+) -> AccuracyReport:
     """Score every precision on `validation` into result.accuracy and out_dir/accuracy.json;
     remove the INT8 models that miss the budget, naming the layers most responsible."""
     from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, blame_layers, check_budget, load_validation
@@ -426,6 +432,7 @@ def _score(
         card_path(path).unlink(missing_ok=True)
     result.accuracy = report
     write_json(out_dir / REPORT_NAME, result.to_dict()["accuracy"])
+    return report
 
 
 def _fp16(path: Path, out_dir: Path) -> Path:
@@ -441,7 +448,7 @@ class Built:
 
     backend: str
     precision: str
-    artifacts: List[Any]  # edgeseg.export.engine.BuildResult
+    artifacts: List[BuildResult]
 
     @property
     def run_command(self) -> Optional[str]:
@@ -477,7 +484,7 @@ def build(
     *,
     backend: str = "auto",
     precision: Optional[str] = None,
-    options: Optional[Any] = None,
+    options: Optional[BuildOptions] = None,
     progress: Progress = silent,
 ) -> Built:
     """Build the artifact each model runs fastest as on `backend`.
