@@ -189,7 +189,7 @@ def _mask_agreement(masks: List[np.ndarray], reference: List[np.ndarray], classe
     """Mean Kaggle Dice of this precision's masks against the reference precision's masks."""
     from edgeseg.training.metrics import dice
 
-    scores = []
+    scores: List[float] = []
     for mine, theirs, frame in zip(masks, reference, data.frames):
         shape = (classes,) + frame.shape[:2]
         count = int(np.prod(shape))

@@ -108,18 +108,18 @@ def export(
     """
     from edgeseg.files import ensure_writable_dir
 
-    checkpoints = [Path(c) for c in checkpoints]
-    if sum(bool(s) for s in (checkpoints, onnx, factory)) != 1:
+    sources = [Path(c) for c in checkpoints]
+    if sum(bool(s) for s in (sources, onnx, factory)) != 1:
         raise UsageError("give checkpoints (one or two), or an ONNX model, or a factory", hint="edgeseg export --checkpoint / --onnx / --factory")
-    if name and len(checkpoints) > 1:
+    if name and len(sources) > 1:
         raise UsageError("--name applies to one model; export several checkpoints without it")
     if opset > TRT_MAX_OPSET:
         log.warning("warning: opset %d is above %d: TensorRT 8.5/8.6 (JetPack 5 / 6.0) cannot parse it", opset, TRT_MAX_OPSET)
     names = _class_names(classes)
     parity_images = _parity_images(Path(images)) if images else []
     folder = ensure_writable_dir(Path(out_dir))
-    if checkpoints:
-        reports = _export_checkpoints(checkpoints, folder, name, names, opset, size, seed, parity_images, progress)
+    if sources:
+        reports = _export_checkpoints(sources, folder, name, names, opset, size, seed, parity_images, progress)
     else:
         contract = _contract(task, size, mean, std, geometry, names, activation, Path(card) if card else None)
         target = folder / f"{name or contract['task']}.onnx"

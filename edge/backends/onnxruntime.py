@@ -88,14 +88,14 @@ def ort_session(
             f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})",
             hint="install onnxruntime-gpu for CUDAExecutionProvider, or leave the providers to the default",
         )
-    in_memory = isinstance(model, bytes)
+    source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(model if in_memory else str(model), sess_options=options, providers=chosen)
+        return ort.InferenceSession(source, sess_options=options, providers=chosen)
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph/... types
         first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise EdgesegError(
-            f"ONNX Runtime cannot load {'the model' if in_memory else model}: {first_line}",
-            hint=None if in_memory else "the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
+            f"ONNX Runtime cannot load {'the model' if isinstance(source, bytes) else source}: {first_line}",
+            hint=None if isinstance(source, bytes) else "the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
         ) from exc
 
 

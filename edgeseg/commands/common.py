@@ -16,7 +16,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Literal, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -247,7 +247,7 @@ def stop_on_signals(stop: Callable[[str], None], received: List[int], first: str
     """SIGINT / SIGTERM call stop(reason) and print `first` (`again` on a later signal) instead of
     killing the command, which finishes cleanly; the signals are appended to `received` for
     `exit_after_signals`."""
-    previous = {}
+    previous: Dict[int, Any] = {}
 
     def handler(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -261,8 +261,8 @@ def stop_on_signals(stop: Callable[[str], None], received: List[int], first: str
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def exit_after_signals(received: List[int]) -> None:

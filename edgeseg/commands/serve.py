@@ -87,7 +87,7 @@ def serve(
     env = triton.server_environment(install, server_python or triton.SYSTEM_PYTHON) if install is not None else {}  # refuses before writing
     options = RepositoryOptions(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, kind=instance_kind, stand_in=stand_in)
     temporary = repository is None
-    target = Path(tempfile.mkdtemp(prefix="edgeseg-triton-")) / "models" if temporary else repository
+    target = Path(tempfile.mkdtemp(prefix="edgeseg-triton-")) / "models" if repository is None else repository
     write = engines_to_triton_repository if engines else onnx_to_triton_repository
     try:
         write(cls_path, seg_path, target, options)
