@@ -114,3 +114,19 @@ def test_demo_assets_are_reachable_as_a_module():
     assert read_card(assets.classifier_onnx()).task == "classifier" and read_card(assets.segmenter_onnx()).task == "segmenter"
     assert assets.demo_clip().suffix == ".mp4"
     assert [read_card(path).artifact["flavour"] for path in assets.models("cpu")] == ["cpu", "cpu"]
+
+
+def test_serve_without_the_prepared_environment_refuses_before_writing(tiny_models, tmp_path, monkeypatch):
+    from edgeseg.serve.server import SYSTEM_PYTHON, find_tritonserver
+
+    try:
+        install = find_tritonserver()
+    except EdgesegError as exc:
+        pytest.skip(f"no Triton server: {exc}")
+    if install.stubs is None or not SYSTEM_PYTHON.is_file():
+        pytest.skip("only pytriton's server needs a prepared environment")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["serve", "--classifier", tiny_models["classifier"], "--segmenter", tiny_models["segmenter"], "--repository", tmp_path / "repo"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1 and "edgeseg serve --prepare" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "cache").exists()
