@@ -35,9 +35,9 @@ import numpy as np
 from edgeseg.bench.report import write_results
 from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
-from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
+from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
 from edgeseg.edge.card import read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
 from edgeseg.envinfo import benchmark_environment
@@ -105,17 +105,9 @@ def profile(path: Path, threads: int, runs: int = PROFILE_RUNS) -> Dict[str, flo
     """Milliseconds per inference by operator type (ONNX Runtime's profiler, optimised graph):
     each node's fastest of `runs` warm runs (the first, cold run is left out), the least
     disturbed figure on a shared CPU, summed by operator type."""
-    import onnxruntime as ort
-
     card = read_card(path)
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as edgeseg's backend runs
-    with tempfile.TemporaryDirectory() as folder:
-        options.profile_file_prefix = str(Path(folder) / "ort")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as folder:  # no spinning, as edgeseg's backend runs
+        session = ort_session(path, providers=["CPUExecutionProvider"], intra_op_threads=threads, log_severity=3, profile_prefix=str(Path(folder) / "ort"))
         x = np.zeros((1, 1, card.preprocess.height, card.preprocess.width), np.float32)
         for _ in range(runs + 1):
             session.run(None, {card.input.name: x})

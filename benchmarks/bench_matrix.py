@@ -38,7 +38,7 @@ from edgeseg.bench.report import write_files
 from edgeseg.bench.suite import Options, run_bench, sample_feed
 from edgeseg.bench.torch_backend import default_device
 from edgeseg.bench.variants import BACKENDS, PRECISIONS, plan
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.synth import write_synthetic
 from edgeseg.edge.card import ModelCard, card_path, read_card, write_card
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from services import Mosquitto  # noqa: E402  (the tests' broker helper: one way to run it)
 
 from edgeseg.bench.report import write_results  # noqa: E402
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_CLIP, DEMO_SEGMENTER  # noqa: E402
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, CLIP as DEMO_CLIP, SEGMENTER as DEMO_SEGMENTER  # noqa: E402
 from edgeseg.edge.backends import open_backend  # noqa: E402
 from edgeseg.edge.cascade import LocalCascade  # noqa: E402
 from edgeseg.edge.mqtt import MqttSink  # noqa: E402

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from edgeseg.bench.report import write_results
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_CLIP, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, CLIP as DEMO_CLIP, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.edge.backends import BACKENDS
 from edgeseg.envinfo import benchmark_environment
 

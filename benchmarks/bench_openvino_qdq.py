@@ -37,7 +37,7 @@ from bench_int8 import calibration_set, random_init_models
 from edgeseg.bench.report import write_results
 from edgeseg.bench.suite import sample_feed
 from edgeseg.calibration.qdq import TRT_OP_TYPES, onnx_to_qdq
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.backends.openvino import OpenVINOBackend

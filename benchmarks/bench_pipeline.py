@@ -36,10 +36,10 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames, write_clip
 from edgeseg.bench.report import write_results
-from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
+from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
@@ -80,12 +80,7 @@ def _sessions(models: Dict[str, Path], backend: str, threads: int, spin: bool) -
             request = core.compile_model(str(models[task]), configured.device, configured.config()).create_infer_request()
             requests[task] = _OpenVINORequest(request)
         return requests
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return {task: ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"]) for task, path in models.items()}
+    return {task: ort_session(path, providers=["CPUExecutionProvider"], intra_op_threads=threads, allow_spinning=spin) for task, path in models.items()}
 
 
 class _OpenVINORequest:

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from edgeseg.bench.report import write_results
-from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
+from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames
 from edgeseg.edge.triton import TritonCascade
 from edgeseg.edge.sources import Frame

@@ -1,8 +1,8 @@
 """Accuracy of each precision (FP32, FP16, INT8 trt / cpu) on a validation set, through ONNX Runtime
-and, for labels "openvino <precision>", through OpenVINO.
+and OpenVINO.
 
 The QDQ models run on CPU, so INT8 accuracy is known before any engine is built. Every model runs
-through the runtime's own path: `open_backend` (the label's backend), `preprocess`, the
+through the runtime's own path: `open_backend` (the variant's backend), `preprocess`, the
 classifier's `defect_probability` and gate, the segmenter's `MaskPostprocess` with the card
 thresholds. Scores are edgeseg.training.metrics' (Kaggle Dice: empty on empty = 1), so the numbers
 are the ones training reported and the runtime would produce.
@@ -84,12 +84,19 @@ class _Outputs:
     classes: List[str] = field(default_factory=list)
 
 
-OPENVINO = "openvino "  # label prefix: run that row through the OpenVINO backend
+@dataclass
+class Variant:
+    """One row of the report: the models of one precision ("fp32", "fp16", "int8-cpu", ...) by
+    task, and the backend that runs them."""
 
+    precision: str
+    models: Dict[str, Path]
+    backend: str = "onnxruntime"
 
-def backend_of(label: str) -> str:
-    """The backend a variant label runs on: "openvino int8-cpu" -> openvino, "int8-cpu" -> onnxruntime."""
-    return "openvino" if label.startswith(OPENVINO) else "onnxruntime"
+    @property
+    def label(self) -> str:
+        """The row's name: the precision, prefixed by the backend unless it is ONNX Runtime."""
+        return self.precision if self.backend == "onnxruntime" else f"{self.backend} {self.precision}"
 
 
 def _backend(path: Path, backend: str = "onnxruntime") -> Backend:
@@ -182,7 +189,7 @@ def _mask_agreement(masks: List[np.ndarray], reference: List[np.ndarray], classe
     """Mean Kaggle Dice of this precision's masks against the reference precision's masks."""
     from edgeseg.training.metrics import dice
 
-    scores = []
+    scores: List[float] = []
     for mine, theirs, frame in zip(masks, reference, data.frames):
         shape = (classes,) + frame.shape[:2]
         count = int(np.prod(shape))
@@ -245,6 +252,7 @@ class AccuracyReport:
     defective: int
     rows: Dict[str, Dict[str, Any]]
     models: Dict[str, Dict[str, str]]
+    backends: Dict[str, str] = field(default_factory=dict)  # label -> the backend it ran on
     unavailable: Dict[str, str] = field(default_factory=dict)
     misses: List[BudgetMiss] = field(default_factory=list)
 
@@ -271,6 +279,7 @@ class AccuracyReport:
             "images": self.images,
             "defective": self.defective,
             "models": self.models,
+            "backends": self.backends,
             "results": self.rows,
             "deltas": deltas,
             "unavailable": self.unavailable,
@@ -280,27 +289,28 @@ class AccuracyReport:
 
 
 def accuracy_report(
-    variants: Dict[str, Dict[str, Path]],
+    variants: Sequence[Variant],
     data: ValidationSet,
     unavailable: Optional[Dict[str, str]] = None,
     progress: Progress = None,
 ) -> AccuracyReport:
-    """Evaluate every precision of `variants` (label -> {task: ONNX path}); must include "fp32"
-    (ONNX Runtime, the reference every row is compared with). A label starting "openvino " runs
-    through OpenVINO (`backend_of`). progress(1) after each image of each model.
+    """Evaluate every variant on `data`; one must be FP32 on ONNX Runtime, the reference every row
+    is compared with. progress(1) after each image of each model.
     """
-    if REFERENCE not in variants:
-        raise ValueError(f"variants must include the {REFERENCE!r} reference")
-    reference = _run(variants[REFERENCE], data, progress)
-    rows = {REFERENCE: _metrics(reference, None, data)}
-    for label, models in variants.items():
-        if label != REFERENCE:
-            rows[label] = _metrics(_run(models, data, progress, backend_of(label)), reference, data)
+    reference = next((v for v in variants if v.label == REFERENCE), None)
+    if reference is None:
+        raise ValueError(f"variants must include the {REFERENCE!r} reference on onnxruntime")
+    outputs = _run(reference.models, data, progress)
+    rows = {REFERENCE: _metrics(outputs, None, data)}
+    for variant in variants:
+        if variant is not reference:
+            rows[variant.label] = _metrics(_run(variant.models, data, progress, variant.backend), outputs, data)
     return AccuracyReport(
         images=len(data),
         defective=int(data.defective.sum()),
         rows=rows,
-        models={label: {task: str(path) for task, path in models.items()} for label, models in variants.items()},
+        models={v.label: {task: str(path) for task, path in v.models.items()} for v in variants},
+        backends={v.label: v.backend for v in variants},
         unavailable=dict(unavailable or {}),
     )
 
@@ -372,16 +382,14 @@ def blame_layers(
 
 
 def _exposing_session(model: Any, names: Sequence[str]) -> Any:
+    from edgeseg.edge.backends.onnxruntime import ort_session
+
     onnx = require("onnx", "layer error analysis")
-    ort = require("onnxruntime", "layer error analysis")
     present = {out.name for out in model.graph.output}
     for name in names:
         if name not in present:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString(), providers=["CPUExecutionProvider"], graph_optimization="disable", log_severity=3)
 
 
 def _upstream_layers(model: Any, layers: Sequence[Any]) -> Dict[str, List[str]]:

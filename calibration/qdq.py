@@ -486,11 +486,9 @@ def _strip_unused_domains(model: Any) -> None:
 
 
 def _run(model: Union[PathLike, bytes], input_name: str, batch: np.ndarray) -> np.ndarray:
-    ort = require("onnxruntime", "INT8 quantisation")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model) if not isinstance(model, bytes) else model, options, providers=["CPUExecutionProvider"])
-    return session.run(None, {input_name: batch})[0]
+    from edgeseg.edge.backends.onnxruntime import ort_session
+
+    return ort_session(model, providers=["CPUExecutionProvider"], log_severity=3).run(None, {input_name: batch})[0]
 
 
 def _relative_l2(reference: np.ndarray, candidate: np.ndarray) -> float:

@@ -18,7 +18,10 @@ __version__ = "0.1.0"
 _LAZY = {
     # runtime (torch-free): the inspector and its streaming run
     "Inspector": "edgeseg.inspector",
-    # deploy steps (export, calibrate, build, deploy) go here
+    # deploy steps; `export` stays edgeseg.steps.export: `edgeseg.export` is the export package
+    "calibrate": "edgeseg.steps",
+    "build": "edgeseg.steps",
+    "deploy": "edgeseg.steps",
 }
 
 __all__ = ["__version__", *_LAZY]

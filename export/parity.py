@@ -92,20 +92,10 @@ def _read_gray(path: Path) -> np.ndarray:
 
 
 def onnx_session(model: Union[bytes, Path], threads: Optional[int] = None) -> Any:
-    """A CPU ONNX Runtime session (from bytes, so a model can be checked before it is written)."""
-    from edgeseg.lazy import require
+    """A quiet CPU ONNX Runtime session (from bytes, so a model can be checked before it is written)."""
+    from edgeseg.edge.backends.onnxruntime import ort_session
 
-    ort = require("onnxruntime", "ONNX parity checks")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        first = str(exc).strip().splitlines()[0][:300]
-        raise EdgesegError(f"ONNX Runtime cannot load the model: {first}") from exc
+    return ort_session(model, providers=["CPUExecutionProvider"], intra_op_threads=threads or 0, log_severity=3)
 
 
 def run_session(session: Any, input_name: str, batch: np.ndarray, output_name: Optional[str] = None) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from edgeseg.calibration.accuracy import REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
+from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, blame_layers, check_budget, load_validation
 from edgeseg.calibration.calibration_set import severstal_to_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.cli import app
@@ -45,7 +45,7 @@ def variants(tiny_models, strips, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(variants, strips):
-    return accuracy_report(variants[0], load_validation(strips[1]))
+    return accuracy_report([Variant(label, models) for label, models in variants[0].items()], load_validation(strips[1]))
 
 
 def _independent_scores(models, data):
@@ -144,6 +144,7 @@ def test_cli_end_to_end_pass_then_missed_budget(tiny_models, strips, tmp_path):
         assert ("openvino int8-trt" in summary["accuracy"]["unavailable"]) is bool(trt_inexact)
         assert abs(rows["openvino fp32"]["segmenter"]["mean_dice"] - rows["fp32"]["segmenter"]["mean_dice"]) < 0.01
         assert "openvino int8-cpu" in summary["accuracy"]["deltas"]
+        assert summary["accuracy"]["backends"]["openvino int8-cpu"] == "openvino" and summary["accuracy"]["backends"]["int8-cpu"] == "onnxruntime"
 
     failing = tmp_path / "failing"
     result = runner.invoke(app, ["calibrate", str(out / "calibration.npz"), "-m", str(tiny_models["segmenter"]), "--flavour", "trt",

@@ -184,9 +184,9 @@ def test_document_holds_every_cell_with_its_figures(document, family):
 
 
 def test_accuracy_columns_match_the_accuracy_report(document, family):
-    from edgeseg.calibration.accuracy import accuracy_report, load_validation
+    from edgeseg.calibration.accuracy import Variant, accuracy_report, load_validation
 
-    report = accuracy_report({"fp32": family}, load_validation(document["settings"]["validation"]))
+    report = accuracy_report([Variant("fp32", family)], load_validation(document["settings"]["validation"]))
     rows = {(r["name"], r["backend"]): r for r in document["results"] if r.get("batch") == 1 and "accuracy" in r}
     expected = report.rows["fp32"]
     for backend in ("onnxruntime", "pytorch"):  # same weights: same masks and decisions

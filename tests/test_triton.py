@@ -147,6 +147,7 @@ def _server_or_skip():
 
     try:
         install = triton.find_tritonserver()
+        triton.prepare_server_environment(install)  # `edgeseg serve --prepare`
         env = triton.server_environment(install)
     except EdgesegError as exc:
         pytest.skip(f"no Triton server to test against: {exc}")

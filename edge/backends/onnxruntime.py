@@ -48,6 +48,57 @@ def default_providers() -> List[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def ort_session(
+    model: Union[PathLike, bytes],
+    *,
+    providers: Optional[Sequence[str]] = None,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    graph_optimization: str = "all",
+    allow_spinning: bool = False,
+    log_severity: int = 2,
+    profile_prefix: Optional[str] = None,
+    optimized_model: Optional[PathLike] = None,
+) -> Any:
+    """The one place an ONNX Runtime InferenceSession is made: the backend's, and the bare ones of
+    the offline checks that need what the Backend protocol does not offer (a model still in
+    memory, intermediate outputs, the profiler, the optimised graph written to a file).
+
+    model: a path or serialised bytes. providers: None = `default_providers()`. log_severity: 3
+    hides ONNX Runtime's warnings. profile_prefix: turns the profiler on (files named from it).
+    optimized_model: where ONNX Runtime writes the graph it optimised. A model ONNX Runtime cannot
+    load is an EdgesegError.
+    """
+    ort = require("onnxruntime", "ONNX Runtime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[graph_optimization])
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    options.log_severity_level = log_severity
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+    chosen = list(providers) if providers is not None else default_providers()
+    missing = [p for p in chosen if p not in ort.get_available_providers()]
+    if missing:
+        raise EdgesegError(
+            f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})",
+            hint="install onnxruntime-gpu for CUDAExecutionProvider, or leave the providers to the default",
+        )
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=chosen)
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph/... types
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EdgesegError(
+            f"ONNX Runtime cannot load {'the model' if isinstance(source, bytes) else source}: {first_line}",
+            hint=None if isinstance(source, bytes) else "the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
+        ) from exc
+
+
 class OnnxRuntimeBackend(Backend):
     """One ONNX model in one InferenceSession.
 
@@ -100,27 +151,10 @@ class OnnxRuntimeBackend(Backend):
         return self._device
 
     def _activate_impl(self) -> None:
-        ort = require("onnxruntime", "the ONNX Runtime backend")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = self.inter_op_threads
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[self.graph_optimization])
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
-        providers = self.providers if self.providers is not None else default_providers()
-        missing = [p for p in providers if p not in ort.get_available_providers()]
-        if missing:
-            raise EdgesegError(
-                f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})",
-                hint="install onnxruntime-gpu for CUDAExecutionProvider, or leave the providers to the default",
-            )
-        try:
-            self._session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgesegError(
-                f"ONNX Runtime cannot load {self.artifact}: {first_line}",
-                hint="the file is corrupt or not an ONNX model: re-export it with `edgeseg export`",
-            ) from exc
+        self._session = ort_session(
+            self.artifact, providers=self.providers, intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
+            graph_optimization=self.graph_optimization, allow_spinning=self.allow_spinning,
+        )
         self._device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.note = slow_flavour_note(self.artifact, self.card.artifact) if self._device == "cpu" else ""
         if self.note and str(self.artifact) not in _warned:

@@ -13,8 +13,10 @@ import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
+from edgeseg import assets
 from edgeseg.commands.common import (
     BENCH_DIR,
+    EXIT_INTERRUPTED,
     JsonOption,
     OutDirOption,
     PRECISIONS,
@@ -35,7 +37,6 @@ from edgeseg.commands.common import (
 from edgeseg.edge.backends import MODEL_BACKENDS
 from edgeseg.errors import EdgesegError
 
-EXIT_INTERRUPTED = 130
 # The runtime's one-model backends (edgeseg.edge.backends.MODEL_BACKENDS) plus the PyTorch eager baseline.
 BENCH_BACKENDS = tuple(b for b in MODEL_BACKENDS if b != "auto") + ("pytorch",)
 
@@ -130,7 +131,7 @@ def bench(
     )
     options.check()
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
-        cells = plan(models or _demo_models(), backends, precision or list(PRECISIONS), engines, Path(scratch), options.torch_device)
+        cells = plan(models or assets.models(), backends, precision or list(PRECISIONS), engines, Path(scratch), options.torch_device)
         runnable = [c for c in cells if c.artifact is not None]
         if not runnable:
             reasons = "; ".join(sorted({c.skipped for c in cells}))
@@ -146,15 +147,6 @@ def bench(
     if document["interrupted"]:
         err.print("interrupted: the files hold what was measured before the stop")
         raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def _demo_models() -> List[Path]:
-    from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
-
-    missing = [p for p in (DEMO_CLASSIFIER, DEMO_SEGMENTER) if not p.is_file()]
-    if missing:
-        raise EdgesegError(f"no models given and the bundled demo model {missing[0]} is missing", hint="pass ONNX models: edgeseg bench cls.onnx seg.onnx")
-    return [DEMO_CLASSIFIER, DEMO_SEGMENTER]
 
 
 class _Steps:

@@ -1,15 +1,14 @@
 """`edgeseg calibrate`: calibration set -> INT8 QDQ models -> accuracy against FP32, with a budget.
 
-A thin shell over edgeseg.calibration: build (or reuse) the calibration set, quantise each model
-in each flavour, and with --validation compare every precision and fail on a missed budget.
+A thin shell over edgeseg.steps.calibrate: build (or reuse) the calibration set, quantise each
+model in each flavour, and with --validation compare every precision and fail on a missed budget.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, List, Literal, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -23,18 +22,13 @@ from edgeseg.commands.common import (
     SeedOption,
     VerboseOption,
     cli_errors,
-    err,
     metavar,
     number,
     one_of,
     out,
     print_json,
-    progress_bar,
+    progress_steps,
 )
-from edgeseg.errors import EdgesegError
-
-CALIBRATION_NAME = "calibration.npz"
-REPORT_NAME = "accuracy.json"
 
 
 @cli_errors
@@ -98,113 +92,30 @@ def calibrate(
 
       edgeseg calibrate models/calibration.npz -m models/segmenter.onnx --flavour trt --validation data/test --max-dice-drop 0.01
     """
-    from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
+    from edgeseg.steps import REPORT_NAME, BudgetMissed
+    from edgeseg.steps import calibrate as calibrate_models
 
-    chosen = list(dict.fromkeys(flavours or FLAVOURS))
-    for flavour in chosen:
-        check_flavour(flavour)
-    check_method(method)
-    models = list(models or [])
-    if (max_dice_drop is not None or max_recall_drop is not None) and validation is None:
-        raise typer.BadParameter("--max-dice-drop / --max-recall-drop need --validation")
-    if validation is not None and not models:
-        raise typer.BadParameter("--validation compares models: give them with --model")
-    if validation is not None and validation.resolve() == source.resolve():
-        err.print("[yellow]note:[/] --validation is the calibration data itself: the accuracy figures will be optimistic", highlight=False)
-    cards = _cards(models)
-    calibration = _calibration_set(source, out_dir, cards, count, seed, json_output)
-    results = _quantise(models, calibration, chosen, method, list(exclude or []), out_dir, json_output)
-    summary: Dict[str, Any] = {"calibration": calibration.describe(), "models": [r.to_dict() for r in results]}
-    if not json_output:
-        _print_models(results)
-    if validation is not None:
-        summary["accuracy"], misses = _accuracy(
-            models, results, calibration, out_dir, validation, validation_count, seed, max_dice_drop, max_recall_drop, json_output
+    try:
+        done = calibrate_models(
+            source, models or [], out_dir, count=count, flavours=flavours, method=method, exclude=exclude or [], validation=validation,
+            validation_count=validation_count, max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed,
+            progress=progress_steps(json_output),
         )
-        if misses:
-            if json_output:
-                print_json(summary)
-            raise EdgesegError(
-                f"INT8 accuracy budget missed ({len(misses)}): " + " | ".join(m.describe() for m in misses),
-                hint="the failing INT8 models were removed; --exclude the layers named, try --method entropy/percentile, or relax the budget",
-            )
+    except BudgetMissed as missed:
+        print_calibrated(missed.result, out_dir / REPORT_NAME, json_output)
+        raise
+    print_calibrated(done, out_dir / REPORT_NAME, json_output)
+
+
+def print_calibrated(done: Any, report_path: Path, json_output: bool = False) -> None:
+    """The tables of `edgeseg calibrate`, or its JSON (deploy prints them too)."""
     if json_output:
-        print_json(summary)
-
-
-def _cards(models: List[Path]) -> Dict[Path, Any]:
-    from edgeseg.edge.card import read_card
-
-    cards = {}
-    for model in models:
-        if not model.is_file():
-            raise EdgesegError(f"model {model} not found", hint="pass an FP32 ONNX exported by `edgeseg export`")
-        card = read_card(model)
-        if card.artifact.get("precision", "fp32") != "fp32":
-            raise EdgesegError(f"{model} is {card.artifact.get('precision')}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
-        cards[model] = card
-    return cards
-
-
-def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count: int, seed: int, quiet: bool) -> Any:
-    from edgeseg.calibration.calibration_set import load_calibration_set, source_kind, source_to_calibration_set
-
-    if source.suffix.lower() == ".npz":
-        calibration = load_calibration_set(source)
-    else:
-        # Frames are stored at the largest model's geometry; smaller models resize from it.
-        geometry = max((c.preprocess for c in cards.values()), key=lambda p: p.height * p.width, default=None)
-        with progress_bar(quiet) as progress:
-            task = progress.add_task(f"reading {source_kind(source)} {source.name}", total=count)
-            calibration = source_to_calibration_set(
-                source, out_dir / CALIBRATION_NAME, geometry, count, seed, progress=lambda n: progress.advance(task, n)
-            )
-    notes = list(calibration.notes)
-    height, width = calibration.frames.shape[1:]
-    for model, card in cards.items():
-        spec = card.preprocess
-        if spec.geometry == "resize" and spec.height * spec.width > height * width:
-            notes.append(f"calibration frames are {height}x{width}, smaller than {model.name}'s {spec.height}x{spec.width} input: they are upscaled")
-    for note in notes:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    if not quiet:
-        described = calibration.describe()
-        err.print(
-            f"calibration set {calibration.path}: {len(calibration)} frames of {described['frame_size'][0]}x{described['frame_size'][1]}, "
-            f"{described['megabytes']} MB, sha256 {calibration.sha256[:16]}…",
-            highlight=False,
-        )
-    return calibration
-
-
-def _quantise(
-    models: List[Path], calibration: Any, flavours: List[str], method: str, exclude: List[str], out_dir: Path, quiet: bool
-) -> List[Any]:
-    """Each model in each flavour. With minmax, the cpu flavour goes first and leaves the activation
-    ranges in a cache that the trt flavour reuses: one calibration pass per model."""
-    import tempfile
-
-    from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
-    from edgeseg.edge.card import read_card
-
-    order = sorted(flavours, key=lambda f: f != "cpu")
-    results = []
-    with tempfile.TemporaryDirectory(prefix="edgeseg-ranges-") as scratch:
-        for index, model in enumerate(models):
-            batches = calibration.batch_count(1, read_card(model).preprocess)
-            cache = Path(scratch) / f"{index}.json" if method == "minmax" else None
-            for flavour in order:
-                reused = cache is not None and cache.is_file()
-                label = f"INT8 {flavour} {model.name} ({method}{', ranges reused' if reused else ''})"
-                with progress_bar(quiet) as progress:
-                    task = progress.add_task(label, total=None if reused else batches)
-                    results.append(
-                        onnx_to_qdq(
-                            model, calibration, out_dir / qdq_path(model, flavour).name, flavour=flavour, method=method,
-                            exclude=exclude, ranges_cache=cache, progress=lambda n: progress.advance(task, n),
-                        )
-                    )
-    return sorted(results, key=lambda r: (str(r.path.parent), r.path.name.split(".")[0], flavours.index(r.flavour)))
+        print_json(done.to_dict())
+        return
+    _print_models(done.models)
+    if done.accuracy is not None:
+        _print_accuracy(done.accuracy)
+        out.print(f"accuracy report: {report_path}")
 
 
 def _print_models(results: List[Any]) -> None:
@@ -217,71 +128,6 @@ def _print_models(results: List[Any]) -> None:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(r.quantized.items()))
         table.add_row(str(r.path), r.flavour, r.method, ops, f"{r.first_batch_rel_l2:.4f}", f"{r.seconds:.1f}")
     out.print(table)
-
-
-def _accuracy(
-    models: List[Path],
-    results: List[Any],
-    calibration: Any,
-    out_dir: Path,
-    validation: Path,
-    validation_count: Optional[int],
-    seed: int,
-    max_dice_drop: Optional[float],
-    max_recall_drop: Optional[float],
-    quiet: bool,
-) -> Any:
-    from edgeseg.calibration.accuracy import OPENVINO, REFERENCE, accuracy_report, blame_layers, check_budget, load_validation
-    from edgeseg.edge.card import card_path, read_card
-    from edgeseg.files import write_json
-    from edgeseg.lazy import available
-
-    variants: Dict[str, Dict[str, Path]] = {REFERENCE: {read_card(m).task: m for m in models}}
-    unavailable: Dict[str, str] = {}
-    try:
-        variants["fp16"] = {task: _fp16(path, out_dir) for task, path in variants[REFERENCE].items()}
-    except (ImportError, EdgesegError) as exc:
-        unavailable["fp16"] = str(exc)
-    for r in results:
-        variants.setdefault(f"int8-{r.flavour}", {})[read_card(r.path).task] = r.path
-    if available("openvino"):  # the same files through the other CPU runtime, where it computes them right
-        from edgeseg.edge.backends.openvino import inexact_int8_reason
-
-        for label in [label for label in variants if label != "fp16"]:
-            reasons = [reason for reason in map(inexact_int8_reason, map(read_card, variants[label].values())) if reason]
-            if reasons:
-                unavailable[f"{OPENVINO}{label}"] = reasons[0]
-            else:
-                variants[f"{OPENVINO}{label}"] = variants[label]
-    data = load_validation(validation, validation_count, seed)
-    total = len(data) * sum(len(v) for v in variants.values())
-    with progress_bar(quiet) as progress:
-        task = progress.add_task(f"scoring {len(variants)} precisions on {len(data)} strips", total=total)
-        report = accuracy_report(variants, data, unavailable, progress=lambda n: progress.advance(task, n))
-    int8 = [label for label in variants if "int8-" in label]
-    misses = check_budget(report, int8, max_dice_drop, max_recall_drop)
-    for miss in misses:
-        reference = variants[REFERENCE][miss.task]
-        spec = read_card(reference).preprocess
-        few = [batch for batch, _ in zip(calibration.batches(1, spec), range(4))]
-        miss.layers = blame_layers(reference, variants[miss.variant][miss.task], few)
-    removed = sorted({variants[m.variant][m.task] for m in misses})
-    for path in removed:
-        path.unlink(missing_ok=True)
-        card_path(path).unlink(missing_ok=True)
-    summary = report.to_dict()
-    summary["removed"] = [str(p) for p in removed]
-    write_json(out_dir / REPORT_NAME, summary)
-    if not quiet:
-        _print_accuracy(report)
-        out.print(f"accuracy report: {out_dir / REPORT_NAME}")
-    return summary, misses
-
-
-def _fp16(path: Path, out_dir: Path) -> Path:
-    from edgeseg.export.fp16 import fp16_path, onnx_to_fp16
-
-    return Path(onnx_to_fp16(path, out_dir / fp16_path(path).name).onnx)
 
 
 def _print_accuracy(report: Any) -> None:

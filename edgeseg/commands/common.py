@@ -7,13 +7,16 @@ and checks them (a bad value exits 2 before any work).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import math
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Literal, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -49,7 +52,6 @@ class Verbosity:
 
     verbose: bool = False
     quiet: bool = False
-    depth: int = 0  # commands running inside one another (deploy runs export, calibrate, build-engine)
 
 
 VERBOSITY = Verbosity()
@@ -102,7 +104,6 @@ def cli_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        VERBOSITY.depth += 1
         try:
             return func(*args, **kwargs)
         except EdgesegError as exc:
@@ -110,12 +111,25 @@ def cli_errors(func: F) -> F:
                 err.print_exception()
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        finally:
-            VERBOSITY.depth -= 1
-            if VERBOSITY.depth == 0:  # the next command in this process (tests, deploy's stages) starts afresh
-                VERBOSITY.verbose = VERBOSITY.quiet = False
+        finally:  # the next command in this process (tests) starts afresh
+            VERBOSITY.verbose = VERBOSITY.quiet = False
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ConsoleLog(logging.Handler):
+    """The library's notes (the "edgeseg" logger) on stderr: info hidden by -q, warnings always."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            err.print(f"[yellow]{escape(record.getMessage())}[/]", highlight=False, soft_wrap=True)
+        elif not VERBOSITY.quiet:
+            note(escape(record.getMessage()))
+
+
+_library_log = logging.getLogger("edgeseg")
+_library_log.setLevel(logging.INFO)
+_library_log.addHandler(_ConsoleLog())
 
 
 def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
@@ -137,10 +151,25 @@ def progress_bar(quiet: bool = False, transient: bool = False) -> Any:
     )
 
 
+def progress_steps(quiet: bool = False) -> Callable[[str, Optional[int]], Any]:
+    """The `progress` hook of edgeseg.steps for a command: a bar per step of known length, a
+    spinner otherwise; nothing with quiet (--json) or -q, or off a terminal."""
+
+    @contextlib.contextmanager
+    def step(description: str, total: Optional[int]) -> Iterator[Callable[[int], None]]:
+        if total is None:
+            with status(description) if not quiet else contextlib.nullcontext():
+                yield lambda _n: None
+            return
+        with progress_bar(quiet) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+    return step
+
+
 def status(message: str) -> Any:
     """A spinner with `message` on a terminal; off one (or with -q) nothing, not spinner frames."""
-    import contextlib
-
     if VERBOSITY.quiet or not err.is_terminal:
         return contextlib.nullcontext()
     return err.status(message)
@@ -207,3 +236,52 @@ Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
 FLAVOURS = ("trt", "cpu")
 METHODS = ("minmax", "entropy", "percentile")
 
+
+
+# One stop and exit-code policy for every long-running command (run, serve).
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[str], None], received: List[int], first: str = "stopping", again: str = "stopping") -> Iterator[None]:
+    """SIGINT / SIGTERM call stop(reason) and print `first` (`again` on a later signal) instead of
+    killing the command, which finishes cleanly; the signals are appended to `received` for
+    `exit_after_signals`."""
+    previous: Dict[int, Any] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        received.append(signum)
+        err.print(f"{name}: {first if len(received) == 1 else again}")
+        stop(f"stopped by {name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def exit_after_signals(received: List[int]) -> None:
+    """The exit code of a command a signal stopped cleanly: 130 after SIGINT (as the shell reports
+    Ctrl-C); 0 after SIGTERM alone, a service manager's ordinary stop."""
+    if signal.SIGINT in received:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def interrupt_exits_130(func: F) -> F:
+    """Ctrl-C before the signal handlers are in place (loading models, opening the source) is a
+    stop too: one line and exit 130, not a traceback; nothing was written yet."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            err.print("interrupted before the first frame: nothing was written")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -2,8 +2,8 @@
 
 An Ultralytics-style shortcut over the three stages a user can also run one by one: `export`
 (ONNX + cards), `calibrate` (INT8 QDQ models, with the accuracy gate against FP32 on --data or
---validation) and `build-engine` (for this machine's backend). Each stage is the command's own
-function, called with the options deploy decides, so there is one implementation of each.
+--validation) and `build-engine` (for this machine's backend). A thin shell over
+edgeseg.steps.deploy, which chains the library functions those commands wrap.
 """
 from __future__ import annotations
 
@@ -23,11 +23,9 @@ from edgeseg.commands.common import (
     VerboseOption,
     cli_errors,
     out,
+    progress_steps,
 )
-from edgeseg.errors import UsageError
-
-DEFAULT_MAX_DICE_DROP = 0.02
-DEFAULT_MAX_RECALL_DROP = 0.02
+from edgeseg.steps import DEFAULT_MAX_DICE_DROP, DEFAULT_MAX_RECALL_DROP
 
 
 @cli_errors
@@ -58,29 +56,19 @@ def deploy(
 
       edgeseg deploy runs/classifier/classifier.pt runs/segmenter/segmenter.pt --precision fp16 --backend tensorrt
     """
-    from edgeseg.commands.calibrate import calibrate
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
-    from edgeseg.commands.engine import build_engine, machine_backend, run_command
-    from edgeseg.commands.export import export
+    from edgeseg.commands.calibrate import print_calibrated
+    from edgeseg.commands.engine import print_built
+    from edgeseg.commands.export import print_exported
+    from edgeseg.steps import REPORT_NAME
+    from edgeseg.steps import deploy as deploy_models
 
-    target = machine_backend() if backend == "auto" else backend
-    chosen = precision or ("fp16" if target == "tensorrt" else ("int8" if data is not None else "fp32"))
-    if chosen == "int8" and data is None:
-        raise typer.BadParameter("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")
-    out.print(f"[bold]1/3 export[/] {', '.join(map(str, checkpoints))} -> {out_dir}")
-    reports = export(checkpoint=list(checkpoints), out_dir=out_dir, classes=classes, seed=seed)
-    onnx = [Path(report.onnx) for report in reports]
-    if chosen == "int8":
-        out.print(f"[bold]2/3 calibrate[/] on {data}, gate: Dice drop <= {max_dice_drop}, recall drop <= {max_recall_drop}")
-        calibrate(
-            source=data, models=onnx, out_dir=out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]],
-            validation=validation or data, max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed,
-        )
-    else:
-        out.print(f"[bold]2/3 calibrate[/] skipped ({chosen} needs no calibration)")
-    out.print(f"[bold]3/3 build-engine[/] {chosen} for {target}")
-    results = build_engine(models=onnx, out_dir=out_dir, precision=chosen, backend=target)
-    command = run_command(results)
-    if command is None:
-        raise UsageError("deploy builds the cascade: give the classifier and the segmenter checkpoints", hint="edgeseg deploy CLASSIFIER.pt SEGMENTER.pt ...")
-    out.print(f"[bold green]deployed.[/] run it: {command}", highlight=False, soft_wrap=True)
+    done = deploy_models(
+        checkpoints, out_dir, precision=precision, data=data, validation=validation, count=count, max_dice_drop=max_dice_drop,
+        max_recall_drop=max_recall_drop, backend=backend, classes=classes.split(",") if classes is not None else None, seed=seed,
+        progress=progress_steps(),
+    )
+    print_exported(done.exported)
+    if done.calibrated is not None:
+        print_calibrated(done.calibrated, out_dir / REPORT_NAME)
+    print_built(done.built)
+    out.print(f"[bold green]deployed.[/] run it: {done.run_command}", highlight=False, soft_wrap=True)

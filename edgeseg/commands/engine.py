@@ -1,8 +1,7 @@
 """`edgeseg build-engine`: ONNX models (or checkpoints) -> TensorRT engines, or CPU artifacts.
 
-A thin shell over edgeseg.export.engine: parse and check the options once, export checkpoints
-first, then build each model in turn; a model that fails stops the command with one line, the
-artifacts already written stay complete and valid.
+A thin shell over edgeseg.steps.build: parse the options, build, print what was written; a model
+that fails stops the command with one line, the artifacts already written stay complete and valid.
 """
 from __future__ import annotations
 
@@ -23,15 +22,11 @@ from edgeseg.commands.common import (
     QuietOption,
     VerboseOption,
     cli_errors,
-    note,
     out,
     print_json,
-    status,
+    progress_steps,
 )
-from edgeseg.errors import EdgesegError, UsageError
-from edgeseg.layout import DATA_DIR
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from edgeseg.errors import UsageError
 
 
 def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -42,34 +37,6 @@ def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
     if not match:
         raise UsageError(f"--size must look like HEIGHTxWIDTH (e.g. 256x1600), got {text!r}")
     return int(match.group(1)), int(match.group(2))
-
-
-def demo_models(qdq_flavour: Optional[str]) -> List[Path]:
-    """The bundled demo models (edgeseg/assets): the FP32 ONNX, or the INT8 QDQ ones of
-    `qdq_flavour` ("trt" for TensorRT, "cpu" for ONNX Runtime)."""
-    from edgeseg.edge.card import read_card
-
-    found = []
-    for path in sorted(ASSETS.glob("*.onnx")):
-        try:
-            artifact = read_card(path).artifact
-        except EdgesegError:
-            continue
-        if (artifact.get("precision", "fp32"), artifact.get("flavour")) == (("int8", qdq_flavour) if qdq_flavour else ("fp32", None)):
-            found.append(path)
-    if not found:
-        raise EdgesegError("no models given and no bundled demo models found", hint="pass ONNX files: edgeseg build-engine classifier.onnx segmenter.onnx")
-    return found
-
-
-def _as_onnx(model: Path, out_dir: Path) -> Path:
-    """An ONNX path for `model`: checkpoints (.pt) are exported first, into the output folder."""
-    if model.suffix.lower() != ".pt":
-        return model
-    from edgeseg.export.torch_onnx import torch_to_onnx
-
-    with status(f"exporting {model.name} to ONNX"):
-        return Path(torch_to_onnx(model, out_dir / f"{model.stem}.onnx").onnx)
 
 
 @cli_errors
@@ -119,7 +86,7 @@ def build_engine(
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
-) -> List[Any]:
+) -> None:
     """Build TensorRT engines (or CPU artifacts) for the classifier and the segmenter in one call.
 
     Writes <out>/<name>.<precision>.engine and its card <name>.<precision>.json (TensorRT version, GPU, compute capability, flags, hashes). An engine only loads on the TensorRT and GPU it was built with; the card lets the runtime say so before loading.
@@ -138,13 +105,10 @@ def build_engine(
 
     edgeseg build-engine --backend openvino --precision int8
     """
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
-    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
+    from edgeseg.export.engine import BuildOptions
+    from edgeseg.steps import build
 
-    target = machine_backend() if backend == "auto" else backend
-    chosen = precision or default_precision(target, models or [], calibration)
     options = BuildOptions(
-        precision=chosen,
         batch=(min_batch, opt_batch, max_batch),
         size=parse_size(size),
         workspace_mib=workspace,
@@ -158,89 +122,21 @@ def build_engine(
         calibrator=calibrator,
         ort_level=ort_optimization,
     )
-    try:
-        options.check(target)
-    except EdgesegError as exc:  # an inconsistent combination of options: a usage error
-        raise UsageError(exc.message, hint=exc.hint) from None
-    if target == "tensorrt":
-        tensorrt_or_advice()  # one line now, not after exporting checkpoints
-    if precision is None:
-        note(f"precision: {chosen} (the fastest on {target} here; pass --precision to choose)")
-    qdq = (chosen, calibration) == ("int8", "qdq")
-    flavour = BACKEND_FLAVOURS[target][0] if qdq else None
-    sources = list(models) if models else demo_models(flavour)
-    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
-    results = []
-    for model in sources:
-        onnx = _as_onnx(model, out_dir)
-        if qdq:
-            onnx = int8_source(onnx, str(flavour), target)
-        with status(f"building {onnx.name} -> {chosen} ({target})"):
-            results.append(build(onnx, out_dir, options))
+    built = build(models or [], out_dir, backend=backend, precision=precision, options=options, progress=progress_steps(json_output))
     if json_output:
-        print_json([r.to_dict() for r in results])
-        return results
-    table = Table(title=f"build-engine ({target})")
+        print_json(built.to_dict())
+    else:
+        print_built(built)
+        if built.run_command:
+            out.print(f"next: {built.run_command}", highlight=False, soft_wrap=True)
+
+
+def print_built(built: Any) -> None:
+    """The table of `edgeseg build-engine` (deploy prints it too)."""
+    table = Table(title=f"build-engine ({built.backend})")
     for column in ("task", "artifact", "precision", "MB", "seconds"):
         table.add_column(column, justify="right" if column in ("MB", "seconds") else "left")
-    for r in results:
+    for r in built.artifacts:
         row = r.to_dict()
         table.add_row(r.task, str(r.artifact), r.precision, f"{row['megabytes']:.2f}", f"{row['seconds']:.2f}")
     out.print(table)
-    command = run_command(results)
-    if command:
-        out.print(f"next: {command}", highlight=False, soft_wrap=True)
-    return results  # for `edgeseg deploy`, which runs this command as its last stage
-
-
-def run_command(results: List[Any]) -> Optional[str]:
-    """`edgeseg run` over the built classifier and segmenter (None unless both were built)."""
-    built = {r.task: r.artifact for r in results}
-    if set(built) != {"classifier", "segmenter"}:
-        return None
-    return f"edgeseg run --classifier {built['classifier']} --segmenter {built['segmenter']}"
-
-
-def machine_backend() -> str:
-    """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
-    from edgeseg.lazy import available
-
-    return "tensorrt" if available("tensorrt") else "onnxruntime"
-
-
-def default_precision(backend: str, models: List[Path], calibration: str = "qdq") -> str:
-    """The fastest precision on `backend`: FP16 on TensorRT; on the CPU (where FP16 runs as slow
-    reference kernels) INT8 when every given ONNX has its calibrated QDQ model beside it, else FP32."""
-    if backend == "tensorrt":
-        return "fp16"
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS, qdq_path
-
-    flavour = BACKEND_FLAVOURS.get(backend, ("cpu",))[0]
-    onnx = [m for m in models if m.suffix.lower() == ".onnx"]
-    if calibration == "qdq" and onnx and len(onnx) == len(models) and all(qdq_path(m, flavour).is_file() or _is_int8(m) for m in onnx):
-        return "int8"
-    return "fp32"
-
-
-def _is_int8(model: Path) -> bool:
-    from edgeseg.edge.card import read_card
-
-    return str(read_card(model).artifact.get("precision", "fp32")) == "int8"
-
-
-def int8_source(model: Path, flavour: str, backend: str) -> Path:
-    """The QDQ model an INT8 build reads: `model` when it is one, else the `calibrate` output of
-    `flavour` beside the FP32 model; a UsageError with the command that makes it otherwise."""
-    from edgeseg.calibration.qdq import qdq_path
-
-    if not model.is_file() or _is_int8(model):
-        return model  # a missing file: the builder says so
-    sibling = qdq_path(model, flavour)
-    if sibling.is_file():
-        note(f"int8: building from {sibling} (the calibrated model beside {model.name})")
-        return sibling
-    implicit = " (or --calibration implicit --calibration-set SET.npz on TensorRT 8.5-10)" if backend == "tensorrt" else ""
-    raise UsageError(
-        f"{model.name} is FP32 and {sibling.name} is not beside it: INT8 builds from a calibrated QDQ model",
-        hint=f"make it with `edgeseg calibrate {DATA_DIR} -m {model} --out {model.parent}`, then rerun{implicit}",
-    )

@@ -1,12 +1,12 @@
 """`edgeseg export`: trained model -> ONNX + model card (+ FP16 variant), with parity numbers.
 
-A thin shell over edgeseg.export (torch_to_onnx, factory_to_onnx, adopt_onnx, onnx_to_fp16);
-heavy imports happen inside the command so `edgeseg --help` stays torch-free.
+A thin shell over edgeseg.steps.export; heavy imports happen inside it, so `edgeseg --help`
+stays torch-free.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, List, Literal, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -20,17 +20,10 @@ from edgeseg.commands.common import (
     SeedOption,
     VerboseOption,
     cli_errors,
-    err,
     out,
     print_json,
-    status,
+    progress_steps,
 )
-from edgeseg.errors import EdgesegError
-from edgeseg.lazy import require
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-MAX_PARITY_IMAGES = 8
-TRT_MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5 / 6.0)
 
 
 @cli_errors
@@ -76,7 +69,7 @@ def export(
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
-) -> List[Any]:
+) -> None:
     """Export models to ONNX (opset 17, dynamic batch, input [bold]image[/], output [bold]logits[/]) with a model card,
     after checking the ONNX against PyTorch on synthetic strips and random frames (fails above 1e-4 relative L2).
 
@@ -90,160 +83,27 @@ def export(
 
       edgeseg export --factory mynets:build --weights w.pt --task classifier --height 128 --width 800 --out models
     """
-    from edgeseg.files import ensure_writable_dir
+    from edgeseg.steps import export as export_models
 
-    sources = sum(bool(s) for s in (checkpoint, onnx, factory))
-    if sources != 1:
-        raise typer.BadParameter("give --checkpoint (once or twice), or --onnx, or --factory")
-    if name and checkpoint and len(checkpoint) > 1:
-        raise typer.BadParameter("--name applies to one model; export several checkpoints without it")
-    if opset > TRT_MAX_OPSET:
-        err.print(f"[yellow]warning:[/] opset {opset} is above {TRT_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack 5 / 6.0) cannot parse it")
-    parity_images = _images(images) if images else []
     if (height is None) != (width is None):
         raise typer.BadParameter("give both --height and --width, or neither")
-    size = (height, width) if height and width else None
-    folder = ensure_writable_dir(out_dir)
-
-    reports = []
-    if checkpoint:
-        require("torch", "exporting checkpoints", extra="export")
-        from edgeseg.export.torch_onnx import torch_to_onnx
-
-        declared = [_checkpoint_task(path) for path in checkpoint]
-        tasks = [task for task, _ in declared]
-        if len(set(tasks)) != len(tasks):
-            raise EdgesegError(f"two {tasks[0]} checkpoints would write the same {tasks[0]}.onnx", hint="export them in separate calls with --name")
-        names = _names(classes)
-        if names is not None:
-            if "segmenter" not in tasks:
-                raise typer.BadParameter("--classes names the segmenter's output maps; the classifier has one ('defect')")
-            current = declared[tasks.index("segmenter")][1]
-            if len(names) != len(current):
-                raise typer.BadParameter(f"the segmenter has {len(current)} output maps ({','.join(current)}); --classes gives {len(names)} names")
-        for path, kind in zip(checkpoint, tasks):
-            target = folder / f"{name or kind}.onnx"
-            with status(f"exporting {path} -> {target}"):
-                reports.append(
-                    torch_to_onnx(path, target, opset=opset, size=size, seed=seed, images=parity_images, classes=names if kind == "segmenter" else None)
-                )
-    else:
-        contract = _contract_flags(task, size, mean, std, geometry, classes, activation, card)
-        kind = contract["task"]
-        target = folder / f"{name or kind}.onnx"
-        if onnx:
-            from edgeseg.export.outside import adopt_onnx
-
-            names = contract.pop("names")
-            with status(f"checking {onnx} -> {target}"):
-                reports.append(
-                    adopt_onnx(
-                        onnx, target, **contract, input_name=input_name or names.get("input"),
-                        output_name=output_name or names.get("output"), layout=layout, seed=seed, images=parity_images,
-                    )
-                )
-        else:
-            from edgeseg.export.contract import user_contract
-            from edgeseg.export.torch_onnx import factory_to_onnx
-
-            contract.pop("names")
-            if contract["size"] is None:
-                raise typer.BadParameter("--factory needs the input size: --height and --width (or --card)")
-            spec = user_contract(contract.pop("task"), contract.pop("size"), **contract)
-            with status(f"exporting {factory} -> {target}"):
-                reports.append(factory_to_onnx(str(factory), weights, target, spec, opset=opset, seed=seed, images=parity_images))
-    if fp16:
-        from edgeseg.export.fp16 import onnx_to_fp16
-
-        for report in list(reports):
-            with status(f"converting {report.onnx} to FP16"):
-                reports.append(onnx_to_fp16(report.onnx, seed=seed, images=parity_images))
-
+    done = export_models(
+        checkpoint or [], out_dir, onnx=onnx, factory=factory, weights=weights, name=name, fp16=fp16, opset=opset, images=images,
+        task=task, size=(height, width) if height and width else None, mean=mean, std=std, geometry=geometry,
+        classes=classes.split(",") if classes is not None else None, activation=activation, input_name=input_name,
+        output_name=output_name, layout=layout, card=card, seed=seed, progress=progress_steps(json_output),
+    )
     if json_output:
-        print_json([r.to_dict() for r in reports])
+        print_json(done.to_dict())
     else:
-        _table(reports)
-    return reports  # for `edgeseg deploy`, which runs this command as its first stage
+        print_exported(done)
 
 
-def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
-    """The task and class names a checkpoint declares, read before exporting so name clashes
-    and a wrong --classes count fail early."""
-    from edgeseg.models.checkpoint import read_payload
-
-    if not path.is_file():
-        raise EdgesegError(f"checkpoint {path} not found", hint="pass the .pt file written by `edgeseg train`")
-    payload = read_payload(path)
-    task = payload.get("task") if isinstance(payload, dict) else None
-    if task not in ("classifier", "segmenter"):
-        raise EdgesegError(f"{path} is not an edgeseg checkpoint (no task)", hint="for your own model use --factory and --weights")
-    return str(task), [str(c) for c in payload.get("classes") or []]
-
-
-def _contract_flags(
-    task: Optional[str],
-    size: Optional[tuple],
-    mean: float,
-    std: float,
-    geometry: str,
-    classes: Optional[str],
-    activation: str,
-    card: Optional[Path],
-) -> Dict[str, Any]:
-    """Contract keyword arguments from --card, else from the flags (a flag given with --card wins
-    for task, size and classes)."""
-    if card is not None:
-        from edgeseg.export.contract import contract_from_card
-
-        base, names = contract_from_card(card)
-        spec = base.preprocess
-        return {
-            "task": task or base.task,
-            "size": size or (spec.height, spec.width),
-            "mean": spec.mean,
-            "std": spec.std,
-            "geometry": spec.geometry,
-            "classes": _names(classes) or base.classes,
-            "thresholds": base.thresholds,
-            "activation": base.output_activation,
-            "names": names,
-        }
-    if task is None:
-        raise typer.BadParameter("--onnx and --factory need --task classifier|segmenter (or --card)")
-    return {
-        "task": task,
-        "size": size,
-        "mean": mean,
-        "std": std,
-        "geometry": geometry,
-        "classes": _names(classes),
-        "thresholds": None,
-        "activation": activation,
-        "names": {},
-    }
-
-
-def _names(classes: Optional[str]) -> Optional[List[str]]:
-    """--classes as a list (None when not given); empty or repeated names are a usage error."""
-    if classes is None:
-        return None
-    names = [c.strip() for c in classes.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise typer.BadParameter(f"--classes must be distinct, non-empty, comma-separated names, got {classes!r}")
-    return names
-
-
-def _images(folder: Path) -> List[Path]:
-    if not folder.is_dir():
-        raise EdgesegError(f"--images {folder} is not a folder")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise EdgesegError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return found[:MAX_PARITY_IMAGES]
-
-
-def _table(reports: List[Any]) -> None:
+def print_exported(done: Any) -> None:
+    """The parity table of `edgeseg export` (deploy prints it too)."""
     from rich.table import Table
+
+    reports = done.reports
 
     table = Table(title="edgeseg export (parity passes under the relative L2 or the max abs limit)", title_justify="left")
     table.add_column("artifact", no_wrap=True)

@@ -14,32 +14,24 @@ service manager's ordinary stop and exits 0 when everything was written.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Literal, Optional, Tuple
+from typing import Any, List, Literal, Optional, Tuple
 
 import typer
 from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg import assets
-from edgeseg.commands.common import JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, out, print_json, progress_bar
+from edgeseg.commands.common import (
+    JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
+    stop_on_signals,
+)
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
-DEMO_CLASSIFIER = assets.CLASSIFIER
-DEMO_SEGMENTER = assets.SEGMENTER
-DEMO_CLIP = assets.CLIP
-EXIT_INTERRUPTED = 130
-
-
-def _bundled(path: Path, flag: str) -> Path:
-    if not path.is_file():
-        raise EdgesegError(f"the bundled demo file {path} is missing", hint=f"pass {flag} yourself, or reinstall edgeseg")
-    return path
+DEMO_CLASSIFIER, DEMO_SEGMENTER, DEMO_CLIP = assets.CLASSIFIER, assets.SEGMENTER, assets.CLIP
 
 
 def usable_cores() -> int:
@@ -64,31 +56,6 @@ def _check_usage(gate: Optional[float], threads: int) -> None:
         raise UsageError(f"--threads {threads} is more than the {cores} cores this process may use", hint=f"pass 1-{cores}, or 0 for one per core")
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: Any, received: List[int]) -> Iterator[None]:
-    """SIGINT / SIGTERM call `stop` (finish the queued frames, then end) instead of killing the
-    run; a second signal skips the queued frames. Signals are appended to `received`."""
-    previous = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        received.append(signum)
-        if len(received) == 1:
-            err.print(f"{name}: finishing the queued frames (again to skip them)")
-        else:
-            err.print(f"{name}: skipping the queued frames")
-        stop(f"stopped by {name}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.getsignal(signum)
-        signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _source_uris(camera: Optional[int], sources: List[str], sources_file: Optional[Path]) -> List[Any]:
     """The cameras of a run, in order: --camera, or every --source then the --sources file's
     lines; the bundled demo clip when none is given."""
@@ -106,7 +73,7 @@ def _source_uris(camera: Optional[int], sources: List[str], sources_file: Option
         if uris:
             raise typer.BadParameter("give --camera or --source / --sources, not both")
         return [camera]
-    return uris or [str(_bundled(DEMO_CLIP, "--source"))]
+    return uris or [str(assets.existing(DEMO_CLIP, "--source"))]
 
 
 def _model_files(backend: str, classifier: Optional[Path], segmenter: Optional[Path]) -> Tuple[Optional[Path], Optional[Path]]:
@@ -116,26 +83,11 @@ def _model_files(backend: str, classifier: Optional[Path], segmenter: Optional[P
         if classifier is not None or segmenter is not None:
             raise typer.BadParameter("with --backend triton the models come from the server: drop --classifier / --segmenter")
         return None, None
-    return classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), segmenter or _bundled(DEMO_SEGMENTER, "--segmenter")
-
-
-def _interrupt_exits_130(func: Any) -> Any:
-    """Ctrl-C before the signal handlers are in place (loading models, opening the source) is
-    a stop too: one line and exit 130, not a traceback; nothing was written yet."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KeyboardInterrupt:
-            err.print("interrupted before the first frame: nothing was written")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-
-    return wrapper
+    return classifier or assets.existing(DEMO_CLASSIFIER, "--classifier"), segmenter or assets.existing(DEMO_SEGMENTER, "--segmenter")
 
 
 @cli_errors
-@_interrupt_exits_130
+@interrupt_exits_130
 def run(
     camera: Annotated[Optional[int], typer.Option("--camera", help="Camera index (V4L2 /dev/videoN on Linux).")] = None,
     source: Annotated[
@@ -258,7 +210,7 @@ def run(
         )
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
-        with _stop_on_signals(inspector.stop, received):
+        with stop_on_signals(inspector.stop, received, "finishing the queued frames (again to skip them)", "skipping the queued frames"):
             report = inspector.stream(
                 streams, [outputs], max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0,
                 on_result=lambda _result: progress.advance(task), source_name=", ".join(str(uri) for uri in uris), started=started,
@@ -286,5 +238,4 @@ def run(
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
-    if signal.SIGINT in received:
-        raise typer.Exit(EXIT_INTERRUPTED)
+    exit_after_signals(received)

@@ -10,13 +10,14 @@ PATH (its `pyvenv.cfg` and site-packages). pytriton's stubs link the system libp
 3.11 for the 3.11 stub), so a `python3` of another build (pyenv's 3.11.7) mixes two standard
 libraries and the stub dies at start (`'_thread.RLock' object has no attribute
 '_recursion_count'`, pytriton issue #51). The stub's pybind11 also predates NumPy 2: a NumPy 2
-array reaches the server as 0 bytes ("input byte size mismatch ... got 0"). So edgeseg builds,
-once, a venv from the system interpreter the stub links (`/usr/bin/python3.11`) holding NumPy 1.x
+array reaches the server as 0 bytes ("input byte size mismatch ... got 0"). So an explicit step,
+`edgeseg serve --prepare` (`prepare_server_environment`), builds once a venv from the system interpreter the stub links (`/usr/bin/python3.11`) holding NumPy 1.x
 and an OpenCV that supports it (SERVER_PACKAGES, the only packages it installs), and points it at
 this environment's site-packages for the rest: the models inside the server import the same
 ONNX Runtime and edgeseg (editable installs included) as `edgeseg run`. The venv and a backend
 folder with the matching stub are cached under $XDG_CACHE_HOME/edgeseg/triton (default
-~/.cache/edgeseg/triton), keyed by interpreter, environment and server.
+~/.cache/edgeseg/triton), keyed by interpreter, environment and server; serving only uses them
+(`server_environment`) and never installs anything.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from edgeseg.files import PathLike
 logger = logging.getLogger(__name__)
 SYSTEM_PYTHON = Path("/usr/bin/python3.11")  # what pytriton's 3.11 stub links (Debian 12, Ubuntu 22.04/23.x)
 SERVER_PACKAGES = ("numpy<2", "opencv-python-headless<4.11")
+READY = "prepared"  # written last by prepare_server_environment
 PYTRITON_ADVICE = "pip install --no-deps nvidia-pytriton (ships tritonserver with the Python backend), or pass --tritonserver"
 
 
@@ -98,39 +100,64 @@ def cache_dir() -> Path:
 
 
 def server_environment(install: TritonInstall, python: PathLike = SYSTEM_PYTHON, cache: Optional[Path] = None) -> Dict[str, str]:
-    """Environment variables for tritonserver, building (once) the stub's venv and, for
-    pytriton, a backends folder with the stub of this Python version."""
+    """Environment variables for tritonserver: for pytriton, the stub's venv and backends folder
+    that `prepare_server_environment` built (EdgesegError naming that step when it has not run).
+    Nothing is installed here: serving never pip-installs."""
     env = dict(os.environ)
     if install.libraries is not None:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p)
     if install.stubs is None:
         return env  # a stock install: its stub and the server's Python are the operator's choice
+    root = _stub_root(install, Path(python), cache)
+    if not (root / READY).is_file():
+        raise EdgesegError(
+            f"the Triton server's Python environment for {install.binary} is not prepared (in {root})",
+            hint="run `edgeseg serve --prepare` once (it builds a venv with " + " and ".join(SERVER_PACKAGES) + ")",
+        )
+    env["PATH"] = os.pathsep.join([str(root / "env" / "bin"), env.get("PATH", "")])
+    env["EDGESEG_TRITON_BACKENDS"] = str(root / "backends")
+    return env
+
+
+def prepare_server_environment(install: TritonInstall, python: PathLike = SYSTEM_PYTHON, cache: Optional[Path] = None) -> Optional[Path]:
+    """The explicit setup step (`edgeseg serve --prepare`): for pytriton, build the stub's venv
+    (SERVER_PACKAGES installed with pip) and a backends folder with the stub of this Python
+    version; nothing to do for a stock install (None). Returns the folder; a second call reuses it."""
+    if install.stubs is None:
+        return None
+    root = _stub_root(install, Path(python), cache)
+    if (root / READY).is_file():
+        return root
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    python = Path(python)
+    stub = install.stubs / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise EdgesegError(f"nvidia-pytriton has no Python-backend stub for Python {version}", hint="run edgeseg from Python 3.8-3.13")
+    venv = root / "env"
+    if not (venv / "bin" / "python3").exists():
+        _make_venv(Path(python), venv, version, _site_packages())
+    python_backend = root / "backends" / "python"
+    python_backend.mkdir(parents=True, exist_ok=True)
+    for item in (install.backends / "python").iterdir():
+        _link(item, python_backend / item.name)
+    _link(stub, python_backend / "triton_python_backend_stub")
+    (root / READY).write_text(" ".join(SERVER_PACKAGES) + "\n")
+    return root
+
+
+def _site_packages() -> List[str]:
+    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()})
+
+
+def _stub_root(install: TritonInstall, python: Path, cache: Optional[Path]) -> Path:
+    """The cache folder of this interpreter, environment and server (checked: `python` exists)."""
     if not python.is_file():
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         raise EdgesegError(
             f"the Python-backend stub of nvidia-pytriton links the system libpython {version}, but {python} is missing",
             hint=f"install it (apt-get install python{version} python{version}-venv) or pass --server-python",
         )
-    site_packages = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()})
-    key = hashlib.sha256("\n".join([str(python.resolve()), sys.prefix, str(install.binary), *site_packages]).encode()).hexdigest()[:12]
-    root = (cache or cache_dir()) / key
-    venv = root / "env"
-    if not (venv / "bin" / "python3").exists():
-        _make_venv(python, venv, version, site_packages)
-    backends = root / "backends"
-    stub = install.stubs / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise EdgesegError(f"nvidia-pytriton has no Python-backend stub for Python {version}", hint="run edgeseg from Python 3.8-3.13")
-    python_backend = backends / "python"
-    if not (python_backend / "triton_python_backend_stub").exists():
-        python_backend.mkdir(parents=True, exist_ok=True)
-        for item in (install.backends / "python").iterdir():
-            _link(item, python_backend / item.name)
-        _link(stub, python_backend / "triton_python_backend_stub")
-    env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
-    env["EDGESEG_TRITON_BACKENDS"] = str(backends)
-    return env
+    key = hashlib.sha256("\n".join([str(python.resolve()), sys.prefix, str(install.binary), *_site_packages()]).encode()).hexdigest()[:12]
+    return (cache or cache_dir()) / key
 
 
 def _make_venv(python: Path, venv: Path, version: str, site_packages: List[str]) -> None:

@@ -1,0 +1,648 @@
+"""The deploy steps as plain functions: `export`, `calibrate`, `build` and `deploy`.
+
+Each step is what its command does, without the command line: it takes paths and values, writes
+its artifacts (cards beside them), returns a typed result, and raises EdgesegError (UsageError
+for arguments that cannot work) with the fix. The commands parse options, call one of these and
+print the result; `deploy` chains the other three. Notes a person should see go to the "edgeseg"
+logger (info: progress notes, warning: things that may be wrong); long steps report through an
+optional `progress` hook, so a caller can draw bars or stay silent.
+
+    import edgeseg
+    done = edgeseg.deploy(["runs/classifier/classifier.pt", "runs/segmenter/segmenter.pt"],
+                          precision="int8", data="data/train", out_dir="models")
+    print(done.run_command)
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.files import PathLike
+from edgeseg.layout import DATA_DIR, MODELS_DIR
+
+if TYPE_CHECKING:  # the steps import these where they run (torch, onnx and ONNX Runtime load there)
+    from edgeseg.calibration.accuracy import AccuracyReport
+    from edgeseg.calibration.calibration_set import CalibrationSet
+    from edgeseg.calibration.qdq import QdqResult
+    from edgeseg.export.contract import ExportReport
+    from edgeseg.export.engine import BuildOptions, BuildResult
+
+log = logging.getLogger("edgeseg")
+
+Advance = Callable[[int], None]
+Progress = Callable[[str, Optional[int]], ContextManager[Advance]]
+"""progress(description, total) opens the display of one long step (total None: unknown) and
+yields the callable that advances it by n."""
+
+TASKS = ("classifier", "segmenter")
+TRT_MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5 / 6.0)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_PARITY_IMAGES = 8
+CALIBRATION_NAME = "calibration.npz"
+REPORT_NAME = "accuracy.json"
+DEFAULT_MAX_DICE_DROP = 0.02
+DEFAULT_MAX_RECALL_DROP = 0.02
+
+
+@contextlib.contextmanager
+def silent(_description: str, _total: Optional[int]) -> Iterator[Advance]:
+    """The default `progress`: no display."""
+    yield lambda _n: None
+
+
+# -- export ---------------------------------------------------------------------------------------
+@dataclass
+class Exported:
+    """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models)."""
+
+    reports: List[ExportReport]
+
+    @property
+    def onnx(self) -> List[Path]:
+        return [Path(report.onnx) for report in self.reports]
+
+    def to_dict(self) -> List[Dict[str, Any]]:
+        return [report.to_dict() for report in self.reports]
+
+
+def export(
+    checkpoints: Sequence[PathLike] = (),
+    out_dir: PathLike = MODELS_DIR,
+    *,
+    onnx: Optional[PathLike] = None,
+    factory: Optional[str] = None,
+    weights: Optional[PathLike] = None,
+    name: Optional[str] = None,
+    fp16: bool = False,
+    opset: int = 17,
+    images: Optional[PathLike] = None,
+    task: Optional[str] = None,
+    size: Optional[Tuple[int, int]] = None,
+    mean: float = 0.0,
+    std: float = 1.0,
+    geometry: str = "resize",
+    classes: Optional[Sequence[str]] = None,
+    activation: str = "sigmoid",
+    input_name: Optional[str] = None,
+    output_name: Optional[str] = None,
+    layout: str = "NCHW",
+    card: Optional[PathLike] = None,
+    seed: int = 0,
+    progress: Progress = silent,
+) -> Exported:
+    """Export to ONNX with a model card, each checked against its source (parity) before it is written.
+
+    Give exactly one source: edgeseg `checkpoints` (classifier and/or segmenter, each to
+    <task>.onnx), an `onnx` model from elsewhere, or a torch `factory` ('package.module:function'
+    returning the nn.Module, `weights` its state dict). The contract of an outside model (task,
+    size (height, width), mean, std, geometry, classes, activation) comes from these arguments or
+    from an existing `card`. `classes` renames a checkpoint segmenter's classes. `fp16` adds
+    <name>.fp16.onnx of each model; `images` (a folder of strips) joins the parity inputs.
+    """
+    from edgeseg.files import ensure_writable_dir
+
+    sources = [Path(c) for c in checkpoints]
+    if sum(bool(s) for s in (sources, onnx, factory)) != 1:
+        raise UsageError("give checkpoints (one or two), or an ONNX model, or a factory", hint="edgeseg export --checkpoint / --onnx / --factory")
+    if name and len(sources) > 1:
+        raise UsageError("--name applies to one model; export several checkpoints without it")
+    if opset > TRT_MAX_OPSET:
+        log.warning("warning: opset %d is above %d: TensorRT 8.5/8.6 (JetPack 5 / 6.0) cannot parse it", opset, TRT_MAX_OPSET)
+    names = _class_names(classes)
+    parity_images = _parity_images(Path(images)) if images else []
+    folder = ensure_writable_dir(Path(out_dir))
+    if sources:
+        reports = _export_checkpoints(sources, folder, name, names, opset, size, seed, parity_images, progress)
+    else:
+        contract = _contract(task, size, mean, std, geometry, names, activation, Path(card) if card else None)
+        target = folder / f"{name or contract['task']}.onnx"
+        if onnx:
+            reports = [_adopt(Path(onnx), target, contract, input_name, output_name, layout, seed, parity_images, progress)]
+        else:
+            reports = [_from_factory(str(factory), weights, target, contract, opset, seed, parity_images, progress)]
+    if fp16:
+        from edgeseg.export.fp16 import onnx_to_fp16
+
+        for report in list(reports):
+            with progress(f"converting {report.onnx} to FP16", None):
+                reports.append(onnx_to_fp16(report.onnx, seed=seed, images=parity_images))
+    return Exported(reports)
+
+
+def _export_checkpoints(
+    checkpoints: List[Path], folder: Path, name: Optional[str], names: Optional[List[str]], opset: int,
+    size: Optional[Tuple[int, int]], seed: int, images: List[Path], progress: Progress,
+) -> List[Any]:
+    from edgeseg.lazy import require
+
+    require("torch", "exporting checkpoints", extra="export")
+    from edgeseg.export.torch_onnx import torch_to_onnx
+
+    declared = [_checkpoint_task(path) for path in checkpoints]
+    tasks = [task for task, _ in declared]
+    if len(set(tasks)) != len(tasks):
+        raise EdgesegError(f"two {tasks[0]} checkpoints would write the same {tasks[0]}.onnx", hint="export them in separate calls with --name")
+    if names is not None:
+        if "segmenter" not in tasks:
+            raise UsageError("--classes names the segmenter's output maps; the classifier has one ('defect')")
+        current = declared[tasks.index("segmenter")][1]
+        if len(names) != len(current):
+            raise UsageError(f"the segmenter has {len(current)} output maps ({','.join(current)}); --classes gives {len(names)} names")
+    reports = []
+    for path, kind in zip(checkpoints, tasks):
+        target = folder / f"{name or kind}.onnx"
+        with progress(f"exporting {path} -> {target}", None):
+            reports.append(torch_to_onnx(path, target, opset=opset, size=size, seed=seed, images=images, classes=names if kind == "segmenter" else None))
+    return reports
+
+
+def _adopt(
+    source: Path, target: Path, contract: Dict[str, Any], input_name: Optional[str], output_name: Optional[str],
+    layout: str, seed: int, images: List[Path], progress: Progress,
+) -> Any:
+    from edgeseg.export.outside import adopt_onnx
+
+    found = contract.pop("names")
+    with progress(f"checking {source} -> {target}", None):
+        return adopt_onnx(
+            source, target, **contract, input_name=input_name or found.get("input"),
+            output_name=output_name or found.get("output"), layout=layout, seed=seed, images=images,
+        )
+
+
+def _from_factory(
+    factory: str, weights: Optional[PathLike], target: Path, contract: Dict[str, Any], opset: int, seed: int, images: List[Path], progress: Progress
+) -> Any:
+    from edgeseg.export.contract import user_contract
+    from edgeseg.export.torch_onnx import factory_to_onnx
+
+    contract.pop("names")
+    if contract["size"] is None:
+        raise UsageError("--factory needs the input size: --height and --width (or --card)")
+    spec = user_contract(contract.pop("task"), contract.pop("size"), **contract)
+    with progress(f"exporting {factory} -> {target}", None):
+        return factory_to_onnx(factory, Path(weights) if weights else None, target, spec, opset=opset, seed=seed, images=images)
+
+
+def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
+    """The task and class names a checkpoint declares, read before exporting so name clashes
+    and a wrong class count fail early."""
+    from edgeseg.models.checkpoint import read_payload
+
+    if not path.is_file():
+        raise EdgesegError(f"checkpoint {path} not found", hint="pass the .pt file written by `edgeseg train`")
+    payload = read_payload(path)
+    task = payload.get("task") if isinstance(payload, dict) else None
+    if task not in TASKS:
+        raise EdgesegError(f"{path} is not an edgeseg checkpoint (no task)", hint="for your own model use --factory and --weights")
+    return str(task), [str(c) for c in payload.get("classes") or []]
+
+
+def _contract(
+    task: Optional[str], size: Optional[Tuple[int, int]], mean: float, std: float, geometry: str,
+    classes: Optional[List[str]], activation: str, card: Optional[Path],
+) -> Dict[str, Any]:
+    """Contract keyword arguments from `card`, else from the arguments (task, size and classes
+    given with a card win over the card's)."""
+    if card is not None:
+        from edgeseg.export.contract import contract_from_card
+
+        base, names = contract_from_card(card)
+        spec = base.preprocess
+        return {
+            "task": task or base.task, "size": size or (spec.height, spec.width), "mean": spec.mean, "std": spec.std,
+            "geometry": spec.geometry, "classes": classes or base.classes, "thresholds": base.thresholds,
+            "activation": base.output_activation, "names": names,
+        }
+    if task is None:
+        raise UsageError("--onnx and --factory need --task classifier|segmenter (or --card)")
+    return {
+        "task": task, "size": size, "mean": mean, "std": std, "geometry": geometry, "classes": classes,
+        "thresholds": None, "activation": activation, "names": {},
+    }
+
+
+def _class_names(classes: Optional[Sequence[str]]) -> Optional[List[str]]:
+    if classes is None:
+        return None
+    names = [str(c).strip() for c in classes]
+    if not all(names) or len(set(names)) != len(names):
+        raise UsageError(f"--classes must be distinct, non-empty, comma-separated names, got {','.join(map(str, classes))!r}")
+    return names
+
+
+def _parity_images(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        raise EdgesegError(f"--images {folder} is not a folder")
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise EdgesegError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return found[:MAX_PARITY_IMAGES]
+
+
+# -- calibrate ------------------------------------------------------------------------------------
+@dataclass
+class Calibrated:
+    """What `calibrate` made: the calibration set, one QDQ model per model and flavour, and with a
+    validation set the accuracy of every precision (also written to out_dir/accuracy.json)."""
+
+    calibration: CalibrationSet
+    models: List[QdqResult]
+    accuracy: Optional[AccuracyReport] = None
+    removed: List[Path] = field(default_factory=list)  # INT8 models deleted for missing the budget
+
+    def to_dict(self) -> Dict[str, Any]:
+        summary: Dict[str, Any] = {"calibration": self.calibration.describe(), "models": [r.to_dict() for r in self.models]}
+        if self.accuracy is not None:
+            summary["accuracy"] = dict(self.accuracy.to_dict(), removed=[str(p) for p in self.removed])
+        return summary
+
+
+class BudgetMissed(EdgesegError):
+    """INT8 lost more accuracy than allowed; `result` holds the report (the failing models are removed)."""
+
+    def __init__(self, result: Calibrated, misses: Sequence[Any]) -> None:
+        super().__init__(
+            f"INT8 accuracy budget missed ({len(misses)}): " + " | ".join(m.describe() for m in misses),
+            hint="the failing INT8 models were removed; --exclude the layers named, try --method entropy/percentile, or relax the budget",
+        )
+        self.result = result
+
+
+def calibrate(
+    source: PathLike,
+    models: Sequence[PathLike] = (),
+    out_dir: PathLike = MODELS_DIR,
+    *,
+    count: int = 512,
+    flavours: Optional[Sequence[str]] = None,
+    method: str = "minmax",
+    exclude: Sequence[str] = (),
+    validation: Optional[PathLike] = None,
+    validation_count: Optional[int] = None,
+    max_dice_drop: Optional[float] = None,
+    max_recall_drop: Optional[float] = None,
+    seed: int = 0,
+    progress: Progress = silent,
+) -> Calibrated:
+    """Build (or reuse) a calibration set and the INT8 QDQ models made from it.
+
+    source: image folder, Severstal folder or its train.csv, a video, or a calibration .npz to
+    reuse (out_dir/calibration.npz otherwise). Each FP32 ONNX in `models` becomes
+    out_dir/<name>.int8.<flavour>.qdq.onnx for each flavour ("trt", "cpu"; default both). With a
+    `validation` folder, FP32, FP16 and each INT8 flavour are scored on it (ONNX Runtime, and
+    OpenVINO when installed); a budget (`max_dice_drop`, `max_recall_drop`) that INT8 misses
+    removes those models and raises BudgetMissed, which carries the result.
+    """
+    from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
+
+    chosen = list(dict.fromkeys(flavours or FLAVOURS))
+    for flavour in chosen:
+        check_flavour(flavour)
+    check_method(method)
+    paths = [Path(m) for m in models]
+    source, out = Path(source), Path(out_dir)
+    if (max_dice_drop is not None or max_recall_drop is not None) and validation is None:
+        raise UsageError("--max-dice-drop / --max-recall-drop need --validation")
+    if validation is not None and not paths:
+        raise UsageError("--validation compares models: give them with --model")
+    if validation is not None and Path(validation).resolve() == source.resolve():
+        log.warning("note: --validation is the calibration data itself: the accuracy figures will be optimistic")
+    cards = _fp32_cards(paths)
+    calibration = _calibration_set(source, out, cards, count, seed, progress)
+    result = Calibrated(calibration, _quantise(paths, calibration, chosen, method, list(exclude), out, progress))
+    if validation is not None:
+        report = _score(result, paths, out, Path(validation), validation_count, seed, max_dice_drop, max_recall_drop, progress)
+        if report.misses:
+            raise BudgetMissed(result, report.misses)
+    return result
+
+
+def _fp32_cards(models: List[Path]) -> Dict[Path, Any]:
+    from edgeseg.edge.card import read_card
+
+    cards = {}
+    for model in models:
+        if not model.is_file():
+            raise EdgesegError(f"model {model} not found", hint="pass an FP32 ONNX exported by `edgeseg export`")
+        card = read_card(model)
+        if card.artifact.get("precision", "fp32") != "fp32":
+            raise EdgesegError(f"{model} is {card.artifact.get('precision')}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
+        cards[model] = card
+    return cards
+
+
+def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count: int, seed: int, progress: Progress) -> Any:
+    from edgeseg.calibration.calibration_set import load_calibration_set, source_kind, source_to_calibration_set
+
+    if source.suffix.lower() == ".npz":
+        calibration = load_calibration_set(source)
+    else:
+        # Frames are stored at the largest model's geometry; smaller models resize from it.
+        geometry = max((c.preprocess for c in cards.values()), key=lambda p: p.height * p.width, default=None)
+        with progress(f"reading {source_kind(source)} {source.name}", count) as advance:
+            calibration = source_to_calibration_set(source, out_dir / CALIBRATION_NAME, geometry, count, seed, progress=advance)
+    notes = list(calibration.notes)
+    height, width = calibration.frames.shape[1:]
+    for model, card in cards.items():
+        spec = card.preprocess
+        if spec.geometry == "resize" and spec.height * spec.width > height * width:
+            notes.append(f"calibration frames are {height}x{width}, smaller than {model.name}'s {spec.height}x{spec.width} input: they are upscaled")
+    for note in notes:
+        log.warning("note: %s", note)
+    described = calibration.describe()
+    log.info(
+        "calibration set %s: %d frames of %dx%d, %s MB, sha256 %s…",
+        calibration.path, len(calibration), described["frame_size"][0], described["frame_size"][1], described["megabytes"], calibration.sha256[:16],
+    )
+    return calibration
+
+
+def _quantise(
+    models: List[Path], calibration: Any, flavours: List[str], method: str, exclude: List[str], out_dir: Path, progress: Progress
+) -> List[Any]:
+    """Each model in each flavour. With minmax, the cpu flavour goes first and leaves the activation
+    ranges in a cache that the trt flavour reuses: one calibration pass per model."""
+    from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
+    from edgeseg.edge.card import read_card
+
+    order = sorted(flavours, key=lambda f: f != "cpu")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgeseg-ranges-") as scratch:
+        for index, model in enumerate(models):
+            batches = calibration.batch_count(1, read_card(model).preprocess)
+            cache = Path(scratch) / f"{index}.json" if method == "minmax" else None
+            for flavour in order:
+                reused = cache is not None and cache.is_file()
+                label = f"INT8 {flavour} {model.name} ({method}{', ranges reused' if reused else ''})"
+                with progress(label, None if reused else batches) as advance:
+                    results.append(
+                        onnx_to_qdq(
+                            model, calibration, out_dir / qdq_path(model, flavour).name, flavour=flavour, method=method,
+                            exclude=exclude, ranges_cache=cache, progress=advance,
+                        )
+                    )
+    return sorted(results, key=lambda r: (str(r.path.parent), r.path.name.split(".")[0], flavours.index(r.flavour)))
+
+
+def _score(
+    result: Calibrated, models: List[Path], out_dir: Path, validation: Path, validation_count: Optional[int], seed: int,
+    max_dice_drop: Optional[float], max_recall_drop: Optional[float], progress: Progress,
+) -> AccuracyReport:
+    """Score every precision on `validation` into result.accuracy and out_dir/accuracy.json;
+    remove the INT8 models that miss the budget, naming the layers most responsible."""
+    from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, blame_layers, check_budget, load_validation
+    from edgeseg.edge.card import card_path, read_card
+    from edgeseg.files import write_json
+    from edgeseg.lazy import available
+
+    reference = Variant(REFERENCE, {read_card(m).task: m for m in models})
+    variants = [reference]
+    unavailable: Dict[str, str] = {}
+    try:
+        variants.append(Variant("fp16", {task: _fp16(path, out_dir) for task, path in reference.models.items()}))
+    except (ImportError, EdgesegError) as exc:
+        unavailable["fp16"] = str(exc)
+    int8: Dict[str, Variant] = {}
+    for r in result.models:
+        int8.setdefault(r.flavour, Variant(f"int8-{r.flavour}", {})).models[read_card(r.path).task] = r.path
+    variants += int8.values()
+    if available("openvino"):  # the same files through the other CPU runtime, where it computes them right
+        from edgeseg.edge.backends.openvino import inexact_int8_reason
+
+        for variant in [v for v in variants if v.precision != "fp16"]:
+            reasons = [reason for reason in (inexact_int8_reason(read_card(path)) for path in variant.models.values()) if reason]
+            if reasons:
+                unavailable[f"openvino {variant.precision}"] = reasons[0]
+            else:
+                variants.append(dataclasses.replace(variant, backend="openvino"))
+    data = load_validation(validation, validation_count, seed)
+    total = len(data) * sum(len(v.models) for v in variants)
+    with progress(f"scoring {len(variants)} precisions on {len(data)} strips", total) as advance:
+        report = accuracy_report(variants, data, unavailable, progress=advance)
+    by_label = {v.label: v for v in variants}
+    misses = check_budget(report, [v.label for v in variants if v.precision.startswith("int8-")], max_dice_drop, max_recall_drop)
+    for miss in misses:
+        source = reference.models[miss.task]
+        few = [batch for batch, _ in zip(result.calibration.batches(1, read_card(source).preprocess), range(4))]
+        miss.layers = blame_layers(source, by_label[miss.variant].models[miss.task], few)
+    result.removed = sorted({by_label[m.variant].models[m.task] for m in misses})
+    for path in result.removed:
+        path.unlink(missing_ok=True)
+        card_path(path).unlink(missing_ok=True)
+    result.accuracy = report
+    write_json(out_dir / REPORT_NAME, result.to_dict()["accuracy"])
+    return report
+
+
+def _fp16(path: Path, out_dir: Path) -> Path:
+    from edgeseg.export.fp16 import fp16_path, onnx_to_fp16
+
+    return Path(onnx_to_fp16(path, out_dir / fp16_path(path).name).onnx)
+
+
+# -- build ----------------------------------------------------------------------------------------
+@dataclass
+class Built:
+    """What `build` wrote: one artifact (engine, CPU ONNX or OpenVINO IR) per model."""
+
+    backend: str
+    precision: str
+    artifacts: List[BuildResult]
+
+    @property
+    def run_command(self) -> Optional[str]:
+        """`edgeseg run` over the built classifier and segmenter (None unless both were built)."""
+        built = {r.task: r.artifact for r in self.artifacts}
+        if set(built) != set(TASKS):
+            return None
+        return f"edgeseg run --classifier {built['classifier']} --segmenter {built['segmenter']}"
+
+    def to_dict(self) -> List[Dict[str, Any]]:
+        return [r.to_dict() for r in self.artifacts]
+
+
+def machine_backend() -> str:
+    """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
+    from edgeseg.lazy import available
+
+    return "tensorrt" if available("tensorrt") else "onnxruntime"
+
+
+def fastest_precision(backend: str, int8_ready: bool) -> str:
+    """The one precision rule of `build` and `deploy`: FP16 on TensorRT; on the CPU (where FP16 runs
+    as slow reference kernels) INT8 when calibrated INT8 is at hand (build: every model has its QDQ
+    model beside it; deploy: calibration data is given), else FP32."""
+    if backend == "tensorrt":
+        return "fp16"
+    return "int8" if int8_ready else "fp32"
+
+
+def build(
+    models: Sequence[PathLike] = (),
+    out_dir: PathLike = MODELS_DIR,
+    *,
+    backend: str = "auto",
+    precision: Optional[str] = None,
+    options: Optional[BuildOptions] = None,
+    progress: Progress = silent,
+) -> Built:
+    """Build the artifact each model runs fastest as on `backend`.
+
+    models: ONNX models with cards, or edgeseg checkpoints (.pt, exported into out_dir first);
+    none: the bundled demo models. backend: "tensorrt" (a GPU engine), "onnxruntime" (the ONNX
+    Runtime-optimised ONNX), "openvino" (the IR) or "auto" (`machine_backend`). precision: default
+    `fastest_precision`; int8 builds from the QDQ model `calibrate` wrote beside each FP32 ONNX.
+    options: an edgeseg.export.engine.BuildOptions for the rest (batch profile, workspace, ...).
+    """
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
+
+    target = machine_backend() if backend == "auto" else backend
+    base = options or BuildOptions()
+    paths = [Path(m) for m in models]
+    chosen = precision or fastest_precision(target, base.calibration == "qdq" and _calibrated(paths, BACKEND_FLAVOURS.get(target, ("cpu",))[0]))
+    chosen_options = dataclasses.replace(base, precision=chosen)
+    try:
+        chosen_options.check(target)
+    except EdgesegError as exc:  # an inconsistent combination of options: a usage error
+        raise UsageError(exc.message, hint=exc.hint) from None
+    if target == "tensorrt":
+        tensorrt_or_advice()  # one line now, not after exporting checkpoints
+    if precision is None:
+        log.info("precision: %s (the fastest on %s here; pass --precision to choose)", chosen, target)
+    qdq = (chosen, chosen_options.calibration) == ("int8", "qdq")
+    flavour = BACKEND_FLAVOURS[target][0] if qdq else None
+    if not paths:
+        from edgeseg import assets
+
+        paths = assets.models(flavour)
+    make = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
+    artifacts = []
+    for model in paths:
+        onnx = _as_onnx(model, Path(out_dir), progress)
+        if qdq:
+            onnx = int8_source(onnx, str(flavour), target)
+        with progress(f"building {onnx.name} -> {chosen} ({target})", None):
+            artifacts.append(make(onnx, out_dir, chosen_options))
+    return Built(target, chosen, artifacts)
+
+
+def _calibrated(models: List[Path], flavour: str) -> bool:
+    """Every model is an ONNX with its calibrated QDQ model beside it (or is one)."""
+    from edgeseg.calibration.qdq import qdq_path
+
+    onnx = [m for m in models if m.suffix.lower() == ".onnx"]
+    return bool(onnx) and len(onnx) == len(models) and all(qdq_path(m, flavour).is_file() or _is_int8(m) for m in onnx)
+
+
+def _as_onnx(model: Path, out_dir: Path, progress: Progress) -> Path:
+    """An ONNX path for `model`: checkpoints (.pt) are exported first, into the output folder."""
+    if model.suffix.lower() != ".pt":
+        return model
+    from edgeseg.export.torch_onnx import torch_to_onnx
+
+    with progress(f"exporting {model.name} to ONNX", None):
+        return Path(torch_to_onnx(model, out_dir / f"{model.stem}.onnx").onnx)
+
+
+def _is_int8(model: Path) -> bool:
+    from edgeseg.edge.card import read_card
+
+    return str(read_card(model).artifact.get("precision", "fp32")) == "int8"
+
+
+def int8_source(model: Path, flavour: str, backend: str) -> Path:
+    """The QDQ model an INT8 build reads: `model` when it is one, else the `calibrate` output of
+    `flavour` beside the FP32 model; a UsageError with the command that makes it otherwise."""
+    from edgeseg.calibration.qdq import qdq_path
+
+    if not model.is_file() or _is_int8(model):
+        return model  # a missing file: the builder says so
+    sibling = qdq_path(model, flavour)
+    if sibling.is_file():
+        log.info("int8: building from %s (the calibrated model beside %s)", sibling, model.name)
+        return sibling
+    implicit = " (or --calibration implicit --calibration-set SET.npz on TensorRT 8.5-10)" if backend == "tensorrt" else ""
+    raise UsageError(
+        f"{model.name} is FP32 and {sibling.name} is not beside it: INT8 builds from a calibrated QDQ model",
+        hint=f"make it with `edgeseg calibrate {DATA_DIR} -m {model} --out {model.parent}`, then rerun{implicit}",
+    )
+
+
+# -- deploy ---------------------------------------------------------------------------------------
+@dataclass
+class Deployed:
+    """What `deploy` did: each step's result, the seconds each took, and the command that runs it."""
+
+    exported: Exported
+    calibrated: Optional[Calibrated]
+    built: Built
+    seconds: Dict[str, float]
+
+    @property
+    def run_command(self) -> str:
+        return self.built.run_command or ""  # deploy builds both models: never empty
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "export": self.exported.to_dict(),
+            "calibrate": self.calibrated.to_dict() if self.calibrated is not None else None,
+            "build": self.built.to_dict(),
+            "seconds": {step: round(s, 3) for step, s in self.seconds.items()},
+            "run_command": self.run_command,
+        }
+
+
+def deploy(
+    checkpoints: Sequence[PathLike],
+    out_dir: PathLike = MODELS_DIR,
+    *,
+    precision: Optional[str] = None,
+    data: Optional[PathLike] = None,
+    validation: Optional[PathLike] = None,
+    count: int = 512,
+    max_dice_drop: float = DEFAULT_MAX_DICE_DROP,
+    max_recall_drop: float = DEFAULT_MAX_RECALL_DROP,
+    backend: str = "auto",
+    classes: Optional[Sequence[str]] = None,
+    seed: int = 0,
+    progress: Progress = silent,
+) -> Deployed:
+    """Classifier and segmenter checkpoints -> the artifacts this machine runs fastest: `export`,
+    `calibrate` (INT8 only: on `data`, with the accuracy gate on `validation`, default `data`) and
+    `build` for `backend`. precision: default `fastest_precision` (INT8 on CPU when `data` is given)."""
+    target = machine_backend() if backend == "auto" else backend
+    chosen = precision or fastest_precision(target, data is not None)
+    if chosen == "int8" and data is None:
+        raise UsageError("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")
+    if len(checkpoints) != len(TASKS):
+        raise UsageError("deploy builds the cascade: give the classifier and the segmenter checkpoints", hint="edgeseg deploy CLASSIFIER.pt SEGMENTER.pt ...")
+    seconds: Dict[str, float] = {}
+    started = time.perf_counter()
+    log.info("1/3 export %s -> %s", ", ".join(map(str, checkpoints)), out_dir)
+    exported = export(checkpoints, out_dir, classes=classes, seed=seed, progress=progress)
+    seconds["export"], started = time.perf_counter() - started, time.perf_counter()
+    calibrated = None
+    if chosen == "int8":
+        from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+
+        log.info("2/3 calibrate on %s, gate: Dice drop <= %s, recall drop <= %s", data, max_dice_drop, max_recall_drop)
+        calibrated = calibrate(
+            str(data), exported.onnx, out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]], validation=validation or data,
+            max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed, progress=progress,
+        )
+        seconds["calibrate"], started = time.perf_counter() - started, time.perf_counter()
+    else:
+        log.info("2/3 calibrate skipped (%s needs no calibration)", chosen)
+    log.info("3/3 build-engine %s for %s", chosen, target)
+    built = build(exported.onnx, out_dir, backend=target, precision=chosen, progress=progress)
+    seconds["build"] = time.perf_counter() - started
+    return Deployed(exported, calibrated, built, seconds)
