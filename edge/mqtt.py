@@ -41,6 +41,7 @@ from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.records import frame_record, iso_utc
 from edgeseg.edge.sources import Frame, Source
+from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError, UsageError
 
 HEARTBEAT_SCHEMA = "edgeseg.heartbeat/1"
@@ -68,24 +69,27 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     """`mqtt[s]://[user:password@]host[:port]/topic` -> MqttTarget, or EdgesegError naming what
-    is wrong (UsageError: the CLI exits 2). Needs no paho."""
+    is wrong (UsageError: the CLI exits 2), quoting the URL without its credentials. Needs no paho."""
+    shown = redact_uri(url)
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:  # e.g. a port that is not a number or out of range
-        raise UsageError(f"bad MQTT URL {url!r}: {exc}", hint=f"use {URL_FORM}") from exc
+        raise UsageError(f"bad MQTT URL {shown!r}: {exc}", hint=f"use {URL_FORM}") from exc
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise UsageError(f"bad MQTT URL {url!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
     if not parts.hostname:
-        raise UsageError(f"bad MQTT URL {url!r}: no broker host", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: no broker host", hint=f"use {URL_FORM}")
     if parts.query:
-        raise UsageError(f"bad MQTT URL {url!r}: it takes no ?query", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: it takes no ?query", hint=f"use {URL_FORM}")
+    if port == 0:
+        raise UsageError(f"bad MQTT URL {shown!r}: port 0 is no broker's port", hint=f"use {URL_FORM}; the default port is {DEFAULT_PORTS[scheme]}")
     topic = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if "#" in url or any(ch in topic for ch in "+#\0"):  # a literal # would end the URL's path
-        raise UsageError(f"bad MQTT URL {url!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
+        raise UsageError(f"bad MQTT URL {shown!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
     if not topic:
-        raise UsageError(f"bad MQTT URL {url!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
+        raise UsageError(f"bad MQTT URL {shown!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
     return MqttTarget(
         host=parts.hostname,
         port=port or DEFAULT_PORTS[scheme],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import glob
 import os
+import random
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -314,7 +316,7 @@ class Source:
     """
 
     def __init__(self, reader: Reader, options: SourceOptions, live: bool) -> None:
-        self.uri = reader.name
+        self.uri = redact_uri(reader.name)  # a Reader subclass may name itself by its URL
         self.live = live
         self.options = options
         self.stats = SourceStats()
@@ -568,14 +570,15 @@ def _gstreamer(name: str, pipeline: str) -> Reader:
         pipeline += " ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
     reader = _CaptureReader(name, pipeline, cv2.CAP_GSTREAMER, False, {})
     if not reader.opened:
-        raise EdgesegError(f"GStreamer pipeline for {name} did not start: {pipeline}", hint="test it with gst-launch-1.0")
+        raise EdgesegError(f"GStreamer pipeline for {name} did not start: {redact_uri(pipeline)}", hint="test it with gst-launch-1.0")
     return reader
 
 
 def _rtsp(url: str, options: SourceOptions) -> Reader:
+    name = redact_uri(url)  # the URL itself only reaches the capture
     if has_gstreamer():
         return _gstreamer(
-            url,
+            name,
             f"rtspsrc location={url} latency={options.rtsp_latency_ms} ! decodebin ! videoconvert ! "
             "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false",
         )
@@ -587,12 +590,12 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can't be used" warning
     try:
-        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
+        reader = _CaptureReader(name, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
         raise EdgesegError(
-            f"the RTSP stream {url} did not open (refused, or no answer within {options.timeout:g} s)",
+            f"the RTSP stream {name} did not open (refused, or no answer within {options.timeout:g} s)",
             hint="check the URL, credentials and that the camera is reachable",
         )
     return reader
@@ -608,10 +611,10 @@ def _files(text: str) -> Reader:
     if not path.exists() and any(ch in text for ch in "*?["):
         images = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise EdgesegError(f"no images match {text!r}", hint="check the pattern (quote it so the shell does not expand it)")
+            raise EdgesegError(f"no images match {redact_uri(text)!r}", hint="check the pattern (quote it so the shell does not expand it)")
         return _ImageReader(text, images)
     if not path.is_file():
-        raise EdgesegError(f"source {text!r} not found", hint="pass a camera index, /dev/videoN, csi://N, rtsp://..., a video, a folder or a glob")
+        raise EdgesegError(f"source {redact_uri(text)!r} not found", hint="pass a camera index, /dev/videoN, csi://N, rtsp://..., a video, a folder or a glob")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _ImageReader(str(path), [path])
     reader = _CaptureReader(path.name, str(path), cv2.CAP_ANY, True, {})

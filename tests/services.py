@@ -109,6 +109,25 @@ class RtspServer(_Service):
         return [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), str(self.clip)]
 
 
+def mjpeg_clip(path: Path, seconds: float, fps: int = 25) -> Path:
+    """A 320x64 MJPEG AVI made by ffmpeg for RtspServer: baseline JPEG with the standard Huffman
+    tables and 4:2:0, the only kind RTP/JPEG (RFC 2435) carries."""
+    require("/usr/bin/ffmpeg", "ffmpeg")
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size=320x64:rate={fps}", "-t", str(seconds)]
+    command += ["-c:v", "mjpeg", "-huffman", "default", "-pix_fmt", "yuvj420p", "-q:v", "8", str(path)]
+    subprocess.run(command, check=True, timeout=120)
+    return path
+
+
+def rtsp_server(clip: Path, folder: Path) -> RtspServer:
+    """A started RtspServer on `clip` (skips where gst-rtsp-server is missing)."""
+    packages = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
+    require(f"{SYSTEM_PYTHON} with GstRtspServer", packages, available=rtsp_server_available())
+    service = RtspServer(clip, folder)
+    service.start()
+    return service
+
+
 def rtsp_server_available() -> bool:
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return False

@@ -226,6 +226,7 @@ def run(
     from edgeseg.edge.sinks import FileSink, JsonlSink, Sink, VideoSink, WindowSink
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.edge.submission import SubmissionSink
+    from edgeseg.edge.uri import redact_uri
     from edgeseg.files import check_output_paths
 
     started = (time.time(), time.perf_counter())
@@ -261,7 +262,7 @@ def run(
         sinks: List[Sink] = []
 
         def header() -> Dict[str, Any]:
-            return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, ", ".join(str(uri) for uri in uris), pipeline_ref[0].gate, started)
+            return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, ", ".join(redact_uri(str(uri)) for uri in uris), pipeline_ref[0].gate, started)
 
         classes = segmenter_card.classes
         streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
