@@ -37,6 +37,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # A video whose container announces no frame count has ended after this many failed reads in a
 # row; one that announces a count is read up to it, however long a corrupt stretch is.
 MAX_CONSECUTIVE_BAD = 50
+# Reconnect back-off of a live source: the first reopen follows the timeout at once, each later
+# one waits twice as long as the one before, up to the cap, times a random 50-100 % (jitter: many
+# cameras behind one switch that came back do not all knock at once).
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 30.0
 
 
 @dataclass
@@ -48,7 +53,9 @@ class SourceOptions:
     width / height / fps: capture format requested from a camera (None: its default).
     timeout: live sources: seconds without a frame before reconnecting; for RTSP through
         FFmpeg also the limit on opening the stream and on each read.
-    reconnects: live sources: reopen attempts before the stream ends with an error.
+    reconnects: live sources: reopen attempts in a row (exponential back-off, see
+        BACKOFF_FIRST_S) before the stream ends with an error; None: forever, so an outage of
+        any length costs its frames (counted as a gap) and never the run.
     rtsp_latency_ms: jitter buffer for RTSP through GStreamer (0 = lowest latency).
     """
 
@@ -59,7 +66,7 @@ class SourceOptions:
     height: Optional[int] = None
     fps: Optional[float] = None
     timeout: float = 5.0
-    reconnects: int = 3
+    reconnects: Optional[int] = None
     rtsp_latency_ms: int = 0
 
     def __post_init__(self) -> None:
@@ -67,7 +74,7 @@ class SourceOptions:
             raise EdgesegError(f"source rate must be > 0 frames/s, got {self.rate}")
         if self.timeout <= 0:
             raise EdgesegError(f"source timeout must be > 0 s, got {self.timeout}")
-        if self.reconnects < 0:
+        if self.reconnects is not None and self.reconnects < 0:
             raise EdgesegError(f"reconnect attempts must be >= 0, got {self.reconnects}")
 
 
@@ -102,7 +109,8 @@ class SourceStats:
     container announced that never decoded, as in a truncated file); reconnects: live reopen
     attempts; gaps: outages of a live stream (no frame for `timeout`, so it was reopened);
     gap_s: their total length, from the last frame before each to the first after it (or to
-    the end of the stream); error: why a live stream ended early."""
+    the end of the stream); down: a live stream is in such an outage now (or has not delivered
+    since it failed to open at the start); error: why a live stream ended early."""
 
     frames: int = 0
     dropped: int = 0
@@ -110,6 +118,7 @@ class SourceStats:
     reconnects: int = 0
     gaps: int = 0
     gap_s: float = 0.0
+    down: bool = False
     error: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -133,6 +142,7 @@ class Reader(abc.ABC):
     item: Optional[str] = None
     position_ms: Optional[float] = None
     files: Sequence[Path] = ()  # the local files it reads (outputs must not overwrite them)
+    opened: bool = True  # False: the device did not open (a live Source keeps reopening it)
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:
@@ -328,6 +338,7 @@ class Source:
         self._cond = threading.Condition()
         self._slot: Optional[Frame] = None
         self._thread: Optional[threading.Thread] = None
+        self.stats.down = live and not reader.opened
         if live:
             self._thread = threading.Thread(target=self._capture_loop, name=f"capture:{self.uri}", daemon=True)
             self._thread.start()
@@ -434,8 +445,9 @@ class Source:
 
     def _capture_loop(self) -> None:
         last_good = time.perf_counter()
-        attempts = 0
+        attempts = 0  # reopens since the last frame
         gap_from: Optional[float] = None  # the last frame before the current outage
+        limit = self.options.reconnects
         try:
             while not self._closed:
                 self._pace()
@@ -449,6 +461,7 @@ class Source:
                         gap_from = None
                     frame = self._make_frame(image, started)
                     with self._cond:
+                        self.stats.down = False
                         if self._slot is not None:
                             self.stats.dropped += 1
                         self._slot = frame
@@ -462,16 +475,19 @@ class Source:
                 if gap_from is None:
                     gap_from = last_good
                     self.stats.gaps += 1
-                if attempts >= self.options.reconnects:
+                    self.stats.down = True
+                if limit is not None and attempts >= limit:
                     self.stats.error = (
                         f"{self.uri} delivered no frame for {self.options.timeout:g} s "
                         f"and {attempts} reconnect attempt(s) failed"
                     )
                     return
+                if attempts and self._wait_closed(backoff_s(attempts)):
+                    return
                 attempts += 1
                 self.stats.reconnects += 1
-                self._reader.reopen()
-                last_good = time.perf_counter()
+                if self._reader.reopen():
+                    last_good = time.perf_counter()  # it has `timeout` to deliver
         finally:
             if gap_from is not None:  # ended (or closed) inside an outage
                 self.stats.gap_s += time.perf_counter() - gap_from
@@ -479,13 +495,44 @@ class Source:
                 self._finished = True
                 self._cond.notify_all()
 
+    def _wait_closed(self, seconds: float) -> bool:
+        """Sleep `seconds` unless closed first; True when closed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, seconds)
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds before reopen number `attempt` + 1 of an outage (see BACKOFF_FIRST_S)."""
+    return min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
 
 # -- URI dispatch -----------------------------------------------------------------------------
-def open_source(uri: Union[str, int, Path], options: Optional[SourceOptions] = None) -> Source:
-    """Open `uri` (see the module docstring) or raise one EdgesegError naming it and the fix."""
+class _NotOpened(EdgesegError):
+    """A live device or stream that exists but did not open now (it may later): the reader
+    travels with the error, for a Source that keeps reopening it."""
+
+    def __init__(self, reader: Reader, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.reader = reader
+
+
+def open_source(uri: Union[str, int, Path], options: Optional[SourceOptions] = None, required: bool = True) -> Source:
+    """Open `uri` (see the module docstring) or raise one EdgesegError naming it and the fix.
+
+    required=False: a camera or stream that does not open now is returned anyway, `stats.down`,
+    its capture thread reopening it with back-off (so one dead camera of several does not stop
+    the line); a bad URI or a missing file still raises."""
     options = options or SourceOptions()
-    text = str(uri).strip()
-    if isinstance(uri, int) or text.isdigit():
+    try:
+        return _open(str(uri).strip() if not isinstance(uri, int) else str(uri), options)
+    except _NotOpened as exc:
+        if required:
+            raise
+        return Source(exc.reader, options, live=True)
+
+
+def _open(text: str, options: SourceOptions) -> Source:
+    if text.isdigit():
         reader, live = _camera(int(text), options), True
     elif text.startswith("csi://"):
         reader, live = _gstreamer(text, _csi_pipeline(text, options)), True
@@ -535,7 +582,7 @@ def _device(
         raise EdgesegError(f"no camera at {where}", hint="connect a camera, try another index, or pass --source FILE")
     reader = _CaptureReader(name, target if target is not None else path, cv2.CAP_V4L2, False, _camera_props(options))
     if not reader.opened:
-        raise EdgesegError(f"camera {name} ({path}) could not be opened", hint="it may be busy (another program) or not a capture device")
+        raise _NotOpened(reader, f"camera {name} ({path}) could not be opened", hint="it may be busy (another program) or not a capture device")
     return reader
 
 
@@ -570,7 +617,7 @@ def _gstreamer(name: str, pipeline: str) -> Reader:
         pipeline += " ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
     reader = _CaptureReader(name, pipeline, cv2.CAP_GSTREAMER, False, {})
     if not reader.opened:
-        raise EdgesegError(f"GStreamer pipeline for {name} did not start: {redact_uri(pipeline)}", hint="test it with gst-launch-1.0")
+        raise _NotOpened(reader, f"GStreamer pipeline for {name} did not start: {redact_uri(pipeline)}", hint="test it with gst-launch-1.0")
     return reader
 
 
@@ -594,7 +641,8 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
-        raise EdgesegError(
+        raise _NotOpened(
+            reader,
             f"the RTSP stream {name} did not open (refused, or no answer within {options.timeout:g} s)",
             hint="check the URL, credentials and that the camera is reachable",
         )

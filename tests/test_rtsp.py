@@ -82,7 +82,7 @@ def test_server_outage_times_out_reconnects_and_counts_the_gap(tiny_models, serv
     before = max(t for t in times if t < stopped + 0.5)  # the frames FFmpeg had buffered
     after = min(t for t in times if t > stopped + 0.5)
     assert after > restarted  # nothing came while the server was down
-    assert source["gaps"] == 1 and 1 <= source["reconnects"] <= 3 and not source["error"]
+    assert source["gaps"] == 1 and source["reconnects"] >= 1 and not source["error"]
     assert source["gap_s"] == pytest.approx(after - before, abs=0.05)
     print(
         f"\nRTSP outage of {restarted - stopped:.2f} s: last frame {before - stopped:+.2f} s after the stop, "

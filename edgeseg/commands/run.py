@@ -197,8 +197,15 @@ def run(
     ] = None,
     source_timeout: Annotated[
         float,
-        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting (3 tries); RTSP: also the connect and read limit."),
+        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting; RTSP: also the connect and read limit."),
     ] = 5.0,
+    reconnect: Annotated[
+        Optional[int],
+        typer.Option("--reconnect", min=0, help="Live sources: end with an error after this many failed reconnects in a row (default: keep trying, with back-off up to 30 s)."),
+    ] = None,
+    require_all: Annotated[
+        bool, typer.Option("--require-all", help="Several cameras: stop when one does not open at the start (default: run the others, keep trying it).")
+    ] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
@@ -253,7 +260,7 @@ def run(
         cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
         seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
         segmenter_card = seg_backend.card
-    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
+    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout, reconnects=reconnect)
 
     received: List[int] = []
     files: Dict[str, FileSink] = {}  # output kind -> its sink
@@ -265,7 +272,8 @@ def run(
             return header_record(pipeline_ref[0].classifier, pipeline_ref[0].segmenter, ", ".join(redact_uri(str(uri)) for uri in uris), pipeline_ref[0].gate, started)
 
         classes = segmenter_card.classes
-        streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        required = require_all or len(uris) == 1
+        streams = [stack.enter_context(open_source(uri, source_options, required=required)) for uri in uris]
         models = [] if backend == "triton" else [b.artifact for b in (cls_backend, seg_backend)]
         check_output_paths(
             [*(path for stream in streams for path in stream.files), *models, *map(card_path, models)],
@@ -332,6 +340,9 @@ def run(
     if mqtt_sink is not None and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
         m = report["mqtt"]
         err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
+    for camera in report["cameras"]:
+        if camera["source"]["down"]:
+            err.print(f"warning: camera {camera['camera']} ({escape(camera['source']['uri'])}) is down: {camera['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:
