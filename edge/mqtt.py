@@ -24,6 +24,11 @@ broker outage costs memory up to the bound and never blocks the pipeline. QoS 1 
 once": a message resent after a reconnect may arrive twice (the record's source + frame say
 which). `close` waits up to `flush_timeout` for the queue to drain; what is still queued then
 is counted as unsent. `stats()` holds the counters for the run report.
+
+A broker that refuses the connection (wrong user name or password, not authorised) is not
+retried: the same credentials would be refused again every few seconds for the whole run. The
+refusal is reported once, at once (`on_refused`), and in `stats()["refused"]`; the run goes on
+without the broker, and every record it publishes counts as unsent.
 """
 from __future__ import annotations
 
@@ -114,7 +119,8 @@ def _paho() -> Any:
 class MqttStats:
     """published: defect messages handed to the queue; acknowledged: PUBACKs received;
     dropped: messages refused because `queue_limit` were unacknowledged; unsent: still queued
-    at close; heartbeats: heartbeats sent; connects / disconnects: broker sessions made / lost."""
+    at close; heartbeats: heartbeats sent; connects / disconnects: broker sessions made / lost;
+    refused: the broker's reason for refusing the connection (then it is not retried)."""
 
     published: int = 0
     acknowledged: int = 0
@@ -123,6 +129,7 @@ class MqttStats:
     heartbeats: int = 0
     connects: int = 0
     disconnects: int = 0
+    refused: str = ""
 
 
 class MqttSink(Sink):
@@ -132,7 +139,8 @@ class MqttSink(Sink):
     broker is slow or away. heartbeat_s: seconds between heartbeats (0: none). sources: the
     run's sources, whose live counters each heartbeat copies. header: makes the run's header
     record, published retained on `topic/header` before the first defect (called then, once
-    the backends are active).
+    the backends are active). on_refused: called once, on paho's network thread, with the
+    broker's reason when it refuses the connection.
     """
 
     def __init__(
@@ -145,6 +153,7 @@ class MqttSink(Sink):
         sources: Sequence[Source] = (),
         header: Optional[Callable[[], Dict[str, Any]]] = None,
         client_id: Optional[str] = None,
+        on_refused: Optional[Callable[[str], None]] = None,
     ) -> None:
         mqtt = _paho()
         self.target = target if isinstance(target, MqttTarget) else parse_mqtt_url(str(target))
@@ -169,6 +178,7 @@ class MqttSink(Sink):
         self._kinds: Dict[int, str] = {}  # mid -> kind of each queued, unacknowledged message
         self._acks: Deque[int] = collections.deque()  # mids paho reported acknowledged
         self._closed = threading.Event()
+        self._on_refused = on_refused
 
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -224,7 +234,7 @@ class MqttSink(Sink):
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._send_heartbeat()  # the final counts
-        deadline = time.monotonic() + self.flush_timeout
+        deadline = time.monotonic() + (0.0 if self.counters.refused else self.flush_timeout)
         while self._unacknowledged() > 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         unsent = self._unacknowledged()
@@ -303,7 +313,12 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
-            return  # refused (e.g. bad credentials): paho retries; the counters show no connect
+            with self._lock:
+                self.counters.refused = str(reason_code)
+            client.disconnect()  # no retry: the same credentials would be refused again
+            if self._on_refused is not None:
+                self._on_refused(str(reason_code))
+            return
         with self._lock:
             self.counters.connects += 1
         # On the network thread: its PUBACK cannot be handled before this returns and records it.

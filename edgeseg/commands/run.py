@@ -108,6 +108,12 @@ def _source_uris(camera: Optional[int], sources: List[str], sources_file: Option
     return uris or [str(_bundled(DEMO_CLIP, "--source"))]
 
 
+def _mqtt_refused(url: str, reason: str) -> None:
+    """The broker refused the connection: said at once, as the run goes on without it."""
+    err.print(f"[bold red]error:[/] MQTT broker {escape(url)} refused the connection ({escape(reason)}): "
+              "inspecting on, no record will reach it — check the user name and password in --mqtt", highlight=False, soft_wrap=True)
+
+
 def _interrupt_exits_130(func: Any) -> Any:
     """Ctrl-C before the signal handlers are in place (loading models, opening the source) is
     a stop too: one line and exit 130, not a traceback; nothing was written yet."""
@@ -294,7 +300,8 @@ def run(
             sinks.append(defects)
         mqtt_sink = None
         if mqtt_target is not None:
-            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header))
+            refused = functools.partial(_mqtt_refused, mqtt_target.url)
+            mqtt_sink = stack.enter_context(MqttSink(mqtt_target, queue_limit=mqtt_queue, sources=streams, header=header, on_refused=refused))
             sinks.append(mqtt_sink)
         if show:
             sinks.append(stack.enter_context(WindowSink(classes, on_quit=lambda: pipeline_ref[0].stop("window closed"), annotator=annotator)))
@@ -321,6 +328,10 @@ def run(
     failures = [sink.problem for sink in files.values() if sink.problem]
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
+    if mqtt_sink is not None and not report["mqtt"]["connects"]:
+        m = report["mqtt"]
+        why = f"it refused the connection: {m['refused']}" if m["refused"] else "no connection"
+        failures.append(f"MQTT broker {m['url']} never reached ({why}): {m['published']} defect record(s) not delivered")
     if not report["frames"] and not received:
         failures.append(f"no frame was processed ({report['stopped_by']}; {report['source']['corrupt']} unreadable frame(s) skipped), so nothing was written")
     if json_output:
