@@ -132,7 +132,7 @@ def test_grpc_address_from_url(url, address):
     assert grpc_address(url) == address
 
 
-@pytest.mark.parametrize("url", ["http://host:8000", "grpc://host:port", "grpc://host:8001/v2"])
+@pytest.mark.parametrize("url", ["http://host:8000", "grpc://host:port", "grpc://host:8001/v2", "grpc://host:99999", "grpc://host:0"])
 def test_grpc_address_refuses_other_urls(url):
     from edgeseg.edge.backends.triton import grpc_address
 
