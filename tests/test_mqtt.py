@@ -17,7 +17,7 @@ from edgeseg.cli import app
 from edgeseg.edge.mqtt import MqttSink, MqttTarget, parse_mqtt_url
 from edgeseg.edge.records import validate_record
 from edgeseg.errors import EdgesegError, UsageError
-from services import MOSQUITTO, Mosquitto, require
+from services import MOSQUITTO, Mosquitto, free_port, require
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 TOPIC = "line1/defects"
@@ -288,8 +288,6 @@ def test_the_right_password_delivers(tiny_models, clip, locked_broker, tmp_path)
 
 
 def test_a_broker_never_reached_is_stated_and_exit_1(tiny_models, clip, tmp_path):
-    from services import free_port
-
     url = f"mqtt://127.0.0.1:{free_port()}/{TOPIC}"
     result = CliRunner().invoke(app, ["run", "--source", str(clip), *_models(tiny_models), "--gate", "0", "--mqtt", url, "--json"])
     assert result.exit_code == 1, result.output
