@@ -351,6 +351,9 @@ def run(
     if mqtt_sink is not None and report["mqtt"]["dropped"] + report["mqtt"]["unsent"]:
         m = report["mqtt"]
         err.print(f"warning: {m['dropped']} MQTT record(s) dropped beyond --mqtt-queue {m['queue_limit']}, {m['unsent']} unsent at exit")
+    for kind, path in report["outputs"].items():
+        if os.path.islink(path):  # written through: say where the bytes went
+            err.print(f"note: {kind} {escape(path)} is a symbolic link: the file written is {escape(os.path.realpath(path))}", highlight=False, soft_wrap=True)
     for camera in report["cameras"]:
         if camera["source"]["down"]:
             err.print(f"warning: camera {camera['camera']} ({escape(camera['source']['uri'])}) is down: {camera['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
