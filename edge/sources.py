@@ -39,9 +39,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_CONSECUTIVE_BAD = 50
 # Reconnect back-off of a live source: the first reopen follows the timeout at once, each later
 # one waits twice as long as the one before, up to the cap, times a random 50-100 % (jitter: many
-# cameras behind one switch that came back do not all knock at once).
+# cameras behind one switch that came back do not all knock at once). The cap bounds the frames
+# lost after a camera is back: a few seconds, against a reopen that costs one connection attempt.
 BACKOFF_FIRST_S = 0.5
-BACKOFF_CAP_S = 30.0
+BACKOFF_CAP_S = 5.0
 
 
 @dataclass
@@ -108,8 +109,8 @@ class SourceStats:
     corrupt: unreadable frames skipped (failed decodes, unreadable images, and frames a video
     container announced that never decoded, as in a truncated file); reconnects: live reopen
     attempts; gaps: outages of a live stream (no frame for `timeout`, so it was reopened);
-    gap_s: their total length, from the last frame before each to the first after it (or to
-    the end of the stream); down: a live stream is in such an outage now (or has not delivered
+    gap_s: their total length, from the last frame before each to the first after it (to
+    the end of the stream, or while one lasts, to about now); down: a live stream is in such an outage now (or has not delivered
     since it failed to open at the start); error: why a live stream ended early."""
 
     frames: int = 0
@@ -447,6 +448,7 @@ class Source:
         last_good = time.perf_counter()
         attempts = 0  # reopens since the last frame
         gap_from: Optional[float] = None  # the last frame before the current outage
+        gaps_before = 0.0  # gap_s of the outages before it (gap_s includes the current one so far)
         limit = self.options.reconnects
         try:
             while not self._closed:
@@ -457,7 +459,7 @@ class Source:
                 if image is not None:
                     last_good, attempts = time.perf_counter(), 0
                     if gap_from is not None:
-                        self.stats.gap_s += last_good - gap_from
+                        self.stats.gap_s = gaps_before + last_good - gap_from
                         gap_from = None
                     frame = self._make_frame(image, started)
                     with self._cond:
@@ -473,9 +475,10 @@ class Source:
                     time.sleep(0.01)
                     continue
                 if gap_from is None:
-                    gap_from = last_good
+                    gap_from, gaps_before = last_good, self.stats.gap_s
                     self.stats.gaps += 1
                     self.stats.down = True
+                self.stats.gap_s = gaps_before + time.perf_counter() - gap_from  # a report now sees it
                 if limit is not None and attempts >= limit:
                     self.stats.error = (
                         f"{self.uri} delivered no frame for {self.options.timeout:g} s "
@@ -490,7 +493,7 @@ class Source:
                     last_good = time.perf_counter()  # it has `timeout` to deliver
         finally:
             if gap_from is not None:  # ended (or closed) inside an outage
-                self.stats.gap_s += time.perf_counter() - gap_from
+                self.stats.gap_s = gaps_before + time.perf_counter() - gap_from
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()

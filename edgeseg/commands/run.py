@@ -207,7 +207,7 @@ def run(
     ] = 5.0,
     reconnect: Annotated[
         Optional[int],
-        typer.Option("--reconnect", min=0, help="Live sources: end with an error after this many failed reconnects in a row (default: keep trying, with back-off up to 30 s)."),
+        typer.Option("--reconnect", min=0, help="Live sources: end with an error after this many failed reconnects in a row (default: keep trying, with back-off up to 5 s)."),
     ] = None,
     require_all: Annotated[
         bool, typer.Option("--require-all", help="Several cameras: stop when one does not open at the start (default: run the others, keep trying it).")
