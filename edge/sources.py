@@ -527,7 +527,7 @@ def open_source(uri: Union[str, int, Path], options: Optional[SourceOptions] = N
     the line); a bad URI or a missing file still raises."""
     options = options or SourceOptions()
     try:
-        return _open(str(uri).strip() if not isinstance(uri, int) else str(uri), options)
+        return _open(str(uri).strip(), options)
     except _NotOpened as exc:
         if required:
             raise
