@@ -26,8 +26,16 @@ which). `close` waits up to `flush_timeout` for the queue to drain; what is stil
 is counted as unsent. `stats()` holds the counters for the run report (`summary()`); `written`
 is the broker URL once it acknowledged a record, `kept` the records it acknowledged, `warning`
 what was dropped or left unsent.
+
+A broker that refuses the connection (wrong user name or password, not authorised) is not
+retried: the same credentials would be refused again every few seconds for the whole run. The
+refusal is logged once, at once (the "edgeseg" logger), and in `stats()["refused"]`; the run
+goes on without the broker, every record it publishes counts as unsent, and a broker never
+reached is the sink's `problem`.
 """
 from __future__ import annotations
+
+import logging
 
 import collections
 import os
@@ -42,8 +50,10 @@ from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.records import frame_record, iso_utc, to_json
 from edgeseg.edge.sources import Frame, Source
+from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError, UsageError
 
+_log = logging.getLogger("edgeseg")
 HEARTBEAT_SCHEMA = "edgeseg.heartbeat/1"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 URL_FORM = "mqtt://[user:password@]host[:port]/topic"
@@ -69,24 +79,27 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     """`mqtt[s]://[user:password@]host[:port]/topic` -> MqttTarget, or EdgesegError naming what
-    is wrong (UsageError: the CLI exits 2). Needs no paho."""
+    is wrong (UsageError: the CLI exits 2), quoting the URL without its credentials. Needs no paho."""
+    shown = redact_uri(url)
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:  # e.g. a port that is not a number or out of range
-        raise UsageError(f"bad MQTT URL {url!r}: {exc}", hint=f"use {URL_FORM}") from exc
+        raise UsageError(f"bad MQTT URL {shown!r}: {exc}", hint=f"use {URL_FORM}") from exc
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise UsageError(f"bad MQTT URL {url!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: the scheme must be mqtt:// or mqtts://", hint=f"use {URL_FORM}")
     if not parts.hostname:
-        raise UsageError(f"bad MQTT URL {url!r}: no broker host", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: no broker host", hint=f"use {URL_FORM}")
     if parts.query:
-        raise UsageError(f"bad MQTT URL {url!r}: it takes no ?query", hint=f"use {URL_FORM}")
+        raise UsageError(f"bad MQTT URL {shown!r}: it takes no ?query", hint=f"use {URL_FORM}")
+    if port == 0:
+        raise UsageError(f"bad MQTT URL {shown!r}: port 0 is no broker's port", hint=f"use {URL_FORM}; the default port is {DEFAULT_PORTS[scheme]}")
     topic = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if "#" in url or any(ch in topic for ch in "+#\0"):  # a literal # would end the URL's path
-        raise UsageError(f"bad MQTT URL {url!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
+        raise UsageError(f"bad MQTT URL {shown!r}: a topic to publish to cannot hold a wildcard (+ or #)", hint="publish to a plain topic")
     if not topic:
-        raise UsageError(f"bad MQTT URL {url!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
+        raise UsageError(f"bad MQTT URL {shown!r}: no topic", hint=f"use {URL_FORM}, e.g. mqtt://broker:1883/line1/defects")
     return MqttTarget(
         host=parts.hostname,
         port=port or DEFAULT_PORTS[scheme],
@@ -111,7 +124,8 @@ def _paho() -> Any:
 class MqttStats:
     """published: defect messages handed to the queue; acknowledged: PUBACKs received;
     dropped: messages refused because `queue_limit` were unacknowledged; unsent: still queued
-    at close; heartbeats: heartbeats sent; connects / disconnects: broker sessions made / lost."""
+    at close; heartbeats: heartbeats sent; connects / disconnects: broker sessions made / lost;
+    refused: the broker's reason for refusing the connection (then it is not retried)."""
 
     published: int = 0
     acknowledged: int = 0
@@ -120,6 +134,7 @@ class MqttStats:
     heartbeats: int = 0
     connects: int = 0
     disconnects: int = 0
+    refused: str = ""
 
 
 class MqttSink(Sink):
@@ -219,7 +234,7 @@ class MqttSink(Sink):
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._send_heartbeat()  # the final counts
-        deadline = time.monotonic() + self.flush_timeout
+        deadline = time.monotonic() + (0.0 if self.counters.refused else self.flush_timeout)
         while self._unacknowledged() > 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         unsent = self._unacknowledged()
@@ -232,6 +247,9 @@ class MqttSink(Sink):
         counters = self.counters
         self.frames = counters.acknowledged
         self.written = self.target.url if counters.acknowledged else None
+        if not counters.connects:
+            why = f"it refused the connection: {counters.refused}" if counters.refused else "no connection"
+            self.problem = f"MQTT broker {self.target.url} never reached ({why}): {counters.published} defect record(s) not delivered"
         if counters.dropped + counters.unsent:
             self.warning = f"{counters.dropped} MQTT record(s) dropped beyond --mqtt-queue {self.queue_limit}, {counters.unsent} unsent at exit"
 
@@ -310,7 +328,14 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
-            return  # refused (e.g. bad credentials): paho retries; the counters show no connect
+            with self._lock:
+                self.counters.refused = str(reason_code)
+            client.disconnect()  # no retry: the same credentials would be refused again
+            _log.error(
+                "error: MQTT broker %s refused the connection (%s): inspecting on, no record will reach it"
+                " — check the user name and password in --mqtt", self.target.url, reason_code,
+            )
+            return
         with self._lock:
             self.counters.connects += 1
         # On the network thread: its PUBACK cannot be handled before this returns and records it.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import glob
 import os
+import random
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -35,6 +37,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # A video whose container announces no frame count has ended after this many failed reads in a
 # row; one that announces a count is read up to it, however long a corrupt stretch is.
 MAX_CONSECUTIVE_BAD = 50
+# Reconnect back-off of a live source: the first reopen follows the timeout at once, each later
+# one waits twice as long as the one before, up to the cap, times a random 50-100 % (jitter: many
+# cameras behind one switch that came back do not all knock at once). The cap bounds the frames
+# lost after a camera is back: a few seconds, against a reopen that costs one connection attempt.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 5.0
 
 
 @dataclass
@@ -46,7 +54,9 @@ class SourceOptions:
     width / height / fps: capture format requested from a camera (None: its default).
     timeout: live sources: seconds without a frame before reconnecting; for RTSP through
         FFmpeg also the limit on opening the stream and on each read.
-    reconnects: live sources: reopen attempts before the stream ends with an error.
+    reconnects: live sources: reopen attempts in a row (exponential back-off, see
+        BACKOFF_FIRST_S) before the stream ends with an error; None: forever, so an outage of
+        any length costs its frames (counted as a gap) and never the run.
     rtsp_latency_ms: jitter buffer for RTSP through GStreamer (0 = lowest latency).
     """
 
@@ -57,7 +67,7 @@ class SourceOptions:
     height: Optional[int] = None
     fps: Optional[float] = None
     timeout: float = 5.0
-    reconnects: int = 3
+    reconnects: Optional[int] = None
     rtsp_latency_ms: int = 0
 
     def __post_init__(self) -> None:
@@ -65,7 +75,7 @@ class SourceOptions:
             raise EdgesegError(f"source rate must be > 0 frames/s, got {self.rate}")
         if self.timeout <= 0:
             raise EdgesegError(f"source timeout must be > 0 s, got {self.timeout}")
-        if self.reconnects < 0:
+        if self.reconnects is not None and self.reconnects < 0:
             raise EdgesegError(f"reconnect attempts must be >= 0, got {self.reconnects}")
 
 
@@ -99,8 +109,9 @@ class SourceStats:
     corrupt: unreadable frames skipped (failed decodes, unreadable images, and frames a video
     container announced that never decoded, as in a truncated file); reconnects: live reopen
     attempts; gaps: outages of a live stream (no frame for `timeout`, so it was reopened);
-    gap_s: their total length, from the last frame before each to the first after it (or to
-    the end of the stream); error: why a live stream ended early."""
+    gap_s: their total length, from the last frame before each to the first after it (to
+    the end of the stream, or while one lasts, to about now); down: a live stream is in such an outage now (or has not delivered
+    since it failed to open at the start); error: why a live stream ended early."""
 
     frames: int = 0
     dropped: int = 0
@@ -108,6 +119,7 @@ class SourceStats:
     reconnects: int = 0
     gaps: int = 0
     gap_s: float = 0.0
+    down: bool = False
     error: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -131,6 +143,7 @@ class Reader(abc.ABC):
     item: Optional[str] = None
     position_ms: Optional[float] = None
     files: Sequence[Path] = ()  # the local files it reads (outputs must not overwrite them)
+    opened: bool = True  # False: the device did not open (a live Source keeps reopening it)
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:
@@ -314,7 +327,7 @@ class Source:
     """
 
     def __init__(self, reader: Reader, options: SourceOptions, live: bool) -> None:
-        self.uri = reader.name
+        self.uri = redact_uri(reader.name)  # a Reader subclass may name itself by its URL
         self.live = live
         self.options = options
         self.stats = SourceStats()
@@ -326,6 +339,7 @@ class Source:
         self._cond = threading.Condition()
         self._slot: Optional[Frame] = None
         self._thread: Optional[threading.Thread] = None
+        self.stats.down = live and not reader.opened
         if live:
             self._thread = threading.Thread(target=self._capture_loop, name=f"capture:{self.uri}", daemon=True)
             self._thread.start()
@@ -432,8 +446,10 @@ class Source:
 
     def _capture_loop(self) -> None:
         last_good = time.perf_counter()
-        attempts = 0
+        attempts = 0  # reopens since the last frame
         gap_from: Optional[float] = None  # the last frame before the current outage
+        gaps_before = 0.0  # gap_s of the outages before it (gap_s includes the current one so far)
+        limit = self.options.reconnects
         try:
             while not self._closed:
                 self._pace()
@@ -443,10 +459,11 @@ class Source:
                 if image is not None:
                     last_good, attempts = time.perf_counter(), 0
                     if gap_from is not None:
-                        self.stats.gap_s += last_good - gap_from
+                        self.stats.gap_s = gaps_before + last_good - gap_from
                         gap_from = None
                     frame = self._make_frame(image, started)
                     with self._cond:
+                        self.stats.down = False
                         if self._slot is not None:
                             self.stats.dropped += 1
                         self._slot = frame
@@ -458,32 +475,67 @@ class Source:
                     time.sleep(0.01)
                     continue
                 if gap_from is None:
-                    gap_from = last_good
+                    gap_from, gaps_before = last_good, self.stats.gap_s
                     self.stats.gaps += 1
-                if attempts >= self.options.reconnects:
+                    self.stats.down = True
+                self.stats.gap_s = gaps_before + time.perf_counter() - gap_from  # a report now sees it
+                if limit is not None and attempts >= limit:
                     self.stats.error = (
                         f"{self.uri} delivered no frame for {self.options.timeout:g} s "
                         f"and {attempts} reconnect attempt(s) failed"
                     )
                     return
+                if attempts and self._wait_closed(backoff_s(attempts)):
+                    return
                 attempts += 1
                 self.stats.reconnects += 1
-                self._reader.reopen()
-                last_good = time.perf_counter()
+                if self._reader.reopen():
+                    last_good = time.perf_counter()  # it has `timeout` to deliver
         finally:
             if gap_from is not None:  # ended (or closed) inside an outage
-                self.stats.gap_s += time.perf_counter() - gap_from
+                self.stats.gap_s = gaps_before + time.perf_counter() - gap_from
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
 
+    def _wait_closed(self, seconds: float) -> bool:
+        """Sleep `seconds` unless closed first; True when closed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, seconds)
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds before reopen number `attempt` + 1 of an outage (see BACKOFF_FIRST_S)."""
+    return min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
 
 # -- URI dispatch -----------------------------------------------------------------------------
-def open_source(uri: Union[str, int, Path], options: Optional[SourceOptions] = None) -> Source:
-    """Open `uri` (see the module docstring) or raise one EdgesegError naming it and the fix."""
+class _NotOpened(EdgesegError):
+    """A live device or stream that exists but did not open now (it may later): the reader
+    travels with the error, for a Source that keeps reopening it."""
+
+    def __init__(self, reader: Reader, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.reader = reader
+
+
+def open_source(uri: Union[str, int, Path], options: Optional[SourceOptions] = None, required: bool = True) -> Source:
+    """Open `uri` (see the module docstring) or raise one EdgesegError naming it and the fix.
+
+    required=False: a camera or stream that does not open now is returned anyway, `stats.down`,
+    its capture thread reopening it with back-off (so one dead camera of several does not stop
+    the line); a bad URI or a missing file still raises."""
     options = options or SourceOptions()
-    text = str(uri).strip()
-    if isinstance(uri, int) or text.isdigit():
+    try:
+        return _open(str(uri).strip(), options)
+    except _NotOpened as exc:
+        if required:
+            raise
+        return Source(exc.reader, options, live=True)
+
+
+def _open(text: str, options: SourceOptions) -> Source:
+    if text.isdigit():
         reader, live = _camera(int(text), options), True
     elif text.startswith("csi://"):
         reader, live = _gstreamer(text, _csi_pipeline(text, options)), True
@@ -533,7 +585,7 @@ def _device(
         raise EdgesegError(f"no camera at {where}", hint="connect a camera, try another index, or pass --source FILE")
     reader = _CaptureReader(name, target if target is not None else path, cv2.CAP_V4L2, False, _camera_props(options))
     if not reader.opened:
-        raise EdgesegError(f"camera {name} ({path}) could not be opened", hint="it may be busy (another program) or not a capture device")
+        raise _NotOpened(reader, f"camera {name} ({path}) could not be opened", hint="it may be busy (another program) or not a capture device")
     return reader
 
 
@@ -568,14 +620,15 @@ def _gstreamer(name: str, pipeline: str) -> Reader:
         pipeline += " ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
     reader = _CaptureReader(name, pipeline, cv2.CAP_GSTREAMER, False, {})
     if not reader.opened:
-        raise EdgesegError(f"GStreamer pipeline for {name} did not start: {pipeline}", hint="test it with gst-launch-1.0")
+        raise _NotOpened(reader, f"GStreamer pipeline for {name} did not start: {redact_uri(pipeline)}", hint="test it with gst-launch-1.0")
     return reader
 
 
 def _rtsp(url: str, options: SourceOptions) -> Reader:
+    name = redact_uri(url)  # the URL itself only reaches the capture
     if has_gstreamer():
         return _gstreamer(
-            url,
+            name,
             f"rtspsrc location={url} latency={options.rtsp_latency_ms} ! decodebin ! videoconvert ! "
             "video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false",
         )
@@ -587,12 +640,13 @@ def _rtsp(url: str, options: SourceOptions) -> Reader:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can't be used" warning
     try:
-        reader = _CaptureReader(url, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
+        reader = _CaptureReader(name, url, cv2.CAP_FFMPEG, False, {cv2.CAP_PROP_BUFFERSIZE: 1.0}, params, ffmpeg_options)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not reader.opened:
-        raise EdgesegError(
-            f"the RTSP stream {url} did not open (refused, or no answer within {options.timeout:g} s)",
+        raise _NotOpened(
+            reader,
+            f"the RTSP stream {name} did not open (refused, or no answer within {options.timeout:g} s)",
             hint="check the URL, credentials and that the camera is reachable",
         )
     return reader
@@ -608,10 +662,10 @@ def _files(text: str) -> Reader:
     if not path.exists() and any(ch in text for ch in "*?["):
         images = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise EdgesegError(f"no images match {text!r}", hint="check the pattern (quote it so the shell does not expand it)")
+            raise EdgesegError(f"no images match {redact_uri(text)!r}", hint="check the pattern (quote it so the shell does not expand it)")
         return _ImageReader(text, images)
     if not path.is_file():
-        raise EdgesegError(f"source {text!r} not found", hint="pass a camera index, /dev/videoN, csi://N, rtsp://..., a video, a folder or a glob")
+        raise EdgesegError(f"source {redact_uri(text)!r} not found", hint="pass a camera index, /dev/videoN, csi://N, rtsp://..., a video, a folder or a glob")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _ImageReader(str(path), [path])
     reader = _CaptureReader(path.name, str(path), cv2.CAP_ANY, True, {})

@@ -64,8 +64,8 @@ def grpc_address(url: str) -> str:
     if not rest or "/" in rest:
         raise EdgesegError(f"--url {url!r} is not grpc://host:port", hint=f"e.g. grpc://127.0.0.1:{DEFAULT_PORT}")
     host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", str(DEFAULT_PORT))
-    if not port.isdigit():
-        raise EdgesegError(f"--url {url!r} has no valid port", hint=f"e.g. grpc://{host or rest}:{DEFAULT_PORT}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise EdgesegError(f"--url {url!r} has no valid port (1-65535)", hint=f"e.g. grpc://{host or rest}:{DEFAULT_PORT}")
     return f"{host or rest}:{port}"
 
 

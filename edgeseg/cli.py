@@ -1,13 +1,50 @@
 """`edgeseg <verb>`: the command line. Imports nothing heavy, so `edgeseg --help` works anywhere."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import signal
+import sys
+import threading
+from typing import Any, Iterator, Optional
 
-import typer
-from typing_extensions import Annotated
 
-from edgeseg import __version__
-from edgeseg.commands.common import Command, Group, QuietOption, VerboseOption
+@contextlib.contextmanager
+def _quiet_interrupt() -> Iterator[None]:
+    """Ctrl-C while the command modules load (nothing has run yet): one line and exit 130, not a
+    KeyboardInterrupt traceback from deep inside an import. Once a command runs, typer answers
+    Ctrl-C with 130 itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        sys.stderr.write("interrupted while starting: nothing was run\n")
+        raise SystemExit(130)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+with _quiet_interrupt():
+    import typer
+    from typing_extensions import Annotated
+
+    from edgeseg import __version__
+    from edgeseg.commands.common import Command, Group, QuietOption, VerboseOption
+    # Command modules import their heavy dependencies inside the commands: registering them is cheap.
+    from edgeseg.commands import bench as _bench
+    from edgeseg.commands import calibrate as _calibrate
+    from edgeseg.commands import data as _data
+    from edgeseg.commands import deploy as _deploy
+    from edgeseg.commands import engine as _engine
+    from edgeseg.commands import export as _export
+    from edgeseg.commands import info as _info
+    from edgeseg.commands import run as _run
+    from edgeseg.commands import serve as _serve
+    from edgeseg.commands import train as _train
 
 app = typer.Typer(
     name="edgeseg",
@@ -41,18 +78,6 @@ def _root(
 ) -> None:
     """edgeseg: defect inspection at line speed."""
 
-
-# Command modules import their heavy dependencies inside the commands: registering them is cheap.
-from edgeseg.commands import bench as _bench  # noqa: E402
-from edgeseg.commands import calibrate as _calibrate  # noqa: E402
-from edgeseg.commands import data as _data  # noqa: E402
-from edgeseg.commands import deploy as _deploy  # noqa: E402
-from edgeseg.commands import engine as _engine  # noqa: E402
-from edgeseg.commands import export as _export  # noqa: E402
-from edgeseg.commands import info as _info  # noqa: E402
-from edgeseg.commands import run as _run  # noqa: E402
-from edgeseg.commands import serve as _serve  # noqa: E402
-from edgeseg.commands import train as _train  # noqa: E402
 
 # Listed in `edgeseg --help` in the order a user runs them.
 app.command("info", cls=Command)(_info.info)

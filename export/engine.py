@@ -351,7 +351,8 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
         batch = ov.Dimension(low) if low == high else ov.Dimension(low, high)
         model.reshape({profile.input: ov.PartialShape([batch, ov.Dimension(profile.channels), *map(ov.Dimension, profile.size)])})
         xml = scratch / target.name
-        ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
+        with disk_full_as_error(target, writing=xml):  # OpenVINO reports it as "basic_ios::clear"
+            ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
         weights = xml.with_suffix(".bin")
         artifact = {
             "format": "openvino",

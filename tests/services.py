@@ -2,17 +2,19 @@
 a Mosquitto broker (Debian `mosquitto`) and an RTSP server (GStreamer's gst-rtsp-server, driven
 by Debian's python3-gi), each a separate process that a test can stop and start again on the
 same port to stage an outage. CI installs both (.ci/run); elsewhere a missing one skips."""
+import getpass
 import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: the one python3-gi and GStreamer's typelibs serve
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 
@@ -79,14 +81,23 @@ class _Service:
 
 class Mosquitto(_Service):
     """Mosquitto listening on 127.0.0.1 only, with persistence: a persistent session's
-    subscriptions and queued QoS-1 messages survive a restart (SIGTERM saves the database)."""
+    subscriptions and queued QoS-1 messages survive a restart (SIGTERM saves the database).
+    users: {name: password}: only they may connect (a password file made by mosquitto_passwd)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, users: Optional[Dict[str, str]] = None) -> None:
         super().__init__(free_port(), folder / "mosquitto.log")
         self.config = folder / "mosquitto.conf"
+        access = "allow_anonymous true\n"
+        if users:
+            require(MOSQUITTO_PASSWD, "mosquitto")
+            passwords = folder / "mosquitto.passwd"
+            for i, (name, password) in enumerate(users.items()):
+                subprocess.run([MOSQUITTO_PASSWD, "-b", *(["-c"] if i == 0 else []), str(passwords), name, password], check=True)
+            passwords.chmod(0o600)
+            # as root Mosquitto would read it as its own user, which cannot enter a private tmp folder
+            access = f"allow_anonymous false\npassword_file {passwords}\nuser {getpass.getuser()}\n"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{access}"
             "persistence true\n"
             f"persistence_location {folder}/\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -107,6 +118,25 @@ class RtspServer(_Service):
 
     def command(self) -> List[str]:
         return [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), str(self.clip)]
+
+
+def mjpeg_clip(path: Path, seconds: float, fps: int = 25) -> Path:
+    """A 320x64 MJPEG AVI made by ffmpeg for RtspServer: baseline JPEG with the standard Huffman
+    tables and 4:2:0, the only kind RTP/JPEG (RFC 2435) carries."""
+    require("/usr/bin/ffmpeg", "ffmpeg")
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size=320x64:rate={fps}", "-t", str(seconds)]
+    command += ["-c:v", "mjpeg", "-huffman", "default", "-pix_fmt", "yuvj420p", "-q:v", "8", str(path)]
+    subprocess.run(command, check=True, timeout=120)
+    return path
+
+
+def rtsp_server(clip: Path, folder: Path) -> RtspServer:
+    """A started RtspServer on `clip` (skips where gst-rtsp-server is missing)."""
+    packages = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
+    require(f"{SYSTEM_PYTHON} with GstRtspServer", packages, available=rtsp_server_available())
+    service = RtspServer(clip, folder)
+    service.start()
+    return service
 
 
 def rtsp_server_available() -> bool:

@@ -309,8 +309,11 @@ def test_compare_reports_accuracy_and_missing_cells_apart_and_refuses_unusable_f
     no_latency = dict(row)
     del no_latency["latency_ms"]
     (tmp_path / "no_latency.json").write_text(json.dumps({"schema": SCHEMA, "results": [no_latency]}))
+    (tmp_path / "pipeline_text.json").write_text(json.dumps({"schema": SCHEMA, "results": [row], "pipeline": "fast"}))
+    (tmp_path / "pipeline_rows.json").write_text(json.dumps({"schema": SCHEMA, "results": [row], "pipeline": [3]}))
     cases = (("other.json", "not an edgeseg bench result"), ("broken.json", "not readable JSON"), ("missing.json", "not found"),
-             ("no_results.json", "no results"), ("no_latency.json", "has no latency_ms"))
+             ("no_results.json", "no results"), ("no_latency.json", "has no latency_ms"),
+             ("pipeline_text.json", "pipeline is not a list"), ("pipeline_rows.json", "a pipeline row is not an object"))
     for name, message in cases:
         with pytest.raises(EdgesegError, match=message):
             load(tmp_path / name)
@@ -318,6 +321,15 @@ def test_compare_reports_accuracy_and_missing_cells_apart_and_refuses_unusable_f
         assert result.exit_code == 2, (name, result.output)
         assert name in result.stderr and message in result.stderr and "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_takes_a_run_whose_machine_is_unknown(tmp_path):
+    host = {"median": 10.0, "p99": 12.0, "cv": 0.01}
+    row = {"name": "s", "backend": "onnxruntime", "precision": "fp32", "batch": 1, "throughput": 100.0, "latency_ms": {"host": host}}
+    for name, environment in (("a.json", None), ("b.json", "a laptop")):
+        (tmp_path / name).write_text(json.dumps({"schema": SCHEMA, "results": [row], "pipeline": [], "environment": environment}))
+    result = runner.invoke(app, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code == 0 and "Traceback" not in result.output and result.exception is None, result.output
 
 
 def test_cli_says_when_nothing_can_run(family):

@@ -117,6 +117,25 @@ def test_an_image_whose_every_row_is_malformed_is_left_out_and_counted(tmp_path)
     assert result.exit_code == 1 and '"left_out": [\n    "img0.jpg"\n  ]' in result.output
 
 
+@pytest.mark.parametrize(
+    "header, rows",
+    [
+        (["ImageId", "ClassId", "EncodedPixels"], ["img0.jpg,7,1 10", "img0.jpg,three,1 10", "img0.jpg,3", "img0.jpg,3,1 10,extra"]),
+        (["ImageId_ClassId", "EncodedPixels"], ["img0.jpg_7,1 10", "img0.jpg_x,1 10", "img0.jpg_3", "img0.jpg_4,1 10,extra"]),
+    ],
+    ids=["split-form", "combined-form"],
+)
+def test_an_image_whose_rows_have_bad_classes_or_fields_is_left_out_and_counted(tmp_path, header, rows):
+    strips = _strips()
+    root = _folder(tmp_path, strips, header, _split_rows if len(header) == 3 else _combined_rows)
+    kept = [line for line in (root / "train.csv").read_text().splitlines() if not line.startswith("img0.jpg")]
+    for row in rows:  # each malformed row alone makes img0 unknown
+        (root / "train.csv").write_text("\n".join(kept + [row]) + "\n")
+        data = scan(root)
+        assert [s.image_id for s in data.samples] == ["img1.jpg", "img2.jpg"], row  # img0 is not a clean strip
+        assert data.left_out == ["img0.jpg"] and len(data.problems) == 1 and "left out" in data.problems[0], row
+
+
 def test_a_train_csv_with_a_utf8_byte_order_mark_reads_like_one_without(tmp_path):
     strips = _strips()
     root = _folder(tmp_path, strips, ["ImageId", "ClassId", "EncodedPixels"], _split_rows)

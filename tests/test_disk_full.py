@@ -1,5 +1,5 @@
 """A full disk is one line naming the file and the free space, exit 1, and no partial artifact,
-in export, build-engine (ONNX Runtime path) and calibrate (tiny tmpfs, filled on the spot)."""
+in export, build-engine (ONNX Runtime and OpenVINO) and calibrate (tiny tmpfs, filled on the spot)."""
 import os
 
 import pytest
@@ -38,6 +38,14 @@ def test_build_engine_on_a_full_disk(tiny_models, disk):
     fill(disk, leave=tiny_models["segmenter"].stat().st_size // 2)
     args = ["build-engine", "--backend", "onnxruntime", "--precision", "fp32", tiny_models["segmenter"], "--out", disk / "out"]
     _fails_with_one_line(args, disk / "out" / "segmenter.fp32.ort.onnx")
+    assert _files(disk) == [".filler"]
+
+
+def test_build_engine_openvino_on_a_full_disk(tiny_models, disk):
+    pytest.importorskip("openvino")
+    fill(disk, leave=tiny_models["segmenter"].stat().st_size // 2)
+    args = ["build-engine", "--backend", "openvino", "--precision", "fp32", tiny_models["segmenter"], "--out", disk / "out"]
+    _fails_with_one_line(args, disk / "out" / "segmenter.fp32.xml")
     assert _files(disk) == [".filler"]
 
 

@@ -45,3 +45,26 @@ def test_atomic_output_files_follow_umask(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+
+
+# A finder that sends this process SIGINT when the named module starts loading: Ctrl-C at a
+# known point of `edgeseg`'s start-up, without guessing a delay.
+_INTERRUPT_AT = """
+import os, signal, sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["edgeseg", "info", "--json"]
+from edgeseg.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module", ["rich.console", "edgeseg.commands.run", "edgeseg.envinfo"])
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(module):
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_AT.format(module=module)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 1

@@ -132,3 +132,21 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, damage):
     with pytest.raises(EdgesegError, match=match) as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
+
+
+class _Payload:
+    """Pickles as a call to os.getcwd: what a code-carrying checkpoint holds."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_a_code_carrying_checkpoint_is_refused_without_advice_to_load_it_unsafely(tmp_path):
+    path = tmp_path / "seg.pt"
+    torch.save({"model": _Payload()}, path)
+    with pytest.raises(EdgesegError, match=r"refused checkpoint .*seg\.pt: it holds a pickled Python object \(\w+\.getcwd\)") as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and "will likely succeed" not in message

@@ -17,7 +17,7 @@ from edgeseg.cli import app
 from edgeseg.edge.mqtt import MqttSink, MqttTarget, parse_mqtt_url
 from edgeseg.edge.records import validate_record
 from edgeseg.errors import EdgesegError, UsageError
-from services import MOSQUITTO, Mosquitto, require
+from services import MOSQUITTO, Mosquitto, free_port, require
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 TOPIC = "line1/defects"
@@ -120,6 +120,7 @@ def test_urls_parse_with_defaults():
         ("mqtt://broker", "no topic"),
         ("mqtt://broker/", "no topic"),
         ("mqtt://broker:99999/t", "out of range"),
+        ("mqtt://broker:0/t", "port 0"),
         ("mqtt://broker:x/t", "bad MQTT URL"),
         ("mqtt://broker/line/#", "wildcard"),
         ("mqtt://broker/t?qos=2", "query"),
@@ -246,3 +247,57 @@ def test_loss_beyond_a_tiny_queue_bound_is_counted(tiny_models, clip, broker, su
     assert report["dropped"] == lost and report["unsent"] == 0
     assert report["published"] == report["acknowledged"] + report["dropped"] == len(expected)
     print(f"\ntiny bound: published {report['published']}, received {len(received)}, dropped (counted) {report['dropped']}")
+
+
+# -- a broker that refuses us -----------------------------------------------------------------
+EDGESEG = [sys.executable, "-c", "from edgeseg.cli import main; main()"]
+
+
+@pytest.fixture
+def locked_broker(tmp_path):
+    require(MOSQUITTO, "mosquitto")
+    service = Mosquitto(tmp_path, users={"line1": "right-password"})
+    service.start()
+    yield service
+    service.stop()
+
+
+def _paced_run(tiny_models, clip, url, jsonl):
+    """`edgeseg run` at 10 frames/s (3 s) in a process, and its stderr lines as they came, each
+    with whether the run was still going when it came."""
+    command = [*EDGESEG, "run", "--source", str(clip), *_models(tiny_models), "--gate", "0", "--rate", "10", "--jsonl", str(jsonl)]
+    process = subprocess.Popen([*command, "--mqtt", url, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append((line.strip(), process.poll() is None))
+    stdout = process.stdout.read()
+    process.wait(timeout=60)
+    return process.returncode, json.loads(stdout), lines
+
+
+def test_a_wrong_password_is_one_line_at_once_and_the_run_inspects_on(tiny_models, clip, locked_broker, tmp_path):
+    jsonl = tmp_path / "run.jsonl"
+    url = f"mqtt://line1:wrong-password@127.0.0.1:{locked_broker.port}/{TOPIC}"
+    code, report, lines = _paced_run(tiny_models, clip, url, jsonl)
+    assert code == 1  # the results did not reach the broker
+    refusals = [(line, running) for line, running in lines if "refused the connection (Not authorized)" in line]
+    assert len(refusals) == 1 and refusals[0][1]  # once, while the run was still inspecting
+    written = sum(r["type"] == "frame" for r in map(json.loads, jsonl.read_text().splitlines()))
+    assert written == report["frames"] > 0 and report["frames"] + report["source"]["dropped"] == 30  # every frame inspected or counted
+    assert report["mqtt"]["refused"] == "Not authorized" and report["mqtt"]["connects"] == 0
+    assert any("never reached" in e and "Not authorized" in e for e in report["errors"])
+    assert "wrong-password" not in "".join(line for line, _ in lines)
+
+
+def test_the_right_password_delivers(tiny_models, clip, locked_broker, tmp_path):
+    url = f"mqtt://line1:right-password@127.0.0.1:{locked_broker.port}/{TOPIC}"
+    code, report, lines = _paced_run(tiny_models, clip, url, tmp_path / "run.jsonl")
+    assert code == 0, lines
+    assert report["mqtt"]["connects"] == 1 and not report["mqtt"]["refused"] and report["mqtt"]["unsent"] == 0
+
+
+def test_a_broker_never_reached_is_stated_and_exit_1(tiny_models, clip, tmp_path):
+    url = f"mqtt://127.0.0.1:{free_port()}/{TOPIC}"
+    result = CliRunner().invoke(app, ["run", "--source", str(clip), *_models(tiny_models), "--gate", "0", "--mqtt", url, "--json"])
+    assert result.exit_code == 1, result.output
+    assert f"MQTT broker {url} never reached (no connection)" in result.stderr

@@ -16,29 +16,20 @@ from typer.testing import CliRunner
 from edgeseg.cli import app
 from edgeseg.edge.sources import SourceOptions, open_source
 from edgeseg.errors import EdgesegError
-from services import SYSTEM_PYTHON, RtspServer, free_port, require, rtsp_server_available
+from services import free_port, mjpeg_clip, rtsp_server
 
 FPS = 25
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """40 s of 320x64 MJPEG at 25 frames/s made by ffmpeg: baseline JPEG with the standard
-    Huffman tables and 4:2:0, the only kind RTP/JPEG (RFC 2435) carries."""
-    require("/usr/bin/ffmpeg", "ffmpeg")
-    path = tmp_path_factory.mktemp("rtsp") / "clip.avi"
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size=320x64:rate={FPS}", "-t", "40"]
-    command += ["-c:v", "mjpeg", "-huffman", "default", "-pix_fmt", "yuvj420p", "-q:v", "8", str(path)]
-    subprocess.run(command, check=True, timeout=120)
-    return path
+    """40 s at 25 frames/s."""
+    return mjpeg_clip(tmp_path_factory.mktemp("rtsp") / "clip.avi", 40, FPS)
 
 
 @pytest.fixture
 def server(clip, tmp_path):
-    packages = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
-    require(f"{SYSTEM_PYTHON} with GstRtspServer", packages, available=rtsp_server_available())
-    service = RtspServer(clip, tmp_path)
-    service.start()
+    service = rtsp_server(clip, tmp_path)
     yield service
     service.stop()
 
@@ -91,7 +82,7 @@ def test_server_outage_times_out_reconnects_and_counts_the_gap(tiny_models, serv
     before = max(t for t in times if t < stopped + 0.5)  # the frames FFmpeg had buffered
     after = min(t for t in times if t > stopped + 0.5)
     assert after > restarted  # nothing came while the server was down
-    assert source["gaps"] == 1 and 1 <= source["reconnects"] <= 3 and not source["error"]
+    assert source["gaps"] == 1 and source["reconnects"] >= 1 and not source["error"]
     assert source["gap_s"] == pytest.approx(after - before, abs=0.05)
     print(
         f"\nRTSP outage of {restarted - stopped:.2f} s: last frame {before - stopped:+.2f} s after the stop, "

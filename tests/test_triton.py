@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_grpc_address_from_url(url, address):
     assert grpc_address(url) == address
 
 
-@pytest.mark.parametrize("url", ["http://host:8000", "grpc://host:port", "grpc://host:8001/v2"])
+@pytest.mark.parametrize("url", ["http://host:8000", "grpc://host:port", "grpc://host:8001/v2", "grpc://host:99999", "grpc://host:0"])
 def test_grpc_address_refuses_other_urls(url):
     from edgeseg.edge.triton import grpc_address
 
@@ -382,3 +383,56 @@ def test_serve_write_only_writes_a_repository_for_a_stock_server(tiny_models, tm
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert CliRunner().invoke(app, args).exit_code == 2  # --write-only without --repository
+
+
+def _processes() -> Dict[int, Tuple[int, str]]:
+    """pid -> (parent pid, state) of every process alive now (zombies count as gone)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, ppid = text.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            found[int(stat.parent.name)] = (int(ppid), state)
+    return found
+
+
+def _descendants(pid: int) -> List[int]:
+    processes, tree, frontier = _processes(), [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, (ppid, _) in processes.items() if ppid == parent]
+        tree += children
+        frontier += children
+    return tree
+
+
+def test_a_killed_serve_leaves_no_server_stub_or_shared_memory(tiny_models, tmp_path):
+    """SIGKILL gives `edgeseg serve` no chance to clean up: the kernel stops tritonserver (a
+    parent-death signal), which ends its Python stubs and removes their shared memory."""
+    triton, _, _ = _server_or_skip()
+    grpc_port, http_port = triton.free_port(), triton.free_port()
+    command = [*EDGESEG, "serve", "--classifier", str(tiny_models["classifier"]), "--segmenter", str(tiny_models["segmenter"])]
+    command += ["--repository", str(tmp_path / "repo"), "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = serve.stdout.readline()  # printed once the server is ready
+        assert line.startswith("edgeseg run --backend triton"), serve.stderr.read() if not line else line
+        tree = _descendants(serve.pid)
+        servers = [pid for pid in tree if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver")]
+        assert len(servers) == 1 and len(tree) >= 3  # the server and the stubs of its Python models
+        arguments = Path(f"/proc/{servers[0]}/cmdline").read_bytes().decode().split("\0")
+        prefix = next(a.split("shm-region-prefix-name=")[1] for a in arguments if "shm-region-prefix-name=" in a)
+        assert list(Path("/dev/shm").glob(f"{prefix}*"))  # the stubs' regions, while serving
+    finally:
+        serve.kill()
+        serve.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and set(tree) & set(_processes()):
+        time.sleep(0.2)
+    left = set(tree) & set(_processes())
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
+    assert not list(Path("/dev/shm").glob(f"{prefix}*"))
+    assert not triton.TritonServer(tmp_path / "repo", None, {}, http_port=http_port).ready()

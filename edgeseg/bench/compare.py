@@ -169,7 +169,12 @@ def _cells(document: Dict[str, Any]) -> Dict[str, Dict[str, Figure]]:
             "host_p99_ms": _tail(host, cv),
             **_accuracy(row),
         }
-    for row in document.get("pipeline") or []:
+    pipeline = document.get("pipeline") or []
+    if not isinstance(pipeline, list):
+        raise TypeError("pipeline is not a list")
+    for row in pipeline:
+        if not isinstance(row, dict):
+            raise TypeError("a pipeline row is not an object")
         glass = _need(row, "latency_ms", "glass_to_glass")
         cv = float(glass.get("cv", 0.0))
         _need(row, "latency_ms", "glass_to_glass", "p99")
@@ -219,7 +224,8 @@ def machines(old: Dict[str, Any], new: Dict[str, Any]) -> Tuple[str, str]:
     """A short description of each run's machine (CPU model, GPUs)."""
 
     def describe(document: Dict[str, Any]) -> str:
-        env = document.get("environment", {})
+        env = document.get("environment")
+        env = env if isinstance(env, dict) else {}  # an unknown machine, not a reason to stop
         cpu = env.get("cpu", {}) if isinstance(env.get("cpu"), dict) else {}
         gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
         return " + ".join([str(cpu.get("model", "?"))] + [g.get("name", "?") for g in gpus if isinstance(g, dict)])

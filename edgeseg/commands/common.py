@@ -26,6 +26,7 @@ from typing_extensions import Annotated
 
 from edgeseg.edge.backends import BACKENDS, MODEL_BACKENDS
 from edgeseg.edge.preprocess import GEOMETRIES
+from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
 from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR  # noqa: F401  (re-exported for the commands)
 
@@ -109,7 +110,7 @@ def cli_errors(func: F) -> F:
         except EdgesegError as exc:
             if VERBOSITY.verbose:
                 err.print_exception()
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(redact_uri(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         finally:  # the next command in this process (tests) starts afresh
             VERBOSITY.verbose = VERBOSITY.quiet = False

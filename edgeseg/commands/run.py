@@ -160,8 +160,15 @@ def run(
     ] = None,
     source_timeout: Annotated[
         float,
-        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting (3 tries); RTSP: also the connect and read limit."),
+        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting; RTSP: also the connect and read limit."),
     ] = 5.0,
+    reconnect: Annotated[
+        Optional[int],
+        typer.Option("--reconnect", min=0, help="Live sources: end with an error after this many failed reconnects in a row (default: keep trying, with back-off up to 5 s)."),
+    ] = None,
+    require_all: Annotated[
+        bool, typer.Option("--require-all", help="Several cameras: stop when one does not open at the start (default: run the others, keep trying it).")
+    ] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
     json_output: JsonOption = False,
@@ -182,6 +189,7 @@ def run(
     from edgeseg.edge.outputs import OutputOptions, open_outputs
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.files import model_files
+    from edgeseg.edge.uri import redact_uri
     from edgeseg.inspector import Inspector
 
     started = (time.time(), time.perf_counter())
@@ -199,11 +207,12 @@ def run(
     classifier, segmenter = _model_files(backend, classifier, segmenter)
     inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
     models = [path for path in (classifier, segmenter) if path is not None]
-    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
+    source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout, reconnects=reconnect)
 
     received: List[int] = []
     with contextlib.ExitStack() as stack:
-        streams = [stack.enter_context(open_source(uri, source_options)) for uri in uris]
+        required = require_all or len(uris) == 1
+        streams = [stack.enter_context(open_source(uri, source_options, required=required)) for uri in uris]
         reads = [*([sources_file] if sources_file is not None else []), *(path for model in models for path in model_files(model))]
         outputs = stack.enter_context(
             open_outputs(wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"))
@@ -213,7 +222,7 @@ def run(
         with stop_on_signals(inspector.stop, received, "finishing the queued frames (again to skip them)", "skipping the queued frames"):
             report = inspector.stream(
                 streams, [outputs], max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout / 1000.0,
-                on_result=lambda _result: progress.advance(task), source_name=", ".join(str(uri) for uri in uris), started=started,
+                on_result=lambda _result: progress.advance(task), source_name=", ".join(redact_uri(str(uri)) for uri in uris), started=started,
             )
     report.update(outputs.report())  # what is on disk now, not what was asked for
     failures = outputs.failures()
@@ -234,6 +243,12 @@ def run(
             out.print(escape(line))
     for warning in outputs.warnings():
         err.print(f"warning: {escape(warning)}", highlight=False)
+    for kind, path in report["outputs"].items():
+        if os.path.islink(path):  # written through: say where the bytes went
+            err.print(f"note: {kind} {escape(path)} is a symbolic link: the file written is {escape(os.path.realpath(path))}", highlight=False, soft_wrap=True)
+    for camera in report["cameras"]:
+        if camera["source"]["down"]:
+            err.print(f"warning: camera {camera['camera']} ({escape(camera['source']['uri'])}) is down: {camera['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:

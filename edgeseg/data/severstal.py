@@ -7,8 +7,8 @@ Masks use the competition RLE (edgeseg.edge.rle, the same code the runtime uses)
 
 Bad rows and bad images are never fatal while scanning: each becomes a one-line `problem` naming the
 row or file, and the sample is left out, so training can skip, count and report them. An image with
-a malformed row is left out whole (`SeverstalData.left_out`): kept, it would teach its defect as
-clean strip. A missing train.csv or an unknown header is fatal (nothing sensible can be read).
+a malformed row (bad RLE, a class id that is not 1-4 or not a number, the wrong number of fields)
+is left out whole (`SeverstalData.left_out`): kept, it would teach its defect as clean strip. A missing train.csv or an unknown header is fatal (nothing sensible can be read).
 A UTF-8 byte order mark (Excel's "CSV UTF-8") is accepted.
 """
 from __future__ import annotations
@@ -88,7 +88,10 @@ def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[st
                 try:
                     image_id, cls, rle = _parse_row(row, header == _HEADER_COMBINED)
                 except EdgesegError as exc:
-                    problems.append(f"{where}: {exc}")
+                    named = _row_image(row, header == _HEADER_COMBINED)
+                    if named:  # whatever the row said about it is unknown: so is the image
+                        malformed.add(named)
+                    problems.append(f"{where}: {exc}" + ("; the image is left out" if named else ""))
                     continue
                 try:
                     if rle:
@@ -106,6 +109,12 @@ def read_annotations(csv_path: Path) -> Tuple[Dict[str, Dict[int, str]], List[st
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise EdgesegError(f"cannot read {csv_path}: {exc}") from exc
     return annotations, problems, malformed
+
+
+def _row_image(row: List[str], combined: bool) -> str:
+    """The image a row names, read as far as a malformed row allows ("" when it names none)."""
+    first = row[0].strip() if row else ""
+    return first.rpartition("_")[0] if combined else first
 
 
 def _parse_row(row: List[str], combined: bool) -> Tuple[str, int, str]:

@@ -10,6 +10,8 @@ Export copies preprocess, classes and thresholds into the model card, so they ar
 """
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -21,6 +23,9 @@ from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
 from edgeseg.models.registry import create_model, task_of
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # the refused object, as torch's message names it
+_CORRUPT = "the file is truncated or corrupt; re-save it with save_checkpoint"
 
 CHECKPOINT_SCHEMA = "edgeseg.checkpoint/1"
 _REQUIRED = ("task", "model", "preprocess", "classes", "thresholds", "state_dict")
@@ -129,12 +134,24 @@ def read_payload(path: Path) -> Any:
     """torch.load(weights_only=True) with a one-line error for a truncated, corrupt or code-carrying file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise EdgesegError(f"cannot read checkpoint {path}: {_first_line(exc)}", hint=_CORRUPT) from exc
+        # An object the weights-only loader refuses. None of torch's text is quoted: it suggests
+        # weights_only=False, i.e. running the file's code, as the way out.
+        found = _GLOBAL.search(str(exc))
+        what = f"a pickled Python object ({found.group(1)})" if found else "pickled Python objects"
         raise EdgesegError(
-            f"cannot read checkpoint {path}: {first[:200]}",
-            hint="the file is truncated, corrupt or holds pickled Python objects; re-save it with save_checkpoint",
+            f"refused checkpoint {path}: it holds {what}, and loading it could run code",
+            hint="edgeseg loads tensors and plain data only; re-save the model from a source you trust with save_checkpoint",
         ) from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors...
+        raise EdgesegError(f"cannot read checkpoint {path}: {_first_line(exc)}", hint=_CORRUPT) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:

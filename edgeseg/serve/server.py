@@ -21,6 +21,7 @@ folder with the matching stub are cached under $XDG_CACHE_HOME/edgeseg/triton (d
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import importlib.util
@@ -38,7 +39,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
@@ -200,6 +201,27 @@ def _link(source: Path, target: Path) -> None:
     target.symlink_to(source)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with_this_process() -> Optional[Callable[[], None]]:
+    """A preexec_fn asking the kernel to send the child SIGTERM (tritonserver's graceful stop,
+    which ends its Python stubs and removes their shared memory) when this process dies, however
+    it dies, SIGKILL included. Linux only (None elsewhere). The signal follows the *thread* that
+    started the child: start the server from one that lives as long as it should."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: nothing to load between fork and exec
+    parent = os.getpid()
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -261,7 +283,9 @@ class TritonServer:
         lines when it exits or is not ready within `timeout` seconds."""
         self._shm_prefix = f"edgeseg_{uuid.uuid4().hex[:12]}_"
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_dies_with_this_process()
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -289,24 +313,34 @@ class TritonServer:
         return " | ".join((errors or text)[-lines:])
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGINT (Triton's graceful stop: in-flight requests finish), then SIGKILL."""
+        """SIGINT (Triton's graceful stop: in-flight requests finish), then SIGKILL. Whatever
+        way the server ended (also on its own, a crash), no stub of it outlives this call, nor
+        any of its shared-memory regions."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            self._remove_regions()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._end(process)
 
     def kill(self) -> None:
         """SIGKILL the server and its stubs at once (what a crash looks like to clients)."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            self._end(process)
+
+    def _end(self, process: "subprocess.Popen[bytes]") -> None:
+        """SIGKILL what is left of the server's process group (the server, stubs it left behind
+        when it crashed) and remove the shared-memory regions a killed stub could not."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is its pid
+        except ProcessLookupError:
+            pass  # nothing left
+        process.wait()
         self._remove_regions()
 
     def _remove_regions(self) -> None:
