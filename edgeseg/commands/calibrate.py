@@ -31,6 +31,7 @@ from edgeseg.commands.common import (
     print_json,
     progress_bar,
 )
+from edgeseg.edge.tables import Fit
 from edgeseg.errors import EdgesegError
 
 CALIBRATION_NAME = "calibration.npz"
@@ -116,7 +117,8 @@ def calibrate(
     results = _quantise(models, calibration, chosen, method, list(exclude or []), out_dir, json_output)
     summary: Dict[str, Any] = {"calibration": calibration.describe(), "models": [r.to_dict() for r in results]}
     if not json_output:
-        _print_models(results)
+        if results:
+            out.print(models_table(results))
     if validation is not None:
         summary["accuracy"], misses = _accuracy(
             models, results, calibration, out_dir, validation, validation_count, seed, max_dice_drop, max_recall_drop, json_output
@@ -207,16 +209,15 @@ def _quantise(
     return sorted(results, key=lambda r: (str(r.path.parent), r.path.name.split(".")[0], flavours.index(r.flavour)))
 
 
-def _print_models(results: List[Any]) -> None:
-    if not results:
-        return
+def models_table(results: List[Any]) -> Any:
+    """The INT8 models written, for people (Fit: folded under the model where narrow)."""
     table = Table(title="INT8 QDQ models")
     for column in ("model", "flavour", "method", "quantised ops", "rel. L2 vs FP32 (1st batch)", "seconds"):
         table.add_column(column)
     for r in results:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(r.quantized.items()))
         table.add_row(str(r.path), r.flavour, r.method, ops, f"{r.first_batch_rel_l2:.4f}", f"{r.seconds:.1f}")
-    out.print(table)
+    return Fit(table)
 
 
 def _accuracy(
@@ -267,7 +268,7 @@ def _accuracy(
     summary["removed"] = [str(p) for p in removed]
     write_json(out_dir / REPORT_NAME, summary)
     if not quiet:
-        _print_accuracy(report)
+        out.print(accuracy_table(report))
         out.print(f"accuracy report: {out_dir / REPORT_NAME}")
     return summary, misses
 
@@ -278,7 +279,8 @@ def _fp16(path: Path, out_dir: Path) -> Path:
     return Path(onnx_to_fp16(path, out_dir / fp16_path(path).name).onnx)
 
 
-def _print_accuracy(report: Any) -> None:
+def accuracy_table(report: Any) -> Any:
+    """FP32, FP16 and INT8 scored on the validation strips, for people (Fit: folded under the precision where narrow)."""
     from edgeseg.calibration.accuracy import REFERENCE
 
     table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU (openvino rows: OpenVINO CPU)")
@@ -300,7 +302,7 @@ def _print_accuracy(report: Any) -> None:
         )
     for label, reason in report.unavailable.items():
         table.add_row(label, f"[dim]unavailable: {reason}[/]", *[""] * (len(columns) - 2))
-    out.print(table)
+    return Fit(table)
 
 
 def _num(value: Optional[float], drop: Optional[float] = None) -> str:

@@ -180,17 +180,24 @@ def build_engine(
     if json_output:
         print_json([r.to_dict() for r in results])
         return results
+    out.print(build_table(results, target))
+    command = run_command(results)
+    if command:
+        out.print(f"next: {command}", highlight=False, soft_wrap=True)
+    return results  # for `edgeseg deploy`, which runs this command as its last stage
+
+
+def build_table(results: List[Any], target: str) -> Any:
+    """The artifacts built, for people (Fit: folded under the task where narrow)."""
+    from edgeseg.edge.tables import Fit
+
     table = Table(title=f"build-engine ({target})")
     for column in ("task", "artifact", "precision", "MB", "seconds"):
         table.add_column(column, justify="right" if column in ("MB", "seconds") else "left")
     for r in results:
         row = r.to_dict()
         table.add_row(r.task, str(r.artifact), r.precision, f"{row['megabytes']:.2f}", f"{row['seconds']:.2f}")
-    out.print(table)
-    command = run_command(results)
-    if command:
-        out.print(f"next: {command}", highlight=False, soft_wrap=True)
-    return results  # for `edgeseg deploy`, which runs this command as its last stage
+    return Fit(table)
 
 
 def run_command(results: List[Any]) -> Optional[str]:

@@ -13,6 +13,7 @@ from typing_extensions import Annotated
 
 from edgeseg.commands.common import (
     MODELS_DIR,
+    VERBOSITY,
     Geometry,
     JsonOption,
     OutDirOption,
@@ -108,6 +109,7 @@ def export(
     reports = []
     if checkpoint:
         require("torch", "exporting checkpoints", extra="export")
+        require("onnx", "exporting checkpoints")
         from edgeseg.export.torch_onnx import torch_to_onnx
 
         declared = [_checkpoint_task(path) for path in checkpoint]
@@ -128,6 +130,7 @@ def export(
                     torch_to_onnx(path, target, opset=opset, size=size, seed=seed, images=parity_images, classes=names if kind == "segmenter" else None)
                 )
     else:
+        require("onnx", "checking an ONNX model" if onnx else "exporting your model")  # one line of advice, not a traceback
         contract = _contract_flags(task, size, mean, std, geometry, classes, activation, card)
         kind = contract["task"]
         target = folder / f"{name or kind}.onnx"
@@ -143,6 +146,7 @@ def export(
                     )
                 )
         else:
+            require("torch", "exporting your model", extra="export")
             from edgeseg.export.contract import user_contract
             from edgeseg.export.torch_onnx import factory_to_onnx
 
@@ -152,6 +156,7 @@ def export(
             spec = user_contract(contract.pop("task"), contract.pop("size"), **contract)
             with status(f"exporting {factory} -> {target}"):
                 reports.append(factory_to_onnx(str(factory), weights, target, spec, opset=opset, seed=seed, images=parity_images))
+    exported = [r.onnx for r in reports]
     if fp16:
         from edgeseg.export.fp16 import onnx_to_fp16
 
@@ -162,8 +167,18 @@ def export(
     if json_output:
         print_json([r.to_dict() for r in reports])
     else:
-        _table(reports)
+        out.print(export_table(reports))
+        out.print(f"wrote {len(reports)} ONNX model(s) with cards to {', '.join(sorted({str(r.onnx.parent) for r in reports}))}")
+        if VERBOSITY.depth == 1:  # run by `edgeseg deploy`, the next stage is deploy's
+            out.print(f"next: {build_hint(exported, folder)}", highlight=False, soft_wrap=True)
     return reports  # for `edgeseg deploy`, which runs this command as its first stage
+
+
+def build_hint(models: List[Path], folder: Path) -> str:
+    """The command that builds the exported models for this machine (printed after exporting; a test runs it)."""
+    import shlex
+
+    return " ".join(["edgeseg build-engine", *(shlex.quote(str(m)) for m in models), "--out", shlex.quote(str(folder))])
 
 
 def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
@@ -242,8 +257,11 @@ def _images(folder: Path) -> List[Path]:
     return found[:MAX_PARITY_IMAGES]
 
 
-def _table(reports: List[Any]) -> None:
+def export_table(reports: List[Any]) -> Any:
+    """The parity checks of each exported artifact, for people (Fit: folded under the artifact where narrow)."""
     from rich.table import Table
+
+    from edgeseg.edge.tables import Fit
 
     table = Table(title="edgeseg export (parity passes under the relative L2 or the max abs limit)", title_justify="left")
     table.add_column("artifact", no_wrap=True)
@@ -262,6 +280,4 @@ def _table(reports: List[Any]) -> None:
                 *(common if i == 0 else ["", ""]), f"{p.check} {p.inputs}", str(p.samples),
                 f"{p.max_abs:.1e}", f"{p.rel_l2:.1e}", f"{p.tolerance:g}/{p.atol:g}", mark,
             )
-    out.print(table)
-    folders = sorted({str(r.onnx.parent) for r in reports})
-    out.print(f"wrote {len(reports)} ONNX model(s) with cards to {', '.join(folders)}")
+    return Fit(table)
