@@ -325,6 +325,8 @@ def run(
             out.print(camera_table(report))
         for kind, path in report["outputs"].items():
             out.print(f"{kind}: {path} ({report['output_frames'][kind]} frames)")
+        if not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton"):
+            out.print("next: edgeseg data synth --count 400", highlight=False)  # the demo ran: README's flow starts here
         if mqtt_sink is not None:
             m = report["mqtt"]
             out.print(f"mqtt: {m['url']} ({m['published']} defect records, {m['acknowledged']} acknowledged, {m['dropped']} dropped)")
