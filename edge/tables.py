@@ -60,19 +60,20 @@ def _part(table: Any, columns: Sequence[int], title: bool = False, caption: bool
 
 
 def _stacked(table: Any) -> Any:
-    """One block per row: its key cell, then `header: value` lines (wrapped at spaces, never cut)."""
+    """One block per row, a blank line apart: a `header  value` line per column (values wrap at
+    spaces; only a single word wider than the terminal is folded onto the next line, never cut)."""
     from rich.console import Group
     from rich.table import Table
 
     blocks: List[Any] = [table.title] if table.title else []
-    headers = [str(column.header) for column in table.columns]
+    headers = [str(column.header) if table.show_header else "" for column in table.columns]
     for row in range(table.row_count):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True, style="bold")
         grid.add_column(overflow="fold")
         for header, column in zip(headers, table.columns):
-            grid.add_row(header or " ", column._cells[row])
-        blocks.append(grid)
+            grid.add_row(header, column._cells[row])
+        blocks += [grid, ""]
     if table.caption:
         blocks.append(table.caption)
     return Group(*blocks)
