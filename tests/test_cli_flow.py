@@ -141,3 +141,21 @@ def test_bench_hints_for_bundled_models_write_beside_the_user_s_work(tiny_models
     assert found.exit_code == 0, found.output
     (cell,) = json.loads(found.stdout)["results"]
     assert "throughput" in cell and cell["precision"] == "int8"
+
+
+def test_the_flow_s_working_folders_are_ignored_by_git_and_the_package_s_are_not():
+    """A user who runs the README flow inside a clone sees no untracked file (git status)."""
+    import subprocess
+    from pathlib import Path
+
+    from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR
+    from edgeseg.bench.variants import ENGINES_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    made = [str(DATA_DIR / "train.csv"), str(RUNS_DIR / "classifier" / "classifier.pt"), str(MODELS_DIR / "calibration.npz"),
+            str(BENCH_DIR / "bench.json"), str(ENGINES_DIR / "classifier.fp16.engine")]
+    code = ["edgeseg/data/synth.py", "edgeseg/bench/report.py", "edgeseg/models/__init__.py", "benchmarks/results/bench_cpu.json"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *made, *code], cwd=root, capture_output=True, text=True)
+    assert result.stdout.split() == made
