@@ -85,6 +85,10 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
     done = run_hint(calibrate[0], tmp_path, monkeypatch)
     assert done.exit_code == 0, done.output
     assert (tmp_path / "models" / "classifier.int8.cpu.qdq.onnx").is_file()
+    (build,) = [h for h in hints(done.output) if h.startswith("edgeseg build-engine")]
+    built = run_hint(build, tmp_path, monkeypatch)
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "models" / "classifier.int8.ort.onnx").is_file(), built.output
 
     moved = tmp_path / "elsewhere"
     moved.mkdir()

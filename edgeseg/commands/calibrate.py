@@ -20,6 +20,7 @@ from edgeseg.commands.common import (
     JsonOption,
     OutDirOption,
     QuietOption,
+    VERBOSITY,
     SeedOption,
     VerboseOption,
     cli_errors,
@@ -132,6 +133,21 @@ def calibrate(
             )
     if json_output:
         print_json(summary)
+    elif VERBOSITY.depth == 1 and build_hint(results):  # run by `edgeseg deploy`, the next stage is deploy's
+        out.print(f"next: {build_hint(results)}", highlight=False, soft_wrap=True)
+
+
+def build_hint(results: List[Any]) -> Optional[str]:
+    """`edgeseg build-engine` over the INT8 models made for this machine's backend (None when
+    its flavour was not made); printed after calibrating, a test runs it."""
+    import shlex
+
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.commands.engine import machine_backend
+
+    backend = machine_backend()
+    made = [shlex.quote(str(r.path)) for r in results if r.flavour == BACKEND_FLAVOURS[backend][0]]
+    return " ".join(["edgeseg build-engine", *made, "--backend", backend]) if made else None
 
 
 def _cards(models: List[Path]) -> Dict[Path, Any]:
