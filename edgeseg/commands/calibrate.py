@@ -117,9 +117,8 @@ def calibrate(
     calibration = _calibration_set(source, out_dir, cards, count, seed, json_output)
     results = _quantise(models, calibration, chosen, method, list(exclude or []), out_dir, json_output)
     summary: Dict[str, Any] = {"calibration": calibration.describe(), "models": [r.to_dict() for r in results]}
-    if not json_output:
-        if results:
-            out.print(models_table(results))
+    if results and not json_output:
+        out.print(models_table(results))
     if validation is not None:
         summary["accuracy"], misses = _accuracy(
             models, results, calibration, out_dir, validation, validation_count, seed, max_dice_drop, max_recall_drop, json_output
@@ -133,8 +132,10 @@ def calibrate(
             )
     if json_output:
         print_json(summary)
-    elif VERBOSITY.depth == 1 and build_hint(results):  # run by `edgeseg deploy`, the next stage is deploy's
-        out.print(f"next: {build_hint(results)}", highlight=False, soft_wrap=True)
+    elif VERBOSITY.depth == 1:  # run by `edgeseg deploy`, the next stage is deploy's
+        command = build_hint(results)
+        if command:
+            out.print(f"next: {command}", highlight=False, soft_wrap=True)
 
 
 def build_hint(results: List[Any]) -> Optional[str]:
