@@ -104,8 +104,11 @@ def summary_ms(summary: Dict[str, float]) -> Dict[str, float]:
 
 
 def latency_table(report: Dict[str, Any], title: str = "edgeseg run") -> Any:
-    """A rich Table of a run report: one row per stage, p50/p90/p99/max in ms, totals in the caption."""
+    """A run report for people (a rich renderable, edgeseg.edge.tables.Fit): one row per stage,
+    p50/p90/p99/max in ms, totals in the caption."""
     from rich.table import Table
+
+    from edgeseg.edge.tables import Fit
 
     table = Table(title=title, title_justify="left")
     table.add_column("stage")
@@ -130,13 +133,15 @@ def latency_table(report: Dict[str, Any], title: str = "edgeseg run") -> Any:
         parts.append(f"{source['gaps']} gap(s) of {source['gap_s']:.1f} s, {source['reconnects']} reconnect(s)")
     table.caption = " · ".join(parts)
     table.caption_justify = "left"
-    return table
+    return Fit(table)
 
 
 def camera_table(report: Dict[str, Any], title: str = "per camera") -> Any:
-    """A rich Table of a many-camera run report: one row per camera (frames, FPS, glass-to-glass
+    """A many-camera run report for people (Fit): one row per camera (frames, FPS, glass-to-glass
     and processing in ms, queue wait, gate pass rate, drops); the batching in the caption."""
     from rich.table import Table
+
+    from edgeseg.edge.tables import Fit
 
     table = Table(title=title, title_justify="left")
     for column in ("camera", "source", "frames", "FPS", "g2g p50 ms", "g2g p99 ms", "processing p50 ms", "queue p50 ms", "gate pass", "dropped"):
@@ -166,4 +171,4 @@ def camera_table(report: Dict[str, Any], title: str = "per camera") -> Any:
             f"(at most {batching['max_batch']}, waiting up to {batching['timeout_ms']:g} ms for a camera)"
         )
         table.caption_justify = "left"
-    return table
+    return Fit(table)

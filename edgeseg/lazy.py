@@ -12,15 +12,20 @@ from types import ModuleType
 
 from edgeseg.errors import EdgesegError
 
+# Always a pinned torch (README): the version the project is tested with, from PyTorch's CPU index,
+# before the extra, so pip does not pull the multi-GB CUDA build.
+TORCH_PIN = "torch==2.13.0"
 TORCH_ADVICE = (
-    "pip install 'edgeseg[train]' (a CPU-only torch first: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
-    "Jetson: NVIDIA's JetPack wheel)"
+    f"pip install {TORCH_PIN} --index-url https://download.pytorch.org/whl/cpu && pip install 'edgeseg[train]' "
+    "(Jetson: NVIDIA's JetPack torch wheel instead of the first command)"
 )
+# onnx alone (reading, converting, quantising ONNX): the export extra would also pull an unpinned torch.
+ONNX_ADVICE = "pip install 'onnx>=1.14' 'onnxslim>=0.1.40'"
 # module -> what to install
 _ADVICE = {
     "torch": TORCH_ADVICE,
-    "onnx": "pip install 'edgeseg[export]'",
-    "onnxslim": "pip install 'edgeseg[export]'",
+    "onnx": ONNX_ADVICE,
+    "onnxslim": ONNX_ADVICE,
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
     "onnxruntime.quantization": "pip install onnxruntime",
     "tensorrt": "use JetPack's python3-libnvinfer on Jetson, or pip install tensorrt-cu12 / tensorrt-cu13 on a dGPU host",

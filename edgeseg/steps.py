@@ -143,6 +143,7 @@ def _export_checkpoints(
     from edgeseg.lazy import require
 
     require("torch", "exporting checkpoints", extra="export")
+    require("onnx", "exporting checkpoints")
     from edgeseg.export.torch_onnx import torch_to_onnx
 
     declared = [_checkpoint_task(path) for path in checkpoints]
@@ -167,6 +168,9 @@ def _adopt(
     source: Path, target: Path, contract: Dict[str, Any], input_name: Optional[str], output_name: Optional[str],
     layout: str, seed: int, images: List[Path], progress: Progress,
 ) -> Any:
+    from edgeseg.lazy import require
+
+    require("onnx", "checking an ONNX model")  # one line of advice, not a traceback
     from edgeseg.export.outside import adopt_onnx
 
     found = contract.pop("names")
@@ -180,6 +184,10 @@ def _adopt(
 def _from_factory(
     factory: str, weights: Optional[PathLike], target: Path, contract: Dict[str, Any], opset: int, seed: int, images: List[Path], progress: Progress
 ) -> Any:
+    from edgeseg.lazy import require
+
+    require("onnx", "exporting your model")
+    require("torch", "exporting your model", extra="export")
     from edgeseg.export.contract import user_contract
     from edgeseg.export.torch_onnx import factory_to_onnx
 

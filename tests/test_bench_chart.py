@@ -89,3 +89,23 @@ def test_bench_chart_title_names_the_date_and_machine_and_gemm_over_100_is_expla
     assert chart(document, tmp_path / "c.png").is_file()
     title = chart_title(document)
     assert "2026-12-01T22:00" in title and "Test CPU" in title
+
+
+def test_a_long_title_wraps_inside_the_png(tmp_path):
+    """The title of a machine with a long CPU and GPU name: every line, measured as drawn, fits
+    between the margins, no word is lost, and the PNG's right margin stays blank beside it."""
+    from edgeseg.bench.chart import MARGIN, TITLE_LINE, TITLE_SCALE, TITLE_THICKNESS, WIDTH, _text_width, wrap
+    from edgeseg.bench.report import chart, chart_title
+
+    host = {"median": 5.0, "min": 4.0, "p90": 6.0, "p99": 7.0}
+    row = {"name": "segmenter", "backend": "onnxruntime", "precision": "fp32", "batch": 1, "throughput": 200.0, "latency_ms": {"host": host}}
+    gpus = [{"name": "NVIDIA RTX 6000 Ada Generation"}, {"name": "NVIDIA H100 80GB HBM3"}]
+    document = {"date": "2026-12-01T22:00:00+00:00", "environment": {"cpu": {"model": "Intel(R) Xeon(R) Platinum 8480+ Processor"}, "gpus": gpus},
+                "results": [row]}
+    title = chart_title(document)
+    lines = wrap(title, WIDTH - 2 * MARGIN, TITLE_SCALE, TITLE_THICKNESS)
+    assert len(lines) > 1 and " ".join(lines) == title
+    assert all(_text_width(line, TITLE_SCALE, TITLE_THICKNESS) <= WIDTH - 2 * MARGIN for line in lines)
+    image = cv2.imread(str(chart(document, tmp_path / "c.png")))
+    title_band = image[: len(lines) * TITLE_LINE]
+    assert (title_band[:, WIDTH - MARGIN + 2 :] == 255).all()  # nothing drawn in the right margin

@@ -73,6 +73,10 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
     assert exported.exit_code == 0, exported.output
     onnx = tmp_path / "models" / "classifier.onnx"
     assert onnx.is_file()
+    assert hints(exported.output) == ["edgeseg build-engine models/classifier.onnx --out models"]
+    built = run_hint(hints(exported.output)[0], tmp_path, monkeypatch)
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "models" / "classifier.fp32.ort.onnx").is_file()
 
     bench = invoke("bench", onnx, "-b", "onnxruntime", "-p", "int8", "--duration", 0.05, "--iterations", 2, "--warmup", 0,
                    "--max-frames", 0, "--out", tmp_path / "b1")
@@ -81,6 +85,10 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
     done = run_hint(calibrate[0], tmp_path, monkeypatch)
     assert done.exit_code == 0, done.output
     assert (tmp_path / "models" / "classifier.int8.cpu.qdq.onnx").is_file()
+    (build,) = [h for h in hints(done.output) if h.startswith("edgeseg build-engine")]
+    built = run_hint(build, tmp_path, monkeypatch)
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "models" / "classifier.int8.ort.onnx").is_file(), built.output
 
     moved = tmp_path / "elsewhere"
     moved.mkdir()
@@ -99,3 +107,59 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
                    "--warmup", 0, "--max-frames", 0, "--out", tmp_path / "b3", "--json")
     assert again.exit_code == 0, again.output
     assert "not beside it" not in again.output
+
+
+@pytest.mark.slow
+def test_data_synth_prints_the_flow_s_training_command_and_it_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    synth = invoke("data", "synth", "--count", 8, "--out", "strips")
+    assert synth.exit_code == 0, synth.output
+    (command,) = hints(synth.output)
+    assert command == "edgeseg train classifier --base-width 8 --input-size 64x400 --data strips"
+    trained = run_hint(command, tmp_path, monkeypatch)
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "runs" / "classifier" / "classifier.pt").is_file()
+
+
+def test_bench_hints_for_bundled_models_write_beside_the_user_s_work(tiny_models, tmp_path, monkeypatch):
+    """A model in edgeseg's bundled assets (here: a folder standing for it) lacks its INT8 model:
+    bench's command writes it to ./engines, not into the package, and bench then finds it there."""
+    from edgeseg.bench import variants
+
+    bundled = tmp_path / "assets"
+    bundled.mkdir()
+    for suffix in (".onnx", ".json"):
+        shutil.copy(tiny_models["classifier"].with_suffix(suffix), bundled)
+    monkeypatch.setattr(variants, "BUNDLED", bundled.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert invoke("data", "synth", "--count", 8, "--json").exit_code == 0
+    args = ["bench", bundled / "classifier.onnx", "-b", "onnxruntime", "-p", "int8", "--duration", 0.05, "--iterations", 2, "--warmup", 0,
+            "--max-frames", 0, "--out", "b"]
+    missing = invoke(*args)
+    (calibrate,) = [h for h in hints(" ".join(missing.output.split())) if h.startswith("edgeseg calibrate")]
+    assert calibrate.endswith("--out engines"), calibrate
+    done = run_hint(calibrate, tmp_path, monkeypatch)
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in bundled.iterdir()) == ["classifier.json", "classifier.onnx"]
+    found = invoke(*args, "--json")
+    assert found.exit_code == 0, found.output
+    (cell,) = json.loads(found.stdout)["results"]
+    assert "throughput" in cell and cell["precision"] == "int8"
+
+
+def test_the_flow_s_working_folders_are_ignored_by_git_and_the_package_s_are_not():
+    """A user who runs the README flow inside a clone sees no untracked file (git status)."""
+    import subprocess
+    from pathlib import Path
+
+    from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR
+    from edgeseg.bench.variants import ENGINES_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    made = [str(DATA_DIR / "train.csv"), str(RUNS_DIR / "classifier" / "classifier.pt"), str(MODELS_DIR / "calibration.npz"),
+            str(BENCH_DIR / "bench.json"), str(ENGINES_DIR / "classifier.fp16.engine")]
+    code = ["edgeseg/data/synth.py", "edgeseg/bench/report.py", "edgeseg/models/__init__.py", "benchmarks/results/bench_cpu.json"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *made, *code], cwd=root, capture_output=True, text=True)
+    assert result.stdout.split() == made

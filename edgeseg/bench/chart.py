@@ -22,7 +22,9 @@ Colour = Tuple[int, int, int]  # BGR
 
 WIDTH = 1000
 MARGIN = 20
-TITLE_HEIGHT = 46
+TITLE_LINE = 28  # px per title line; the title wraps at spaces to stay inside the margins
+TITLE_SCALE = 0.75
+TITLE_THICKNESS = 2
 PANEL_HEAD = 30
 BAR_HEIGHT = 22
 BAR_GAP = 10
@@ -79,11 +81,14 @@ def bar_chart(path: PathLike, title: str, groups: Dict[str, List[Bar]], unit: st
     label_width = min(max(_text_width(bar.label) for bar in everything), int(WIDTH * MAX_LABEL_SHARE)) + 12
     value_width = max(_text_width(_value_text(bar, unit)) for bar in everything) + 12
     left, right = MARGIN + label_width, WIDTH - MARGIN - value_width
-    height = TITLE_HEIGHT + sum(PANEL_HEAD + len(bars) * (BAR_HEIGHT + BAR_GAP) + AXIS_HEIGHT + PANEL_GAP for bars in groups.values()) + MARGIN
+    title_lines = wrap(title, WIDTH - 2 * MARGIN, TITLE_SCALE, TITLE_THICKNESS)
+    title_height = TITLE_LINE * len(title_lines) + 18
+    height = title_height + sum(PANEL_HEAD + len(bars) * (BAR_HEIGHT + BAR_GAP) + AXIS_HEIGHT + PANEL_GAP for bars in groups.values()) + MARGIN
 
     image = np.full((height, WIDTH, 3), 255, dtype=np.uint8)
-    _text(image, title, (MARGIN, 30), TEXT, scale=0.75, thickness=2)
-    top = TITLE_HEIGHT
+    for number, line in enumerate(title_lines):
+        _text(image, line, (MARGIN, 30 + number * TITLE_LINE), TEXT, scale=TITLE_SCALE, thickness=TITLE_THICKNESS)
+    top = title_height
     for name, bars in groups.items():
         top = _panel(image, name, bars, unit, colours, top, left, right, label_width, log)
 
@@ -195,14 +200,26 @@ def _backend_colours(labels: Iterable[str]) -> Dict[str, Colour]:
     return colours
 
 
-def _text_width(text: str, scale: float = FONT_SCALE) -> int:
-    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+def _text_width(text: str, scale: float = FONT_SCALE, thickness: int = 1) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0]
 
 
-def _fit(text: str, width: int) -> str:
-    if _text_width(text) <= width:
+def wrap(text: str, width: int, scale: float = FONT_SCALE, thickness: int = 1) -> List[str]:
+    """`text` in lines at most `width` px wide as drawn, broken at spaces (a word wider than
+    that is cut with "..", as labels are)."""
+    lines: List[str] = []
+    for word in text.split():
+        if lines and _text_width(f"{lines[-1]} {word}", scale, thickness) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word if _text_width(word, scale, thickness) <= width else _fit(word, width, scale, thickness))
+    return lines or [""]
+
+
+def _fit(text: str, width: int, scale: float = FONT_SCALE, thickness: int = 1) -> str:
+    if _text_width(text, scale, thickness) <= width:
         return text
-    while text and _text_width(text + "..") > width:
+    while text and _text_width(text + "..", scale, thickness) > width:
         text = text[:-1]
     return text + ".."
 

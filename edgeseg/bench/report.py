@@ -21,6 +21,7 @@ TERMINAL = {
     "compute p50 ms": "compute", "h2d ms": "h2d", "d2h ms": "d2h", "images/s": "img/s", "x base": "x base", "% GEMM": "%GEMM",
     "cv": "cv", "accuracy": "accuracy",
 }  # fmt: skip
+KEY_COLUMNS = ("model", "backend", "precision", "batch")  # name a row: repeated when a narrow terminal folds the table
 PIPELINE_COLUMNS = ("backend", "precision", "frames", "FPS", "gate pass", "glass-to-glass p50 ms", "p99 ms", "segmenter mean ms")
 
 
@@ -150,10 +151,14 @@ def summary_line(document: Dict[str, Any]) -> str:
 
 
 def rich_tables(document: Dict[str, Any]) -> List[Any]:
-    """The terminal view: the TERMINAL columns that some row fills (no copies on a CPU backend,
-    no accuracy without --validation), mean Dice and recall only, so a run fits a 120-column terminal."""
+    """The terminal view (rich renderables, edgeseg.edge.tables.Fit): the TERMINAL columns that
+    some row fills (no copies on a CPU backend, no accuracy without --validation), mean Dice and
+    recall only; folded under the row's model, backend, precision and batch where the terminal is
+    narrow."""
     from rich import box
     from rich.table import Table
+
+    from edgeseg.edge.tables import Fit
 
     cells = rows(document, per_class=False)
     keep = [i for i, column in enumerate(COLUMNS) if column in TERMINAL and any(row[i] != "-" for row in cells)]
@@ -163,14 +168,14 @@ def rich_tables(document: Dict[str, Any]) -> List[Any]:
         table.add_column(TERMINAL[COLUMNS[i]], justify="left" if text else "right", no_wrap=COLUMNS[i] != "accuracy")
     for row in cells:
         table.add_row(*(row[i] for i in keep))
-    tables = [table]
+    tables = [Fit(table, keys=sum(COLUMNS[i] in KEY_COLUMNS for i in keep))]
     if document.get("pipeline"):
         pipe = Table(title=_pipeline_title(document), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in PIPELINE_COLUMNS:
             pipe.add_column(column, justify="left" if column in ("backend", "precision") else "right")
         for row in pipeline_rows(document):
             pipe.add_row(*row)
-        tables.append(pipe)
+        tables.append(Fit(pipe, keys=2))
     return tables
 
 

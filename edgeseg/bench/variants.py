@@ -2,7 +2,7 @@
 
 An FP32 ONNX (with its card) stands for its whole family, found by edgeseg's file names:
   onnxruntime  fp32 `m.onnx` · fp16 `m.fp16.onnx` (made on the fly when missing) ·
-               int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour); `<engines>/m.<p>.ort.onnx`
+               int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour; beside m or in <engines>); `<engines>/m.<p>.ort.onnx`
                from `edgeseg build-engine --backend onnxruntime` is preferred when present
   openvino     the same ONNX files as onnxruntime (int8: `m.int8.<flavour>.qdq.onnx`, the flavour
                `calibration.qdq.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
@@ -15,6 +15,7 @@ from a CPU machine says plainly that it has no TensorRT figures rather than leav
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -25,7 +26,10 @@ from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.export.engine import base_name
 from edgeseg.layout import DATA_DIR
-from edgeseg.lazy import available
+from edgeseg.lazy import ONNX_ADVICE, TORCH_ADVICE, available
+
+BUNDLED = Path(__file__).resolve().parent.parent / "assets"  # the demo models: never a place to write
+ENGINES_DIR = Path("engines")  # searched after the ONNX's folder; where hints put what the bundled models lack
 
 BACKENDS = ("tensorrt", "onnxruntime", "openvino", "pytorch")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -106,10 +110,11 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
     cell.skipped = _runnable(backend)
     if cell.skipped:
         return cell
-    folders = [f for f in (engines, onnx.parent, Path("engines")) if f is not None]
+    folders = [f for f in (engines, onnx.parent, ENGINES_DIR) if f is not None]
+    target = engines or (onnx.parent if _ours(onnx.parent) else ENGINES_DIR)  # where a hint's command writes
     if backend == "tensorrt":
         found = _first(f / f"{name}.{precision}.engine" for f in folders)
-        hint = f"edgeseg build-engine {onnx} --precision {precision}" + (f" --out {engines}" if engines else "")
+        hint = f"edgeseg build-engine {onnx} --precision {precision} --out {target}"
         return _found(cell, found, f"no {name}.{precision}.engine in {', '.join(map(str, folders))}: build it with `{hint}`")
     if backend == "pytorch":
         return _torch_cell(cell, onnx, card, precision, torch_device)
@@ -117,11 +122,17 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
     if built is not None or precision == "fp32":
         return _found(cell, built or onnx, "")
     if precision == "fp16":
-        checkpoint = card.source.get("checkpoint_path") or "CHECKPOINT.pt"
-        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx: make it with `edgeseg export -c {checkpoint} --fp16 --out {onnx.parent}` or install onnx")
-    found = _first(onnx.parent / f"{name}.int8.{flavour}.qdq.onnx" for flavour in BACKEND_FLAVOURS[backend])
-    hint = f"edgeseg calibrate {DATA_DIR} -m {onnx} --out {onnx.parent}"
-    return _found(cell, found, f"no {name}.int8.*.qdq.onnx beside {onnx}: make it with `{hint}` (calibration images: {DATA_DIR} or yours)")
+        fix = "bench converts the FP32 model when given a scratch folder" if available("onnx") else f"install onnx and bench converts the FP32 model: {ONNX_ADVICE}"
+        return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx in {', '.join(map(str, folders))}: {fix}")
+    found = _first(f / f"{name}.int8.{flavour}.qdq.onnx" for f in folders for flavour in BACKEND_FLAVOURS[backend])
+    hint = f"edgeseg calibrate {DATA_DIR} -m {onnx} --out {target}"
+    return _found(cell, found, f"no {name}.int8.*.qdq.onnx in {', '.join(map(str, folders))}: make it with `{hint}` (calibration images: {DATA_DIR} or yours)")
+
+
+def _ours(folder: Path) -> bool:
+    """Whether a hint may write into `folder`: a writable folder of the user's, not edgeseg's
+    bundled assets (in site-packages, or in a clone's package)."""
+    return os.access(folder, os.W_OK) and folder.resolve() != BUNDLED
 
 
 def _runners(path: Path, card: ModelCard, made_for: str, backends: Sequence[str]) -> List[str]:
@@ -156,7 +167,7 @@ def _runnable(backend: str) -> str:
     if backend == "tensorrt" and not (available("tensorrt") and available("pycuda.driver")):
         return "TensorRT and pycuda (pycuda.driver) are not usable here (JetPack or a CUDA machine with `pip install edgeseg[trt]` pycuda)"
     if backend == "pytorch" and not available("torch"):
-        return "torch is not installed (pip install torch)"
+        return f"torch is not installed ({TORCH_ADVICE})"
     if backend == "onnxruntime" and not available("onnxruntime"):
         return "onnxruntime is not installed"
     if backend == "openvino" and not available("openvino"):

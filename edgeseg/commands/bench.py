@@ -188,8 +188,6 @@ def _print(document: Dict[str, Any], files: Dict[str, Path]) -> None:
 
 def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> None:
     """Exit 1 on a regression beyond the threshold and the runs' noise, 2 on an unusable file."""
-    from rich.table import Table
-
     from edgeseg.bench.compare import compare, load, machines
 
     old, new = load(paths[0]), load(paths[1])
@@ -198,16 +196,7 @@ def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> N
     if json_output:
         print_json({"a": str(paths[0]), "b": str(paths[1]), "threshold": threshold, "machines": where, **result.to_dict()})
     else:
-        title = f"{paths[1]} vs {paths[0]}: a regression is worse by more than {threshold:.0%} and more than the runs' noise"
-        table = Table(title=title, title_justify="left")
-        for column in ("cell", "metric", "A", "B", "change", "noise", ""):
-            table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
-        marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": "",
-                 "too few samples": "[dim]too few samples[/]"}
-        for c in result.changes:
-            change = "n/a" if c.ratio is None else f"{c.ratio - 1:+.1%}".replace("-0.0%", "+0.0%")
-            table.add_row(c.cell, c.metric, number(c.old, 3), number(c.new, 3), change, f"{c.noise:.1%}", marks[c.verdict])
-        out.print(table)
+        out.print(compare_table(result, paths, threshold))
         for cell in result.missing_in_b:
             note(f"[yellow]missing in B:[/] {escape(cell)} (measured in A only: not compared)")
         for cell in result.new_in_b:
@@ -217,3 +206,21 @@ def _compare(paths: Tuple[Path, Path], threshold: float, json_output: bool) -> N
     if result.regressions:
         err.print(f"[bold red]{len(result.regressions)} regression(s)[/] beyond {threshold:.0%} and the noise", highlight=False)
         raise typer.Exit(1)
+
+
+def compare_table(result: Any, paths: Tuple[Path, Path], threshold: float) -> Any:
+    """`--compare`'s verdict per cell and metric, for people (folded under cell and metric where narrow)."""
+    from rich.table import Table
+
+    from edgeseg.edge.tables import Fit
+
+    title = f"{paths[1]} vs {paths[0]}: a regression is worse by more than {threshold:.0%} and more than the runs' noise"
+    table = Table(title=title, title_justify="left")
+    for column in ("cell", "metric", "A", "B", "change", "noise", ""):
+        table.add_column(column, justify="left" if column in ("cell", "metric", "") else "right")
+    marks = {"regression": "[bold red]REGRESSION[/]", "improvement": "[green]better[/]", "within noise": "[dim]within noise[/]", "unchanged": "",
+             "too few samples": "[dim]too few samples[/]"}
+    for c in result.changes:
+        change = "n/a" if c.ratio is None else f"{c.ratio - 1:+.1%}".replace("-0.0%", "+0.0%")
+        table.add_row(c.cell, c.metric, number(c.old, 3), number(c.new, 3), change, f"{c.noise:.1%}", marks[c.verdict])
+    return Fit(table, keys=2)

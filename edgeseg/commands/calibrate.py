@@ -29,6 +29,7 @@ from edgeseg.commands.common import (
     print_json,
     progress_steps,
 )
+from edgeseg.edge.tables import Fit
 
 
 @cli_errors
@@ -105,6 +106,22 @@ def calibrate(
         print_calibrated(missed.result, out_dir / REPORT_NAME, json_output)
         raise
     print_calibrated(done, out_dir / REPORT_NAME, json_output)
+    command = None if json_output else build_hint(done.models)
+    if command:
+        out.print(f"next: {command}", highlight=False, soft_wrap=True)
+
+
+def build_hint(results: List[Any]) -> Optional[str]:
+    """`edgeseg build-engine` over the INT8 models made for this machine's backend (None when
+    its flavour was not made); printed after calibrating, a test runs it."""
+    import shlex
+
+    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.steps import machine_backend
+
+    backend = machine_backend()
+    made = [shlex.quote(str(r.path)) for r in results if r.flavour == BACKEND_FLAVOURS[backend][0]]
+    return " ".join(["edgeseg build-engine", *made, "--backend", backend]) if made else None
 
 
 def print_calibrated(done: Any, report_path: Path, json_output: bool = False) -> None:
@@ -112,25 +129,26 @@ def print_calibrated(done: Any, report_path: Path, json_output: bool = False) ->
     if json_output:
         print_json(done.to_dict())
         return
-    _print_models(done.models)
+    if done.models:
+        out.print(models_table(done.models))
     if done.accuracy is not None:
-        _print_accuracy(done.accuracy)
+        out.print(accuracy_table(done.accuracy))
         out.print(f"accuracy report: {report_path}")
 
 
-def _print_models(results: List[Any]) -> None:
-    if not results:
-        return
+def models_table(results: List[Any]) -> Any:
+    """The INT8 models written, for people (Fit: folded under the model where narrow)."""
     table = Table(title="INT8 QDQ models")
     for column in ("model", "flavour", "method", "quantised ops", "rel. L2 vs FP32 (1st batch)", "seconds"):
         table.add_column(column)
     for r in results:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(r.quantized.items()))
         table.add_row(str(r.path), r.flavour, r.method, ops, f"{r.first_batch_rel_l2:.4f}", f"{r.seconds:.1f}")
-    out.print(table)
+    return Fit(table)
 
 
-def _print_accuracy(report: Any) -> None:
+def accuracy_table(report: Any) -> Any:
+    """FP32, FP16 and INT8 scored on the validation strips, for people (Fit: folded under the precision where narrow)."""
     from edgeseg.calibration.accuracy import REFERENCE
 
     table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU (openvino rows: OpenVINO CPU)")
@@ -152,7 +170,7 @@ def _print_accuracy(report: Any) -> None:
         )
     for label, reason in report.unavailable.items():
         table.add_row(label, f"[dim]unavailable: {reason}[/]", *[""] * (len(columns) - 2))
-    out.print(table)
+    return Fit(table)
 
 
 def _num(value: Optional[float], drop: Optional[float] = None) -> str:

@@ -1,6 +1,9 @@
 """`edgeseg data synth|check`: make a synthetic data set, or check a Severstal-layout folder."""
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -46,7 +49,7 @@ def synth(
     for a held-out set, e.g. `edgeseg data synth --count 800 --seed 1` (into data/train) and
     `edgeseg data synth --out data/test --count 200 --seed 2`.
     """
-    from edgeseg.data.synth import SHAPES, write_synthetic
+    from edgeseg.data.synth import write_synthetic
 
     with progress_bar(json_output) as progress:
         task = progress.add_task("rendering strips", total=count)
@@ -54,12 +57,22 @@ def synth(
     if json_output:
         print_json(summary.to_dict())
         return
+    out.print(synth_table(summary, count, out_dir))
+    data = "" if out_dir == DATA_DIR else f" --data {shlex.quote(str(out_dir))}"
+    out.print(f"next: edgeseg train classifier --base-width 8 --input-size 64x400{data}", highlight=False, soft_wrap=True)
+
+
+def synth_table(summary: Any, count: int, out_dir: Path) -> Any:
+    """Clean strips and strips per defect class, for people (Fit)."""
+    from edgeseg.data.synth import SHAPES
+    from edgeseg.edge.tables import Fit
+
     table = Table(title=f"{count} synthetic strips in {out_dir}")
     table.add_column("clean")
     for cls, name in sorted(SHAPES.items()):
         table.add_column(f"{cls}: {name}")
     table.add_row(str(summary.clean), *(str(summary.class_counts[c]) for c in sorted(summary.class_counts)))
-    out.print(table)
+    return Fit(table)
 
 
 @app.command("check", cls=Command)

@@ -133,10 +133,17 @@ def build_engine(
 
 def print_built(built: Any) -> None:
     """The table of `edgeseg build-engine` (deploy prints it too)."""
+    out.print(build_table(built))
+
+
+def build_table(built: Any) -> Any:
+    """The artifacts built, for people (Fit: folded under the task where narrow)."""
+    from edgeseg.edge.tables import Fit
+
     table = Table(title=f"build-engine ({built.backend})")
     for column in ("task", "artifact", "precision", "MB", "seconds"):
         table.add_column(column, justify="right" if column in ("MB", "seconds") else "left")
     for r in built.artifacts:
         row = r.to_dict()
         table.add_row(r.task, str(r.artifact), r.precision, f"{row['megabytes']:.2f}", f"{row['seconds']:.2f}")
-    out.print(table)
+    return Fit(table)

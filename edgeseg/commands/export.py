@@ -97,13 +97,28 @@ def export(
         print_json(done.to_dict())
     else:
         print_exported(done)
+        out.print(f"next: {build_hint(done.onnx, out_dir)}", highlight=False, soft_wrap=True)
 
 
 def print_exported(done: Any) -> None:
-    """The parity table of `edgeseg export` (deploy prints it too)."""
+    """The parity table of `edgeseg export` and where the models went (deploy prints them too)."""
+    out.print(export_table(done.reports))
+    folders = sorted({str(r.onnx.parent) for r in done.reports})
+    out.print(f"wrote {len(done.reports)} ONNX model(s) with cards to {', '.join(folders)}")
+
+
+def build_hint(models: List[Path], folder: Path) -> str:
+    """The command that builds the exported models for this machine (printed after exporting; a test runs it)."""
+    import shlex
+
+    return " ".join(["edgeseg build-engine", *(shlex.quote(str(m)) for m in models), "--out", shlex.quote(str(folder))])
+
+
+def export_table(reports: List[Any]) -> Any:
+    """The parity checks of each exported artifact, for people (Fit: folded under the artifact where narrow)."""
     from rich.table import Table
 
-    reports = done.reports
+    from edgeseg.edge.tables import Fit
 
     table = Table(title="edgeseg export (parity passes under the relative L2 or the max abs limit)", title_justify="left")
     table.add_column("artifact", no_wrap=True)
@@ -122,6 +137,4 @@ def print_exported(done: Any) -> None:
                 *(common if i == 0 else ["", ""]), f"{p.check} {p.inputs}", str(p.samples),
                 f"{p.max_abs:.1e}", f"{p.rel_l2:.1e}", f"{p.tolerance:g}/{p.atol:g}", mark,
             )
-    out.print(table)
-    folders = sorted({str(r.onnx.parent) for r in reports})
-    out.print(f"wrote {len(reports)} ONNX model(s) with cards to {', '.join(folders)}")
+    return Fit(table)

@@ -58,9 +58,16 @@ def info(json_output: JsonOption = False, verbose: VerboseOption = False, quiet:
     if json_output:
         print_json(data)
         return
+    out.print(info_table(data))
+
+
+def info_table(data: Dict[str, Any]) -> Any:
+    """The environment for people: one line per component (values wrap at spaces where narrow)."""
+    from edgeseg.edge.tables import Fit
+
     table = Table(title="edgeseg environment", show_header=False)
     table.add_column("component", style="bold")
     table.add_column("value")
     for name, value in rows(data):
         table.add_row(name, value)
-    out.print(table)
+    return Fit(table)

@@ -204,6 +204,7 @@ def run(
     wanted = OutputOptions(
         jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show
     )
+    demo = not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton")
     classifier, segmenter = _model_files(backend, classifier, segmenter)
     inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
     models = [path for path in (classifier, segmenter) if path is not None]
@@ -241,6 +242,8 @@ def run(
             out.print(camera_table(report))
         for line in outputs.lines():
             out.print(escape(line))
+        if demo:  # the demo ran: README's flow starts here
+            out.print("next: edgeseg data synth --count 400", highlight=False)
     for warning in outputs.warnings():
         err.print(f"warning: {escape(warning)}", highlight=False)
     for kind, path in report["outputs"].items():

@@ -74,9 +74,11 @@ def _size(text: Optional[str], what: str) -> Optional[List[int]]:
     return [height, width]
 
 
-def metrics_table(title: str, task: str, metrics: Dict[str, Any], column: str) -> Table:
+def metrics_table(title: str, task: str, metrics: Dict[str, Any], column: str) -> Any:
     """One table for training and evaluation alike: the Kaggle mean beside the Dice where a
-    defect exists (the mean alone flatters: defect-free pairs score 1), thresholds as text."""
+    defect exists (the mean alone flatters: defect-free pairs score 1), thresholds as text (Fit)."""
+    from edgeseg.edge.tables import Fit
+
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column(column, justify="right")
@@ -93,7 +95,7 @@ def metrics_table(title: str, task: str, metrics: Dict[str, Any], column: str) -
         table.add_row("defect threshold", number(thresholds.get("defect", metrics.get("threshold")), 3))
     if "images" in metrics:
         table.add_row("images", str(metrics["images"]))
-    return table
+    return Fit(table)
 
 
 def _run(config: Any, resume: bool, threads: int, json_output: bool) -> None:
