@@ -121,6 +121,9 @@ def export(
     if sources:
         reports = _export_checkpoints(sources, folder, name, names, opset, size, seed, parity_images, progress)
     else:
+        from edgeseg.lazy import require
+
+        require("onnx", "checking an ONNX model" if onnx else "exporting your model")  # one line of advice, not a traceback
         contract = _contract(task, size, mean, std, geometry, names, activation, Path(card) if card else None)
         target = folder / f"{name or contract['task']}.onnx"
         if onnx:
@@ -168,9 +171,6 @@ def _adopt(
     source: Path, target: Path, contract: Dict[str, Any], input_name: Optional[str], output_name: Optional[str],
     layout: str, seed: int, images: List[Path], progress: Progress,
 ) -> Any:
-    from edgeseg.lazy import require
-
-    require("onnx", "checking an ONNX model")  # one line of advice, not a traceback
     from edgeseg.export.outside import adopt_onnx
 
     found = contract.pop("names")
@@ -186,7 +186,6 @@ def _from_factory(
 ) -> Any:
     from edgeseg.lazy import require
 
-    require("onnx", "exporting your model")
     require("torch", "exporting your model", extra="export")
     from edgeseg.export.contract import user_contract
     from edgeseg.export.torch_onnx import factory_to_onnx
