@@ -38,7 +38,7 @@ from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
-from edgeseg.edge.card import read_card
+from edgeseg.edge.card import Source, read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
 from edgeseg.envinfo import benchmark_environment
 
@@ -63,7 +63,7 @@ def random_init_models(folder: Path, tasks: Sequence[str] = ("segmenter", "class
         model = create_model(MODEL_FOR_TASK[task])
         spec = Preprocess(*DEFAULT_INPUT[task], mean=0.5, std=0.25)
         contract = Contract(task, spec, classes[task], default_thresholds(task, len(classes[task])))
-        report = module_to_onnx(model, folder / f"{task}.onnx", contract, source={"architecture": MODEL_FOR_TASK[task], "weights": "random-init"})
+        report = module_to_onnx(model, folder / f"{task}.onnx", contract, source=Source(architecture=MODEL_FOR_TASK[task], weights="random-init"))
         paths[task] = Path(report.onnx)
     return paths
 

@@ -206,7 +206,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
         "machine": benchmark_environment(),
-        "models": {task: {"path": str(path), "sha256": cards[task].artifact.get("sha256"), "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
+        "models": {task: {"path": str(path), "sha256": cards[task].artifact.sha256, "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
         "config": {"backend": args.backend, "backends": last_report.get("backends", {}), "frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
         "fps_runs": runs,
         "fps_median": {kind: statistics.median(values) for kind, values in runs.items()},

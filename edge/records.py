@@ -45,12 +45,12 @@ def iso_utc(wall: float) -> str:
 
 def _model(backend: "Backend") -> Dict[str, Any]:
     card = backend.card
-    digest = card.artifact.get("sha256") or sha256(backend.artifact)  # the card's was checked at load
+    digest = card.artifact.sha256 or sha256(backend.artifact)  # the card's was checked at load
     return {
         "path": str(backend.artifact),
         "sha256": digest,
-        "format": str(card.artifact.get("format", backend.artifact.suffix.lstrip("."))),
-        "precision": str(card.artifact.get("precision", "fp32")),
+        "format": card.artifact.format,
+        "precision": card.artifact.precision,
         "backend": backend.describe(),
     }
 

@@ -14,7 +14,10 @@ from edgeseg.cli import app  # noqa: E402
 from edgeseg.edge.backends import auto_backend, open_backend  # noqa: E402
 from edgeseg.edge.backends.openvino import OpenVINOBackend, default_cache_dir  # noqa: E402
 from edgeseg.edge.card import card_path, read_card  # noqa: E402
+from edgeseg.edge.registry import BackendOptions, OpenVINOOptions  # noqa: E402
 from edgeseg.errors import EdgesegError  # noqa: E402
+
+NO_CACHE = BackendOptions(openvino=OpenVINOOptions(cache_dir=None))
 
 runner = CliRunner()
 
@@ -48,7 +51,7 @@ def qdq(tiny_models, tiny_calibration, tmp_path_factory):
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
 def test_fp32_onnx_matches_onnx_runtime_at_every_batch(tiny_models, task, tmp_path):
     path = tiny_models[task]
-    backend = open_backend(path, "openvino", ov_options={"cache_dir": tmp_path})
+    backend = open_backend(path, "openvino", BackendOptions(openvino=OpenVINOOptions(cache_dir=tmp_path)))
     assert isinstance(backend, OpenVINOBackend) and backend.reuses_output_buffers
     with backend:
         assert [s.name for s in backend.inputs] == [backend.card.input.name] and backend.outputs[0].name == backend.card.output.name
@@ -70,8 +73,8 @@ def test_both_qdq_flavours_compute_what_onnx_runtime_computes_and_fp16_stays_clo
     fp16 = onnx_to_fp16(seg, tmp_path / "segmenter.fp16.onnx").onnx
     x = _input(read_card(seg), 2, seed=4)
     for path, reference in ((qdq["cpu"], qdq["cpu"]), (qdq["trt"], qdq["trt"]), (fp16, seg)):
-        with open_backend(path, "openvino", ov_options={"cache_dir": None}) as backend:
-            assert backend.card.artifact["precision"] in ("int8", "fp16")
+        with open_backend(path, "openvino", NO_CACHE) as backend:
+            assert backend.card.artifact.precision in ("int8", "fp16")
             got = backend.infer({backend.card.input.name: x})[backend.card.output.name]
         want = _ort(reference, x)
         assert got.shape == want.shape and _rel(got, want) < 0.05, path.name
@@ -84,10 +87,10 @@ def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
     xml = out / "segmenter.fp32.xml"
     assert [r["artifact"] for r in json.loads(result.stdout)] == [str(xml)] and xml.with_suffix(".bin").is_file()
     card = read_card(xml)
-    assert card.artifact["format"] == "openvino" and card.artifact["weights"] == "segmenter.fp32.bin"
+    assert card.artifact.format == "openvino" and card.artifact.weights == "segmenter.fp32.bin"
     assert auto_backend(xml, card) == "openvino"
     x = _input(card, 2, seed=3)
-    with open_backend(xml, ov_options={"cache_dir": None}) as backend:
+    with open_backend(xml, options=NO_CACHE) as backend:
         assert backend.max_batch == 8  # build-engine's default batch range 1..8
         got = backend.infer({card.input.name: x})[card.output.name]
     np.testing.assert_allclose(got, _ort(tiny_models["segmenter"], x), rtol=1e-3, atol=1e-4)
@@ -97,8 +100,8 @@ def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
     result = runner.invoke(app, ["build-engine", str(qdq["trt"]), "--backend", "openvino", "--precision", "int8", "-o", str(out)])
     assert result.exit_code == 0, result.output
     int8 = read_card(out / "segmenter.int8.xml")
-    assert int8.artifact["precision"] == "int8" and int8.artifact["flavour"] == "trt"
-    with open_backend(out / "segmenter.int8.xml", ov_options={"cache_dir": None}) as backend:
+    assert int8.artifact.precision == "int8" and int8.artifact.flavour == "trt"
+    with open_backend(out / "segmenter.int8.xml", options=NO_CACHE) as backend:
         assert _rel(backend.infer({card.input.name: x})[card.output.name], _ort(qdq["trt"], x)) < 0.05
 
     weights = xml.with_suffix(".bin")

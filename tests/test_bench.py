@@ -102,7 +102,7 @@ def test_plan_expands_fp32_models_and_says_why_a_cell_cannot_run(family, tmp_pat
     assert set(by_label) == {f"{b} {p}" for b in ("tensorrt", "onnxruntime", "openvino", "pytorch") for p in ("fp32", "fp16", "int8")}
     assert by_label["onnxruntime fp32"].artifact == family["segmenter"]
     assert by_label["onnxruntime fp16"].artifact.name == "segmenter.fp16.onnx"  # made on the fly
-    assert read_card(by_label["onnxruntime fp16"].artifact).artifact["precision"] == "fp16"
+    assert read_card(by_label["onnxruntime fp16"].artifact).artifact.precision == "fp16"
     assert "calibrate" in by_label["onnxruntime int8"].skipped  # no QDQ model beside it yet
     assert "TensorRT" in by_label["tensorrt fp16"].skipped
     assert by_label["pytorch fp32"].artifact.suffix == ".pt"

@@ -140,8 +140,8 @@ def _cards(models: List[Path]) -> Dict[Path, Any]:
         if not model.is_file():
             raise EdgesegError(f"model {model} not found", hint="pass an FP32 ONNX exported by `edgeseg export`")
         card = read_card(model)
-        if card.artifact.get("precision", "fp32") != "fp32":
-            raise EdgesegError(f"{model} is {card.artifact.get('precision')}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
+        if card.artifact.precision != "fp32":
+            raise EdgesegError(f"{model} is {card.artifact.precision}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
         cards[model] = card
     return cards
 
@@ -273,7 +273,8 @@ def _accuracy(
 
 
 def _fp16(path: Path, out_dir: Path) -> Path:
-    from edgeseg.export.fp16 import fp16_path, onnx_to_fp16
+    from edgeseg.edge.artifacts import fp16_path
+    from edgeseg.export.fp16 import onnx_to_fp16
 
     return Path(onnx_to_fp16(path, out_dir / fp16_path(path).name).onnx)
 

@@ -43,7 +43,7 @@ def deploy(
     count: Annotated[int, typer.Option("--count", "-n", min=8, help="int8: frames in the calibration set.")] = 512,
     max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help="int8: refuse a segmenter losing more mean Dice.")] = DEFAULT_MAX_DICE_DROP,
     max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="int8: refuse a classifier losing more recall.")] = DEFAULT_MAX_RECALL_DROP,
-    backend: Annotated[Backend, typer.Option("--backend", "-b", help="Build target (auto: TensorRT where it imports, else onnxruntime).")] = "auto",
+    backend: Annotated[Backend, typer.Option("--backend", "-b", help="Build target (auto: TensorRT where it imports, else onnxruntime with CUDA, else openvino where installed, else onnxruntime).")] = "auto",
     classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated segmenter class names for the cards.")] = None,
     out_dir: OutDirOption = MODELS_DIR,
     seed: SeedOption = 0,
@@ -59,11 +59,11 @@ def deploy(
       edgeseg deploy runs/classifier/classifier.pt runs/segmenter/segmenter.pt --precision fp16 --backend tensorrt
     """
     from edgeseg.commands.calibrate import calibrate
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
-    from edgeseg.commands.engine import build_engine, machine_backend, run_command
+    from edgeseg.commands.engine import build_engine, run_command
+    from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, auto_backend
     from edgeseg.commands.export import export
 
-    target = machine_backend() if backend == "auto" else backend
+    target = auto_backend(build=True) if backend == AUTO else backend
     chosen = precision or ("fp16" if target == "tensorrt" else ("int8" if data is not None else "fp32"))
     if chosen == "int8" and data is None:
         raise typer.BadParameter("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")

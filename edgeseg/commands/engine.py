@@ -28,6 +28,7 @@ from edgeseg.commands.common import (
     print_json,
     status,
 )
+from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, auto_backend
 from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.layout import DATA_DIR
 
@@ -55,7 +56,7 @@ def demo_models(qdq_flavour: Optional[str]) -> List[Path]:
             artifact = read_card(path).artifact
         except EdgesegError:
             continue
-        if (artifact.get("precision", "fp32"), artifact.get("flavour")) == (("int8", qdq_flavour) if qdq_flavour else ("fp32", None)):
+        if (artifact.precision, artifact.flavour) == (("int8", qdq_flavour) if qdq_flavour else ("fp32", None)):
             found.append(path)
     if not found:
         raise EdgesegError("no models given and no bundled demo models found", hint="pass ONNX files: edgeseg build-engine classifier.onnx segmenter.onnx")
@@ -93,7 +94,7 @@ def build_engine(
             "--backend",
             "-b",
             help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). "
-            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime.",
+            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime on a CUDA machine, else openvino where installed, else onnxruntime.",
         ),
     ] = "auto",
     min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch the engine accepts.")] = 1,
@@ -138,10 +139,9 @@ def build_engine(
 
     edgeseg build-engine --backend openvino --precision int8
     """
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
     from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
 
-    target = machine_backend() if backend == "auto" else backend
+    target = auto_backend(build=True) if backend == AUTO else backend
     chosen = precision or default_precision(target, models or [], calibration)
     options = BuildOptions(
         precision=chosen,
@@ -201,21 +201,14 @@ def run_command(results: List[Any]) -> Optional[str]:
     return f"edgeseg run --classifier {built['classifier']} --segmenter {built['segmenter']}"
 
 
-def machine_backend() -> str:
-    """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
-    from edgeseg.lazy import available
-
-    return "tensorrt" if available("tensorrt") else "onnxruntime"
-
-
 def default_precision(backend: str, models: List[Path], calibration: str = "qdq") -> str:
     """The fastest precision on `backend`: FP16 on TensorRT; on the CPU (where FP16 runs as slow
     reference kernels) INT8 when every given ONNX has its calibrated QDQ model beside it, else FP32."""
     if backend == "tensorrt":
         return "fp16"
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS, qdq_path
+    from edgeseg.calibration.qdq import qdq_path
 
-    flavour = BACKEND_FLAVOURS.get(backend, ("cpu",))[0]
+    flavour = BACKEND_FLAVOURS[backend][0]
     onnx = [m for m in models if m.suffix.lower() == ".onnx"]
     if calibration == "qdq" and onnx and len(onnx) == len(models) and all(qdq_path(m, flavour).is_file() or _is_int8(m) for m in onnx):
         return "int8"
@@ -225,7 +218,7 @@ def default_precision(backend: str, models: List[Path], calibration: str = "qdq"
 def _is_int8(model: Path) -> bool:
     from edgeseg.edge.card import read_card
 
-    return str(read_card(model).artifact.get("precision", "fp32")) == "int8"
+    return read_card(model).artifact.precision == "int8"
 
 
 def int8_source(model: Path, flavour: str, backend: str) -> Path:

@@ -157,8 +157,8 @@ def run(
         typer.Option(
             "--backend",
             "-b",
-            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
-            "else onnxruntime); triton: the cascade on the Triton server at --url (models come from the server).",
+            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> onnxruntime with CUDA, else openvino where "
+            "installed, else onnxruntime: edgeseg.edge.registry.auto_backend); triton: the cascade on the Triton server at --url (models come from the server).",
         ),
     ] = "auto",
     url: Annotated[
@@ -216,7 +216,7 @@ def run(
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
-    from edgeseg.edge.backends import open_backend
+    from edgeseg.edge.backends import BackendOptions, open_backend
     from edgeseg.edge.card import card_path
     from edgeseg.edge.annotate import Annotator
     from edgeseg.edge.defects import DefectSink
@@ -248,9 +248,9 @@ def run(
         cascade = TritonCascade(url or "grpc://127.0.0.1:8001")
         segmenter_card = cascade.segmenter_card
     else:
-        options = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
-        cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, **options)
-        seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, **options)
+        options = BackendOptions.with_threads(threads)
+        cls_backend = open_backend(classifier or _bundled(DEMO_CLASSIFIER, "--classifier"), backend, options)
+        seg_backend = open_backend(segmenter or _bundled(DEMO_SEGMENTER, "--segmenter"), backend, options)
         segmenter_card = seg_backend.card
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout)
 

@@ -90,7 +90,7 @@ def _write_repository(classifier: Path, segmenter: Path, repository: Path, optio
         card = read_card(path)
         if card.task != task:
             raise EdgesegError(f"{path} is a {card.task} model but was given as the {task}", hint="pass the classifier first, then the ResUNet")
-        made_for = artifact_backend(path, str(card.artifact.get("format", "")))
+        made_for = artifact_backend(path, card)
         if made_for not in ("tensorrt", "onnxruntime"):
             raise EdgesegError(f"{path} is a {made_for} model; Triton serves ONNX models and TensorRT engines here", hint="pass the ONNX it was made from")
         needed = "tensorrt" if made_for == "tensorrt" else "onnx"
@@ -126,7 +126,7 @@ def _write_repository(classifier: Path, segmenter: Path, repository: Path, optio
 def max_batch_size(card: ModelCard, options: RepositoryOptions) -> int:
     """Largest batch the artifact accepts: an engine's profile maximum, a fixed ONNX batch, or
     `options.max_batch` for a dynamic ONNX batch."""
-    profile = card.artifact.get("profile", {})
+    profile = card.artifact.profile or {}
     if profile.get("max"):
         return int(profile["max"][0])
     first = card.input.shape[0] if card.input.shape else None
