@@ -127,13 +127,15 @@ def test_plan_takes_a_qdq_model_as_given_and_refuses_a_replaced_checkpoint(famil
 
 def test_an_engine_given_alone_counts_flops_from_its_source_onnx(family, tmp_path):
     """Planning only (no TensorRT here): the engine's cell names its source ONNX and why it cannot run."""
-    from edgeseg.edge.card import write_card
+    from dataclasses import replace
+
+    from edgeseg.edge.card import Artifact, write_card
 
     for src in (family["segmenter"], card_path(family["segmenter"])):
         shutil.copy(src, tmp_path / src.name)
     card = read_card(tmp_path / "segmenter.onnx")
-    card.artifact = {"format": "tensorrt", "precision": "fp16", "tensorrt": "10.3.0"}
-    card.source = dict(card.source, onnx="segmenter.onnx")
+    card.artifact = Artifact(format="tensorrt", precision="fp16", tensorrt_version="10.3.0")
+    card.source = replace(card.source, onnx="segmenter.onnx")
     engine = tmp_path / "segmenter.fp16.engine"
     engine.write_bytes(b"plan bytes are never read while planning")
     write_card(engine, card)
