@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,7 +37,7 @@ MAX_CLASSES = 256
 MAX_SIDE = 1 << 16  # pixels per input side
 MAX_MIN_AREA = 1 << 28  # pixels: above a 16384 x 16384 frame, a min_area would drop every defect
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FIX = "correct it in the card, or rewrite the card with `edgeseg export` / `edgeseg build-engine`"
+_FIX = "correct it in the card (or the checkpoint or export flag it came from), or rewrite the card with `edgeseg export` / `edgeseg build-engine`"
 
 __all__ = ["Artifact", "CARD_SCHEMA", "Contract", "ModelCard", "Source", "TASKS", "TensorSpec", "card_path", "read_card", "write_card"]
 
@@ -64,10 +65,10 @@ def _text(value: Any, name: str, choices: Sequence[str] = (), optional: bool = F
 def _number(value: Any, name: str, low: float, high: float, integer: bool = False, optional: bool = False) -> Any:
     if value is None and optional:
         return None
-    kind = int if integer else (int, float)
+    kind = numbers.Integral if integer else numbers.Real  # numpy scalars too (checkpoint metadata)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not low <= value <= high:
         raise CardFieldError(name, f"{'an integer' if integer else 'a finite number'} in [{low:g}, {high:g}]", value)
-    return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _digest(value: Any, name: str) -> Optional[str]:

@@ -96,7 +96,7 @@ class BuildOptions:
         if self.calibration == "implicit":
             if self.precision != "int8":
                 raise EdgesegError("--calibration implicit only applies to --precision int8")
-            if backend != "tensorrt":
+            if backend != TENSORRT:
                 raise EdgesegError(
                     "implicit calibration is a TensorRT 8.5-10 feature; the CPU artifacts use the QDQ model",
                     hint="pass the QDQ ONNX with --calibration qdq",
@@ -111,7 +111,7 @@ class BuildOptions:
             "--hardware-compatible": self.hardware_compatible,
         }
         used = [flag for flag, on in tensorrt_only.items() if on]
-        if backend != "tensorrt" and used:
+        if backend != TENSORRT and used:
             raise EdgesegError(f"{', '.join(used)} only apply to TensorRT engines", hint=f"drop them with --backend {backend}")
 
 
@@ -140,12 +140,6 @@ class BuildResult:
             "megabytes": round(self.artifact.stat().st_size / 1e6, 3),
             "notes": self.notes,
         }
-
-
-def artifact_path(onnx: Path, out_dir: Path, precision: str, backend: str) -> Path:
-    """<out>/<name>.<precision>.engine (TensorRT), .ort.onnx (ONNX Runtime) or .xml (OpenVINO IR)."""
-    suffix = {"tensorrt": "engine", "onnxruntime": "ort.onnx", "openvino": "xml"}[backend]
-    return out_dir / f"{base_name(onnx)}.{precision}.{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +300,7 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
     """`<name>.<precision>.ort.onnx`: the model with ONNX Runtime's graph optimisations applied and
     serialised, plus its card. fp16 optimises the FP16 variant, int8 the QDQ model."""
     started = time.perf_counter()
-    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "onnxruntime")
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, ONNXRUNTIME)
     ort = require("onnxruntime", "the ONNX Runtime build")
     target = built_path(source, out, options.precision, ONNXRUNTIME)
     with _scratch(out) as scratch:
@@ -327,7 +321,7 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
         )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, optimised, new_card)
-    return BuildResult(card.task, source, target, card_file, "onnxruntime", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, ONNXRUNTIME, options.precision, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +334,7 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
     records the .bin's sha256: the runtime refuses an IR whose weights changed). fp16 compresses
     the FP32 model's weights to FP16 (OpenVINO's own FP16 IR), int8 converts the QDQ model."""
     started = time.perf_counter()
-    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "openvino")
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, OPENVINO)
     ov = require("openvino", "the OpenVINO IR build")
     target = built_path(source, out, options.precision, OPENVINO)
     with _scratch(out) as scratch:
@@ -363,7 +357,7 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
         with atomic_output(target.with_suffix(".bin")) as tmp:
             tmp.write_bytes(weights.read_bytes())
         card_file = _write(target, xml, new_card)
-    return BuildResult(card.task, source, target, card_file, "openvino", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, OPENVINO, options.precision, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +380,7 @@ def tensorrt_or_advice() -> Any:
 def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
     """`<name>.<precision>.engine` + card for the GPU in this machine (device 0)."""
     started = time.perf_counter()
-    options.check("tensorrt")
+    options.check(TENSORRT)
     trt = tensorrt_or_advice()
     feats = trt_compat.features(trt.__version__)
     plan = trt_compat.plan_precision(options.precision, feats, options.calibration)
@@ -430,7 +424,7 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
         )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, plan_bytes, new_card)
-    return BuildResult(card.task, source, target, card_file, "tensorrt", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, TENSORRT, options.precision, time.perf_counter() - started)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from typing import Optional
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.edge.artifacts import backend_of_name
-from edgeseg.edge.registry import AUTO, BACKENDS, DISPLAY_NAMES, FORMAT_BACKEND, MODEL_BACKENDS, OPENVINO, TENSORRT, TRITON, BackendOptions
+from edgeseg.edge.registry import AUTO, BACKENDS, DISPLAY_NAMES, FORMAT_BACKEND, MODEL_BACKENDS, ONNXRUNTIME, OPENVINO, TENSORRT, TRITON, BackendOptions
 from edgeseg.edge.registry import auto_backend as _auto
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
@@ -77,7 +77,7 @@ def open_backend(artifact: PathLike, backend: str = AUTO, options: Optional[Back
 
 def _check_pairing(path: Path, card: ModelCard, made_for: str, backend: str) -> None:
     """Refuse a backend that cannot run the artifact, naming what to pass instead."""
-    if backend == made_for or (made_for == "onnxruntime" and backend == OPENVINO and not card.artifact.ort_only):
+    if backend == made_for or (made_for == ONNXRUNTIME and backend == OPENVINO and not card.artifact.ort_only):
         return
     if made_for == TENSORRT:
         raise EdgesegError(f"{path} is a TensorRT engine; {DISPLAY_NAMES[backend]} cannot run it", hint="pass the ONNX model it was built from")

@@ -101,7 +101,7 @@ class OpenVINOBackend(Backend):
     Outputs are the infer request's own tensors (no copy): valid until the next `infer`.
     """
 
-    kind = "openvino"
+    kind = OPENVINO
     reuses_output_buffers = True
 
     def __init__(

@@ -104,7 +104,7 @@ class TensorRTBackend(Backend):
     engines on the same GPU (e.g. classifier and segmenter); by default each backend has its own.
     """
 
-    kind = "tensorrt"
+    kind = TENSORRT
     reuses_output_buffers = True
 
     def __init__(self, artifact: PathLike, card: ModelCard, device: int = 0, cuda_thread: Optional[CudaThread] = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any, List, Optional, Sequence
 from edgeseg.edge.artifacts import base_name, built_path, fp16_path, qdq_path
 from edgeseg.edge.backends import Backend, BackendOptions, artifact_backend, open_backend
 from edgeseg.edge.card import ModelCard, read_card
-from edgeseg.edge.registry import BACKEND_FLAVOURS, LOCAL_BACKENDS, PRECISIONS
+from edgeseg.edge.registry import BACKEND_FLAVOURS, LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
 from edgeseg.errors import EdgesegError
 from edgeseg.layout import DATA_DIR
 from edgeseg.lazy import available
@@ -88,7 +88,7 @@ def plan(
         card = read_card(path)
         backend = artifact_backend(path, card)
         precision = card.artifact.precision
-        if backend == "onnxruntime" and precision == "fp32":
+        if backend == ONNXRUNTIME and precision == "fp32":
             for b in backends:
                 for p in precisions:
                     cells.append(_cell(path, card, b, p, engines, scratch, torch_device))
@@ -106,7 +106,7 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
     if cell.skipped:
         return cell
     folders = [f for f in (engines, onnx.parent, Path("engines")) if f is not None]
-    if backend == "tensorrt":
+    if backend == TENSORRT:
         found = _first(built_path(onnx, f, precision, backend) for f in folders)
         hint = f"edgeseg build-engine {onnx} --precision {precision}" + (f" --out {engines}" if engines else "")
         return _found(cell, found, f"no {name}.{precision}.engine in {', '.join(map(str, folders))}: build it with `{hint}`")
@@ -127,9 +127,9 @@ def _runners(path: Path, card: ModelCard, made_for: str, backends: Sequence[str]
     """The requested backends that run an artifact given as is: an ONNX runs on ONNX Runtime and
     OpenVINO alike (an ONNX Runtime-optimised one only on ONNX Runtime), anything else only on
     the backend it was made for."""
-    if made_for != "onnxruntime" or card.artifact.optimized_by:
+    if made_for != ONNXRUNTIME or card.artifact.ort_only:
         return [made_for]
-    chosen = [b for b in ("onnxruntime", "openvino") if b in backends]
+    chosen = [b for b in (ONNXRUNTIME, OPENVINO) if b in backends]
     return chosen or [made_for]
 
 

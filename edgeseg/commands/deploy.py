@@ -60,11 +60,11 @@ def deploy(
     """
     from edgeseg.commands.calibrate import calibrate
     from edgeseg.commands.engine import build_engine, run_command
-    from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, auto_backend
+    from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, TENSORRT, auto_backend
     from edgeseg.commands.export import export
 
     target = auto_backend(build=True) if backend == AUTO else backend
-    chosen = precision or ("fp16" if target == "tensorrt" else ("int8" if data is not None else "fp32"))
+    chosen = precision or ("fp16" if target == TENSORRT else ("int8" if data is not None else "fp32"))
     if chosen == "int8" and data is None:
         raise typer.BadParameter("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")
     out.print(f"[bold]1/3 export[/] {', '.join(map(str, checkpoints))} -> {out_dir}")

@@ -28,7 +28,7 @@ from edgeseg.commands.common import (
     print_json,
     status,
 )
-from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, auto_backend
+from edgeseg.edge.registry import AUTO, BACKEND_FLAVOURS, ONNXRUNTIME, OPENVINO, TENSORRT, auto_backend
 from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.layout import DATA_DIR
 
@@ -162,14 +162,14 @@ def build_engine(
         options.check(target)
     except EdgesegError as exc:  # an inconsistent combination of options: a usage error
         raise UsageError(exc.message, hint=exc.hint) from None
-    if target == "tensorrt":
+    if target == TENSORRT:
         tensorrt_or_advice()  # one line now, not after exporting checkpoints
     if precision is None:
         note(f"precision: {chosen} (the fastest on {target} here; pass --precision to choose)")
     qdq = (chosen, calibration) == ("int8", "qdq")
     flavour = BACKEND_FLAVOURS[target][0] if qdq else None
     sources = list(models) if models else demo_models(flavour)
-    build = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
+    build = {TENSORRT: onnx_to_engine, ONNXRUNTIME: onnx_to_ort, OPENVINO: onnx_to_openvino}[target]
     results = []
     for model in sources:
         onnx = _as_onnx(model, out_dir)
@@ -204,7 +204,7 @@ def run_command(results: List[Any]) -> Optional[str]:
 def default_precision(backend: str, models: List[Path], calibration: str = "qdq") -> str:
     """The fastest precision on `backend`: FP16 on TensorRT; on the CPU (where FP16 runs as slow
     reference kernels) INT8 when every given ONNX has its calibrated QDQ model beside it, else FP32."""
-    if backend == "tensorrt":
+    if backend == TENSORRT:
         return "fp16"
     from edgeseg.calibration.qdq import qdq_path
 
@@ -232,7 +232,7 @@ def int8_source(model: Path, flavour: str, backend: str) -> Path:
     if sibling.is_file():
         note(f"int8: building from {sibling} (the calibrated model beside {model.name})")
         return sibling
-    implicit = " (or --calibration implicit --calibration-set SET.npz on TensorRT 8.5-10)" if backend == "tensorrt" else ""
+    implicit = " (or --calibration implicit --calibration-set SET.npz on TensorRT 8.5-10)" if backend == TENSORRT else ""
     raise UsageError(
         f"{model.name} is FP32 and {sibling.name} is not beside it: INT8 builds from a calibrated QDQ model",
         hint=f"make it with `edgeseg calibrate {DATA_DIR} -m {model} --out {model.parent}`, then rerun{implicit}",
