@@ -38,6 +38,7 @@ from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
+from edgeseg.edge.artifacts import qdq_path
 from edgeseg.edge.card import Source, read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
 from edgeseg.envinfo import benchmark_environment
@@ -186,7 +187,7 @@ def main() -> None:
             variants = {"fp32": fp32}
             errors, kept_float = {}, {}
             for flavour in ("cpu", "trt"):
-                made = onnx_to_qdq(fp32, calib, folder / f"{task}.int8.{flavour}.qdq.onnx", flavour=flavour)
+                made = onnx_to_qdq(fp32, calib, qdq_path(folder / f"{task}.onnx", flavour), flavour=flavour)
                 variants[f"int8-{flavour}"] = made.path
                 errors[f"int8-{flavour}"] = made.first_batch_rel_l2
                 kept_float[f"int8-{flavour}"] = made.kept_float

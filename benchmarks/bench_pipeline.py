@@ -39,6 +39,7 @@ import numpy as np
 from edgeseg.commands.run import DEMO_CLASSIFIER, DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames, write_clip
 from edgeseg.bench.report import write_results
+from edgeseg.edge.artifacts import qdq_path
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.edge.pipeline import Pipeline
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="provenance to record with the results (where the models came from)")
     args = parser.parse_args()
     if args.int8:
-        args.classifier, args.segmenter = (p.with_name(f"{p.stem}.int8.cpu.qdq.onnx") for p in (args.classifier, args.segmenter))
+        args.classifier, args.segmenter = (qdq_path(p, "cpu") for p in (args.classifier, args.segmenter))
     args.name = args.name or f"pipeline_{args.backend}{'_int8' if args.int8 else ''}_cpu"
 
     models = {"classifier": args.classifier, "segmenter": args.segmenter}

@@ -41,18 +41,11 @@ import numpy as np
 from edgeseg.calibration.calibration_set import CalibrationSet, load_calibration_set
 from edgeseg.edge import artifacts
 from edgeseg.edge.card import Artifact, ModelCard, read_card, write_card
-from edgeseg.edge.registry import BACKEND_FLAVOURS, FLAVOURS
+from edgeseg.edge.registry import FLAVOURS
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
 from edgeseg.lazy import require
 
-# BACKEND_FLAVOURS (edge/registry.py): the flavour each backend runs best (first) and the one it
-# falls back to when only that exists. OpenVINO turns either flavour's Q/DQ pairs into int8 kernels. Its `cpu` figure leads where it
-# counts: default-width ResUNet on a 2-core AVX2 EPYC 2.27x ONNX Runtime FP32 against 1.43x for
-# `trt` (issue #12); on the AMX Xeon of benchmarks/results/openvino_qdq_demo.md the two are
-# within that run's noise (demo width 8: 2.05x / 2.27x, same Dice). So `trt` does not serve
-# OpenVINO as well as `cpu` does, and a TensorRT + OpenVINO site keeps both files. ONNX Runtime's
-# S8S8 `trt` runs at 0.57x FP32 (same run): its backend names the `cpu` file when given `trt`.
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 MIN_OPSET = 13  # per-channel DequantizeLinear needs the `axis` attribute

@@ -66,9 +66,10 @@ def _number(value: Any, name: str, low: float, high: float, integer: bool = Fals
     if value is None and optional:
         return None
     kind = numbers.Integral if integer else numbers.Real  # numpy scalars too (checkpoint metadata)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not low <= value <= high:
+    number = float(value) if isinstance(value, kind) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or not low <= number <= high:
         raise CardFieldError(name, f"{'an integer' if integer else 'a finite number'} in [{low:g}, {high:g}]", value)
-    return int(value) if isinstance(value, numbers.Integral) else float(value)
+    return int(value) if isinstance(value, numbers.Integral) else number
 
 
 def _digest(value: Any, name: str) -> Optional[str]:
@@ -421,6 +422,18 @@ def load_card(path: PathLike) -> ModelCard:
         return ModelCard.from_dict(data)
     except EdgesegError as exc:
         raise EdgesegError(f"model card {path}: {exc.message}", hint=exc.hint) from None
+
+
+def is_card_file(path: PathLike) -> bool:
+    """Whether the JSON file `path` is an edgeseg model card of any schema version (export refuses
+    to overwrite one that is not, e.g. a training metrics file beside a checkpoint)."""
+    try:
+        if Path(path).stat().st_size > MAX_CARD_BYTES:
+            return False
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and str(data.get("schema", "")).startswith("edgeseg.card/")
 
 
 def read_card(artifact: PathLike, verify: bool = True) -> ModelCard:

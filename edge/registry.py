@@ -25,6 +25,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # INT8 QDQ flavours: trt = symmetric int8 activations (the only form TensorRT parses); cpu =
 # asymmetric uint8 activations, 7-bit weights (fast on x86 ONNX Runtime and OpenVINO).
 FLAVOURS = ("trt", "cpu")
+# The flavour each backend runs best (first) and the one it falls back to when only that exists.
+# OpenVINO turns either flavour's Q/DQ pairs into int8 kernels. Its `cpu` figure leads where it
+# counts: default-width ResUNet on a 2-core AVX2 EPYC 2.27x ONNX Runtime FP32 against 1.43x for
+# `trt` (issue #12); on the AMX Xeon of benchmarks/results/openvino_qdq_demo.md the two are
+# within that run's noise (demo width 8: 2.05x / 2.27x, same Dice). So `trt` does not serve
+# OpenVINO as well as `cpu` does, and a TensorRT + OpenVINO site keeps both files. ONNX Runtime's
+# S8S8 `trt` runs at 0.57x FP32 (same run): its backend names the `cpu` file when given `trt`.
 BACKEND_FLAVOURS: Dict[str, Tuple[str, ...]] = {TENSORRT: ("trt",), ONNXRUNTIME: ("cpu", "trt"), OPENVINO: ("cpu", "trt")}
 
 # A card's artifact format and the backend the artifact is made for (an ONNX runs on OpenVINO too).

@@ -6,14 +6,13 @@ existing card.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import onnx
 
-from edgeseg.edge.card import Artifact, Contract, ModelCard, Source, card_path, load_card, write_card
+from edgeseg.edge.card import Artifact, Contract, ModelCard, Source, card_path, is_card_file, load_card, write_card
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph import opset_of, tensor_spec
@@ -83,13 +82,7 @@ def guard_card_path(onnx_path: Path) -> None:
     """Refuse to overwrite a JSON beside the ONNX that is not an edgeseg model card (e.g. a training
     metrics file called segmenter.json next to segmenter.pt)."""
     target = card_path(onnx_path)
-    if not target.exists():
-        return
-    try:
-        schema = json.loads(target.read_text()).get("schema", "")
-    except (ValueError, OSError, AttributeError):
-        schema = ""
-    if not str(schema).startswith("edgeseg.card/"):
+    if target.exists() and not is_card_file(target):
         raise EdgesegError(
             f"{target} exists and is not an edgeseg model card; exporting {onnx_path.name} would overwrite it",
             hint="choose another --out or --name",

@@ -5,7 +5,7 @@ An FP32 ONNX (with its card) stands for its whole family, found by edgeseg's fil
                int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour); `<engines>/m.<p>.ort.onnx`
                from `edgeseg build-engine --backend onnxruntime` is preferred when present
   openvino     the same ONNX files as onnxruntime (int8: `m.int8.<flavour>.qdq.onnx`, the flavour
-               `calibration.qdq.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
+               `edge.registry.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
                `edgeseg build-engine --backend openvino` is preferred when present
   tensorrt     `<engines>/m.<p>.engine` (built by `edgeseg build-engine`)
   pytorch      the checkpoint named in the card, eager; fp16 on CUDA only, no int8
