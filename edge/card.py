@@ -400,7 +400,7 @@ def write_card(artifact: PathLike, card: ModelCard) -> Path:
     card.artifact.sha256 = sha256(artifact)
     target = card_path(artifact)
     with atomic_output(target) as tmp:
-        tmp.write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(card_json(card) + "\n")
     return target
 
 
@@ -412,16 +412,29 @@ def load_card(path: PathLike) -> ModelCard:
         size = path.stat().st_size
         if size > MAX_CARD_BYTES:
             raise EdgesegError(f"model card {path} is {size} bytes, not a model card (a card is a few KB)", hint=_FIX)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise EdgesegError(f"cannot read model card {path}: {exc.strerror or exc}") from exc
+    return parse_card(text, str(path))
+
+
+def parse_card(text: str, where: str) -> ModelCard:
+    """The card in the JSON `text`, validated; an error names `where` it came from (a card file,
+    a Triton model config's parameter) with the field and the fix."""
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
-        raise EdgesegError(f"model card {path} is not valid JSON ({reason[:120]})", hint=_FIX) from None
+        raise EdgesegError(f"model card {where} is not valid JSON ({reason[:120]})", hint=_FIX) from None
     try:
         return ModelCard.from_dict(data)
     except EdgesegError as exc:
-        raise EdgesegError(f"model card {path}: {exc.message}", hint=exc.hint) from None
+        raise EdgesegError(f"model card {where}: {exc.message}", hint=exc.hint) from None
+
+
+def card_json(card: ModelCard, indent: Optional[int] = 2) -> str:
+    """The card as JSON text (strict: a NaN cannot be written)."""
+    return json.dumps(card.to_dict(), indent=indent, separators=None if indent else (",", ":"), allow_nan=False)
 
 
 def is_card_file(path: PathLike) -> bool:

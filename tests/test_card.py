@@ -2,6 +2,7 @@
 the field and the fix, never a traceback and never a silent run (issue 20 item 2)."""
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -128,3 +129,16 @@ def test_every_shipped_card_loads_and_round_trips():
             continue  # metrics files, not cards
         card = read_card(path.with_suffix(".onnx"))
         assert ModelCard.from_dict(card.to_dict()).to_dict() == card.to_dict() == data
+
+
+def test_a_card_from_a_triton_config_is_validated_and_names_where_it_came_from():
+    from edgeseg.edge.card import card_json, parse_card
+
+    card = read_card(ASSETS / "classifier.onnx")
+    assert parse_card(card_json(card, indent=None), "classifier_card").to_dict() == card.to_dict()
+    data = card.to_dict()
+    data["thresholds"]["defect"] = NAN
+    with pytest.raises(EdgesegError, match="classifier_card: thresholds.defect"):
+        parse_card(json.dumps(data), "classifier_card")
+    with pytest.raises(ValueError):  # a card holding a NaN is never written
+        card_json(replace(card, thresholds={"defect": NAN}))

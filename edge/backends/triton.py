@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from edgeseg.edge.card import ModelCard
+from edgeseg.edge.card import ModelCard, parse_card
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation
 from edgeseg.edge.preprocess import to_gray
@@ -93,11 +93,14 @@ class TritonCascade:
             ) from exc
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         try:
-            self.classifier_card = ModelCard.from_dict(json.loads(parameters["classifier_card"]))
-            self.segmenter_card = ModelCard.from_dict(json.loads(parameters["segmenter_card"]))
-        except (KeyError, ValueError, TypeError) as exc:
+            self.classifier_card = parse_card(parameters["classifier_card"], f"classifier_card of {model!r} at {url}")
+            self.segmenter_card = parse_card(parameters["segmenter_card"], f"segmenter_card of {model!r} at {url}")
+        except KeyError as exc:
             self.close()
             raise EdgesegError(f"model {model!r} at {url} is not an edgeseg cascade (no model cards in its config)", hint="serve one with `edgeseg serve`") from exc
+        except EdgesegError:  # a card that does not validate: its field, named
+            self.close()
+            raise
 
     def describe(self) -> str:
         return f"triton {self._version} at {self.address} ({self.model})"

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from edgeseg.edge.card import ModelCard
+from edgeseg.edge.card import ModelCard, parse_card
 from edgeseg.edge.postprocess import MaskPostprocess, defect_probability
 from edgeseg.edge.preprocess import preprocess, to_gray
 from edgeseg.edge.records import frame_record
@@ -38,8 +38,8 @@ _FRAME_FIELDS = {f.name for f in fields(Frame)} - {"image", "timestamp"}
 class TritonPythonModel:
     def initialize(self, args: Dict[str, str]) -> None:
         parameters = {key: value["string_value"] for key, value in json.loads(args["model_config"]).get("parameters", {}).items()}
-        self.classifier = ModelCard.from_dict(json.loads(parameters["classifier_card"]))
-        self.segmenter = ModelCard.from_dict(json.loads(parameters["segmenter_card"]))
+        self.classifier = parse_card(parameters["classifier_card"], "classifier_card (model config)")
+        self.segmenter = parse_card(parameters["segmenter_card"], "segmenter_card (model config)")
         self.limits = {"classifier": int(parameters["classifier_max_batch"]), "segmenter": int(parameters["segmenter_max_batch"])}
         self.gate = float(self.classifier.thresholds.get("defect", 0.5))
         self.post = MaskPostprocess(self.segmenter)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from edgeseg.edge.backends import artifact_backend
-from edgeseg.edge.card import ModelCard, card_path, read_card
+from edgeseg.edge.card import ModelCard, card_json, card_path, read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 
@@ -167,8 +167,8 @@ def _write_cascade(folder: Path, cards: Dict[str, ModelCard], batches: Dict[str,
     version.mkdir(parents=True)
     (version / "model.py").write_text(_python_model("edgeseg.serve.cascade"))
     parameters = {
-        "classifier_card": json.dumps(cards["classifier"].to_dict(), separators=(",", ":")),
-        "segmenter_card": json.dumps(cards["segmenter"].to_dict(), separators=(",", ":")),
+        "classifier_card": card_json(cards["classifier"], indent=None),
+        "segmenter_card": card_json(cards["segmenter"], indent=None),
         "classifier_max_batch": str(batches["classifier"]),
         "segmenter_max_batch": str(batches["segmenter"]),
     }
