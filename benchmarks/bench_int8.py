@@ -37,8 +37,9 @@ from edgeseg.calibration.calibration_set import CalibrationSet, fit_frame, save_
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.synth import make_strip, sample_defect_classes, strip_rng
+from edgeseg.edge.artifacts import qdq_path
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
-from edgeseg.edge.card import read_card
+from edgeseg.edge.card import Source, read_card
 from edgeseg.edge.preprocess import Preprocess, preprocess
 from edgeseg.envinfo import benchmark_environment
 
@@ -63,7 +64,7 @@ def random_init_models(folder: Path, tasks: Sequence[str] = ("segmenter", "class
         model = create_model(MODEL_FOR_TASK[task])
         spec = Preprocess(*DEFAULT_INPUT[task], mean=0.5, std=0.25)
         contract = Contract(task, spec, classes[task], default_thresholds(task, len(classes[task])))
-        report = module_to_onnx(model, folder / f"{task}.onnx", contract, source={"architecture": MODEL_FOR_TASK[task], "weights": "random-init"})
+        report = module_to_onnx(model, folder / f"{task}.onnx", contract, source=Source(architecture=MODEL_FOR_TASK[task], weights="random-init"))
         paths[task] = Path(report.onnx)
     return paths
 
@@ -178,7 +179,7 @@ def main() -> None:
             variants = {"fp32": fp32}
             errors, kept_float = {}, {}
             for flavour in ("cpu", "trt"):
-                made = onnx_to_qdq(fp32, calib, folder / f"{task}.int8.{flavour}.qdq.onnx", flavour=flavour)
+                made = onnx_to_qdq(fp32, calib, qdq_path(folder / f"{task}.onnx", flavour), flavour=flavour)
                 variants[f"int8-{flavour}"] = made.path
                 errors[f"int8-{flavour}"] = made.first_batch_rel_l2
                 kept_float[f"int8-{flavour}"] = made.kept_float

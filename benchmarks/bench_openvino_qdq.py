@@ -38,10 +38,12 @@ from edgeseg.bench.report import write_results
 from edgeseg.bench.suite import sample_feed
 from edgeseg.calibration.qdq import TRT_OP_TYPES, onnx_to_qdq
 from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
+from edgeseg.edge.artifacts import qdq_path
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend
 from edgeseg.edge.backends.openvino import OpenVINOBackend
 from edgeseg.edge.card import read_card
+from edgeseg.edge.registry import FLAVOURS
 from edgeseg.envinfo import benchmark_environment
 
 VALIDATION_STRIPS, VALIDATION_SEED = 60, 2
@@ -213,7 +215,7 @@ def main() -> None:
         errors: Dict[str, float] = {}
         for label, (flavour, tweaks) in sorted(variants().items(), key=lambda kv: kv[0] != "cpu"):  # cpu first: it fills the ranges cache
             print(f"quantising {label}", flush=True)
-            result = onnx_to_qdq(seg, calib, folder / f"{label.replace(' ', '_')}.int8.{flavour}.qdq.onnx", flavour=flavour, ranges_cache=cache, tweaks=tweaks)
+            result = onnx_to_qdq(seg, calib, qdq_path(folder / f"{label.replace(' ', '_')}.onnx", flavour), flavour=flavour, ranges_cache=cache, tweaks=tweaks)
             made[label], errors[label] = result.path, result.first_batch_rel_l2
         load_start = os.getloadavg()[0]
         print("timing", flush=True)
@@ -225,7 +227,7 @@ def main() -> None:
         scores: Dict[str, Dict[str, float]] = {}
         if not args.random_init:
             print("accuracy through OpenVINO", flush=True)
-            classifier = {f: Path(str(DEMO_CLASSIFIER).replace(".onnx", f".int8.{f}.qdq.onnx")) for f in ("trt", "cpu")}
+            classifier = {f: qdq_path(DEMO_CLASSIFIER, f) for f in FLAVOURS}
             scores = accuracy(made, seg, {"fp32": DEMO_CLASSIFIER, **classifier}, folder)
         load_end = os.getloadavg()[0]
     card = read_card(seg)

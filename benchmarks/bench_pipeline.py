@@ -39,6 +39,7 @@ import numpy as np
 from edgeseg.assets import CLASSIFIER as DEMO_CLASSIFIER, SEGMENTER as DEMO_SEGMENTER
 from edgeseg.data.clip import strip_frames, write_clip
 from edgeseg.bench.report import write_results
+from edgeseg.edge.artifacts import qdq_path
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend, ort_session
 from edgeseg.edge.card import ModelCard, read_card
 from edgeseg.edge.cascade import LocalCascade
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="provenance to record with the results (where the models came from)")
     args = parser.parse_args()
     if args.int8:
-        args.classifier, args.segmenter = (p.with_name(f"{p.stem}.int8.cpu.qdq.onnx") for p in (args.classifier, args.segmenter))
+        args.classifier, args.segmenter = (qdq_path(p, "cpu") for p in (args.classifier, args.segmenter))
     args.name = args.name or f"pipeline_{args.backend}{'_int8' if args.int8 else ''}_cpu"
 
     models = {"classifier": args.classifier, "segmenter": args.segmenter}
@@ -202,7 +203,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
         "machine": benchmark_environment(),
-        "models": {task: {"path": str(path), "sha256": cards[task].artifact.get("sha256"), "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
+        "models": {task: {"path": str(path), "sha256": cards[task].artifact.sha256, "input": cards[task].input.shape, "preprocess": cards[task].preprocess.to_dict()} for task, path in models.items()},
         "config": {"backend": args.backend, "backends": last_report.get("backends", {}), "frames": args.frames, "defect_rate": args.defect_rate, "defective_frames": sum(defective), "seed": args.seed, "repeats": args.repeats, "intra_op_threads": args.threads, "spinning": args.spin, "gate": gate, "frame_size": list(images[0].shape[:2])},
         "fps_runs": runs,
         "fps_median": {kind: statistics.median(values) for kind, values in runs.items()},

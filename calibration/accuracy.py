@@ -100,9 +100,9 @@ class Variant:
 
 
 def _backend(path: Path, backend: str = "onnxruntime") -> Backend:
-    from edgeseg.edge.backends import open_backend
+    from edgeseg.edge.backends import BackendOptions, open_backend
 
-    return open_backend(path, backend, ort_options={"providers": ["CPUExecutionProvider"]}, ov_options={"device": "CPU"})
+    return open_backend(path, backend, BackendOptions.cpu())
 
 
 def classifier_probabilities(backend: Backend, data: ValidationSet, progress: Progress = None) -> Tuple[np.ndarray, float]:

@@ -32,27 +32,20 @@ import contextlib
 import inspect
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from edgeseg.calibration.calibration_set import CalibrationSet, load_calibration_set
-from edgeseg.edge.card import ModelCard, read_card, write_card
+from edgeseg.edge import artifacts
+from edgeseg.edge.card import Artifact, ModelCard, read_card, write_card
+from edgeseg.edge.registry import FLAVOURS
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
 from edgeseg.lazy import require
 
-FLAVOURS = ("trt", "cpu")
-# The flavour each backend runs best (first) and the one it falls back to when only that exists.
-# OpenVINO turns either flavour's Q/DQ pairs into int8 kernels. Its `cpu` figure leads where it
-# counts: default-width ResUNet on a 2-core AVX2 EPYC 2.27x ONNX Runtime FP32 against 1.43x for
-# `trt` (issue #12); on the AMX Xeon of benchmarks/results/openvino_qdq_demo.md the two are
-# within that run's noise (demo width 8: 2.05x / 2.27x, same Dice). So `trt` does not serve
-# OpenVINO as well as `cpu` does, and a TensorRT + OpenVINO site keeps both files. ONNX Runtime's
-# S8S8 `trt` runs at 0.57x FP32 (same run): its backend names the `cpu` file when given `trt`.
-BACKEND_FLAVOURS = {"tensorrt": ("trt",), "onnxruntime": ("cpu", "trt"), "openvino": ("cpu", "trt")}
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 MIN_OPSET = 13  # per-channel DequantizeLinear needs the `axis` attribute
@@ -70,8 +63,7 @@ REMOVABLE_ACTIVATIONS = ("Relu", "Clip")  # the QDQ quantizer folds them into th
 def qdq_path(onnx_path: PathLike, flavour: str) -> Path:
     """`model.onnx` -> `model.int8.trt.qdq.onnx` / `model.int8.cpu.qdq.onnx` (card: `... .qdq.json`)."""
     check_flavour(flavour)
-    path = Path(onnx_path)
-    return path.with_name(f"{path.stem}.int8.{flavour}.qdq.onnx")
+    return artifacts.qdq_path(onnx_path, flavour)
 
 
 def check_flavour(flavour: str) -> None:
@@ -317,7 +309,8 @@ def onnx_to_qdq(
         rel = _relative_l2(_run(source, card.input.name, first), _run(tmp, card.input.name, first))
     new_card = _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset)
     if tweaks:
-        new_card.artifact["quantization"]["tweaks"] = {k: str(v) for k, v in tweaks.items()}
+        assert new_card.artifact.quantization is not None  # _qdq_card sets it
+        new_card.artifact.quantization["tweaks"] = {k: str(v) for k, v in tweaks.items()}
     card_file = write_card(out, new_card)
     return QdqResult(
         path=out,
@@ -498,34 +491,23 @@ def _relative_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
 def _qdq_card(
     card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], kept_float: List[str], opset: int
 ) -> ModelCard:
-    artifact: Dict[str, Any] = {
-        "format": "onnx",
-        "opset": opset,
-        "precision": "int8",
-        "flavour": flavour,
-        "calibration_sha256": calib.sha256,
-        "calibration_frames": len(calib),
-        "calibration_method": method,
-        "quantization": {
+    artifact = Artifact(
+        format="onnx",
+        opset=opset,
+        precision="int8",
+        flavour=flavour,
+        calibration_sha256=calib.sha256,
+        calibration_frames=len(calib),
+        calibration_method=method,
+        quantization={
             "activations": "int8 symmetric" if flavour == "trt" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" if flavour == "trt" else "int8 symmetric per-channel, 7-bit range",
             "excluded_nodes": exclude,
             "float_nodes": kept_float,
         },
-    }
-    origin = dict(card.source)
-    origin.update(onnx=source.name, onnx_sha256=card.artifact.get("sha256") or sha256(source))
-    return ModelCard(
-        task=card.task,
-        input=card.input,
-        output=card.output,
-        preprocess=card.preprocess,
-        classes=list(card.classes),
-        thresholds=dict(card.thresholds),
-        output_activation=card.output_activation,
-        artifact=artifact,
-        source=origin,
     )
+    origin = replace(card.source, onnx=source.name, onnx_sha256=card.artifact.sha256 or sha256(source))
+    return replace(card, classes=list(card.classes), thresholds=dict(card.thresholds), artifact=artifact, source=origin)
 
 
 # -- graph facts (tests, build-engine and reports use them) -------------------------------------

@@ -52,12 +52,12 @@ def iso_utc(wall: float) -> str:
 def model_entry(card: "ModelCard", artifact: Path, backend: str) -> Dict[str, Any]:
     """One model of the header record: its file (or, for a remote one, where it is served),
     sha256, format, precision and the line naming what runs it."""
-    digest = card.artifact.get("sha256") or sha256(artifact)  # the card's was checked at load
+    digest = card.artifact.sha256 or sha256(artifact)  # the card's was checked at load
     return {
         "path": str(artifact),
         "sha256": digest,
-        "format": str(card.artifact.get("format", artifact.suffix.lstrip("."))),
-        "precision": str(card.artifact.get("precision", "fp32")),
+        "format": card.artifact.format,
+        "precision": card.artifact.precision,
         "backend": backend,
     }
 

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edgeseg.edge.card import ModelCard
+from edgeseg.edge.card import ModelCard, parse_card
 from edgeseg.edge.cascade import ROLES, Cascade, Inferred, Prepared, check_gate
 from edgeseg.edge.postprocess import MaskPostprocess, NotFinite, Segmentation
 from edgeseg.edge.preprocess import to_gray
@@ -100,9 +100,9 @@ class TritonCascade(Cascade):
         finally:
             client.close()
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        try:
-            cards = [ModelCard.from_dict(json.loads(parameters[f"{role}_card"])) for role in ROLES]
-        except (KeyError, ValueError, TypeError) as exc:
+        try:  # a card that does not validate is an error naming its field (parse_card)
+            cards = [parse_card(parameters[f"{role}_card"], f"{role}_card of {model!r} at {url}") for role in ROLES]
+        except KeyError as exc:
             raise EdgesegError(f"model {model!r} at {url} is not an edgeseg cascade (no model cards in its config)", hint="serve one with `edgeseg serve`") from exc
         self._max_batch = int(config.get("max_batch_size", 0)) or None
         super().__init__(cards[0], cards[1], _RecordSegmentation(cards[1]), gate)

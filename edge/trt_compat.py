@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
+from edgeseg.edge.registry import PRECISIONS
 from edgeseg.errors import EdgesegError
 
+if TYPE_CHECKING:
+    from edgeseg.edge.card import Artifact
+
 MIN_VERSION = (8, 5)
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATIONS = ("qdq", "implicit")
 # Compute capability of Ampere, the oldest architecture HardwareCompatibilityLevel.AMPERE_PLUS covers.
 AMPERE = (8, 0)
@@ -175,7 +178,7 @@ def enable_engine_host_code(runtime: Any) -> None:
 
 
 def engine_mismatch(
-    artifact: Dict[str, Any],
+    artifact: "Artifact",
     running_tensorrt: str,
     gpu_name: Optional[str],
     compute_capability: Optional[str],
@@ -187,8 +190,8 @@ def engine_mismatch(
     major (NEWEST_RUNTIME_MAJOR); a hardware-compatible one on any GPU of compute capability 8.0
     (Ampere) or newer.
     """
-    flags = set(artifact.get("build_flags", []))
-    built_trt = str(artifact.get("tensorrt_version", "unknown"))
+    flags = set(artifact.build_flags or [])
+    built_trt = artifact.tensorrt_version or "unknown"
     if "version_compatible" in flags:
         built, running = parse_version(built_trt), parse_version(running_tensorrt)
         if running < built:
@@ -201,8 +204,8 @@ def engine_mismatch(
             )
     elif built_trt != str(running_tensorrt):
         return f"it was built with TensorRT {built_trt}, this machine has {running_tensorrt}"
-    built_gpu = artifact.get("gpu_name")
-    built_cc = str(artifact.get("compute_capability", "unknown"))
+    built_gpu = artifact.gpu_name
+    built_cc = artifact.compute_capability or "unknown"
     if gpu_name is None or compute_capability is None:
         return "no CUDA GPU is visible on this machine"
     if "hardware_compatible" in flags:

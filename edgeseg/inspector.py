@@ -179,7 +179,7 @@ def _open_cascade(classifier: Optional[PathLike], segmenter: Optional[PathLike],
         raise UsageError(f"url is for backend 'triton', not {backend!r}")
     if classifier is None or segmenter is None:
         raise UsageError("an Inspector needs a classifier and a segmenter model", hint="e.g. Inspector('classifier.onnx', 'segmenter.onnx')")
-    from edgeseg.edge.backends import open_backend
+    from edgeseg.edge.backends import BackendOptions, open_backend
 
-    options: Dict[str, Dict[str, Any]] = {"ort_options": {"intra_op_threads": threads}, "ov_options": {"threads": threads}}
-    return LocalCascade(open_backend(classifier, backend, **options), open_backend(segmenter, backend, **options), gate=gate)
+    options = BackendOptions.with_threads(threads)
+    return LocalCascade(open_backend(classifier, backend, options), open_backend(segmenter, backend, options), gate=gate)

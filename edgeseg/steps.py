@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator,
 
 from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.files import PathLike
+from edgeseg.edge.registry import AUTO, auto_backend
 from edgeseg.layout import DATA_DIR, MODELS_DIR
 
 if TYPE_CHECKING:  # the steps import these where they run (torch, onnx and ONNX Runtime load there)
@@ -340,8 +341,8 @@ def _fp32_cards(models: List[Path]) -> Dict[Path, Any]:
         if not model.is_file():
             raise EdgesegError(f"model {model} not found", hint="pass an FP32 ONNX exported by `edgeseg export`")
         card = read_card(model)
-        if card.artifact.get("precision", "fp32") != "fp32":
-            raise EdgesegError(f"{model} is {card.artifact.get('precision')}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
+        if card.artifact.precision != "fp32":
+            raise EdgesegError(f"{model} is {card.artifact.precision}; INT8 is made from the FP32 model", hint="pass the FP32 ONNX")
         cards[model] = card
     return cards
 
@@ -476,13 +477,6 @@ class Built:
         return [r.to_dict() for r in self.artifacts]
 
 
-def machine_backend() -> str:
-    """The build target of this machine: TensorRT where it imports, else ONNX Runtime."""
-    from edgeseg.lazy import available
-
-    return "tensorrt" if available("tensorrt") else "onnxruntime"
-
-
 def fastest_precision(backend: str, int8_ready: bool) -> str:
     """The one precision rule of `build` and `deploy`: FP16 on TensorRT; on the CPU (where FP16 runs
     as slow reference kernels) INT8 when calibrated INT8 is at hand (build: every model has its QDQ
@@ -505,14 +499,14 @@ def build(
 
     models: ONNX models with cards, or edgeseg checkpoints (.pt, exported into out_dir first);
     none: the bundled demo models. backend: "tensorrt" (a GPU engine), "onnxruntime" (the ONNX
-    Runtime-optimised ONNX), "openvino" (the IR) or "auto" (`machine_backend`). precision: default
+    Runtime-optimised ONNX), "openvino" (the IR) or "auto" (edge.registry.auto_backend: the one rule). precision: default
     `fastest_precision`; int8 builds from the QDQ model `calibrate` wrote beside each FP32 ONNX.
     options: an edgeseg.export.engine.BuildOptions for the rest (batch profile, workspace, ...).
     """
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+    from edgeseg.edge.registry import BACKEND_FLAVOURS
     from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
 
-    target = machine_backend() if backend == "auto" else backend
+    target = auto_backend(build=True) if backend == AUTO else backend
     base = options or BuildOptions()
     paths = [Path(m) for m in models]
     chosen = precision or fastest_precision(target, base.calibration == "qdq" and _calibrated(paths, BACKEND_FLAVOURS.get(target, ("cpu",))[0]))
@@ -563,7 +557,7 @@ def _as_onnx(model: Path, out_dir: Path, progress: Progress) -> Path:
 def _is_int8(model: Path) -> bool:
     from edgeseg.edge.card import read_card
 
-    return str(read_card(model).artifact.get("precision", "fp32")) == "int8"
+    return read_card(model).artifact.precision == "int8"
 
 
 def int8_source(model: Path, flavour: str, backend: str) -> Path:
@@ -626,7 +620,7 @@ def deploy(
     """Classifier and segmenter checkpoints -> the artifacts this machine runs fastest: `export`,
     `calibrate` (INT8 only: on `data`, with the accuracy gate on `validation`, default `data`) and
     `build` for `backend`. precision: default `fastest_precision` (INT8 on CPU when `data` is given)."""
-    target = machine_backend() if backend == "auto" else backend
+    target = auto_backend(build=True) if backend == AUTO else backend
     chosen = precision or fastest_precision(target, data is not None)
     if chosen == "int8" and data is None:
         raise UsageError("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")
@@ -639,7 +633,7 @@ def deploy(
     seconds["export"], started = time.perf_counter() - started, time.perf_counter()
     calibrated = None
     if chosen == "int8":
-        from edgeseg.calibration.qdq import BACKEND_FLAVOURS
+        from edgeseg.edge.registry import BACKEND_FLAVOURS
 
         log.info("2/3 calibrate on %s, gate: Dice drop <= %s, recall drop <= %s", data, max_dice_drop, max_recall_drop)
         calibrated = calibrate(

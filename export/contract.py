@@ -1,57 +1,22 @@
-"""What an ONNX graph does not say about itself, and the model card and report built from it.
+"""What an ONNX graph does not say about itself (a `Contract`, the card's view defined in
+edge/card.py), and the model card and report built from it.
 
-A `Contract` is the deployment meaning of a model: the task, how frames become its input
-(Preprocess), its class names, default thresholds and output activation. Checkpoints carry it;
-for a user's own model it comes from command-line flags or an existing card.
+Checkpoints carry the contract; for a user's own model it comes from command-line flags or an
+existing card.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import onnx
 
-from edgeseg.edge.card import TASKS, ModelCard, card_path, write_card
+from edgeseg.edge.card import Artifact, Contract, ModelCard, Source, card_path, is_card_file, load_card, write_card
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph import opset_of, tensor_spec
 from edgeseg.export.parity import Parity
-
-ACTIVATIONS = ("sigmoid", "none")
-
-
-@dataclass(frozen=True)
-class Contract:
-    task: str
-    preprocess: Preprocess
-    classes: List[str]
-    thresholds: Dict[str, Any]
-    output_activation: str = "sigmoid"  # "none": the model already outputs probabilities
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise EdgesegError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
-        if self.output_activation not in ACTIVATIONS:
-            raise EdgesegError(f"unknown output activation {self.output_activation!r}", hint=f"use one of {', '.join(ACTIVATIONS)}")
-
-    def check_output(self, shape: Sequence[int], where: str) -> None:
-        """The model's output must be what the runtime post-processes for this task."""
-        if self.task == "classifier":
-            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-                raise EdgesegError(
-                    f"{where}: a classifier must output one defect score per image (N, 1), got {tuple(shape)}",
-                    hint="export a single-logit head, or use --task segmenter for per-pixel maps",
-                )
-            return
-        if len(shape) != 4 or shape[1] != len(self.classes):
-            raise EdgesegError(
-                f"{where}: a segmenter must output (N, {len(self.classes)}, H, W) maps for classes "
-                f"{', '.join(self.classes)}, got {tuple(shape)}",
-                hint="give --classes with one name per output channel",
-            )
-
 
 def default_thresholds(task: str, classes: int) -> Dict[str, Any]:
     """Card-convention thresholds for a model that came without any."""
@@ -85,14 +50,8 @@ def user_contract(
 def contract_from_card(path: Path) -> Tuple[Contract, Dict[str, str]]:
     """(contract, {"input": name, "output": name}) from an existing card JSON (e.g. one written for
     the same model elsewhere)."""
-    try:
-        card = ModelCard.from_dict(json.loads(Path(path).read_text()))
-    except OSError as exc:
-        raise EdgesegError(f"cannot read card {path}: {exc.strerror}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EdgesegError(f"card {path} is not a valid edgeseg model card ({exc!r})") from exc
-    contract = Contract(card.task, card.preprocess, card.classes, card.thresholds, card.output_activation)
-    return contract, {"input": card.input.name, "output": card.output.name}
+    card = load_card(path)
+    return card.contract, {"input": card.input.name, "output": card.output.name}
 
 
 @dataclass
@@ -123,13 +82,7 @@ def guard_card_path(onnx_path: Path) -> None:
     """Refuse to overwrite a JSON beside the ONNX that is not an edgeseg model card (e.g. a training
     metrics file called segmenter.json next to segmenter.pt)."""
     target = card_path(onnx_path)
-    if not target.exists():
-        return
-    try:
-        schema = json.loads(target.read_text()).get("schema", "")
-    except (ValueError, OSError, AttributeError):
-        schema = ""
-    if not str(schema).startswith("edgeseg.card/"):
+    if target.exists() and not is_card_file(target):
         raise EdgesegError(
             f"{target} exists and is not an edgeseg model card; exporting {onnx_path.name} would overwrite it",
             hint="choose another --out or --name",
@@ -142,7 +95,7 @@ def write_model_card(
     contract: Contract,
     *,
     precision: str,
-    source: Dict[str, Any],
+    source: Source,
     input_name: Optional[str] = None,
     output_name: Optional[str] = None,
 ) -> Path:
@@ -155,7 +108,7 @@ def write_model_card(
         classes=list(contract.classes),
         thresholds=dict(contract.thresholds),
         output_activation=contract.output_activation,
-        artifact={"format": "onnx", "opset": opset_of(model), "precision": precision},
-        source=dict(source),
+        artifact=Artifact(format="onnx", opset=opset_of(model), precision=precision),
+        source=source,
     )
     return write_card(onnx_path, card)

@@ -23,24 +23,23 @@ import contextlib
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from edgeseg.edge import trt_compat
-from edgeseg.edge.card import ModelCard, TensorSpec, read_card, write_card
+from edgeseg.edge.artifacts import base_name, built_path, fp16_path, weights_path
+from edgeseg.edge.card import Artifact, ModelCard, TensorSpec, read_card, write_card
 from edgeseg.edge.cuda_context import gpu_identity
 from edgeseg.edge.preprocess import Preprocess
+from edgeseg.edge.registry import LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, disk_full_as_error, ensure_writable_dir, sha256
 from edgeseg.lazy import require
 
-BACKENDS = ("tensorrt", "onnxruntime", "openvino")
 ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-# Name parts that describe a variant, stripped to get a model's base name ("segmenter.int8.qdq" -> "segmenter").
-_VARIANT_PARTS = {"fp32", "fp16", "int8", "qdq", "trt", "cpu", "ort"}
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,10 @@ class BuildOptions:
 
     def check(self, backend: str) -> None:
         """One clear line for every inconsistent combination (before anything slow runs)."""
-        if backend not in BACKENDS:
-            raise EdgesegError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
-        if self.precision not in trt_compat.PRECISIONS:
-            raise EdgesegError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(trt_compat.PRECISIONS)}")
+        if backend not in LOCAL_BACKENDS:
+            raise EdgesegError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(LOCAL_BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise EdgesegError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
         if self.calibration not in trt_compat.CALIBRATIONS:
             raise EdgesegError(f"unknown calibration {self.calibration!r}", hint=f"use one of {', '.join(trt_compat.CALIBRATIONS)}")
         low, opt, high = self.batch
@@ -97,7 +96,7 @@ class BuildOptions:
         if self.calibration == "implicit":
             if self.precision != "int8":
                 raise EdgesegError("--calibration implicit only applies to --precision int8")
-            if backend != "tensorrt":
+            if backend != TENSORRT:
                 raise EdgesegError(
                     "implicit calibration is a TensorRT 8.5-10 feature; the CPU artifacts use the QDQ model",
                     hint="pass the QDQ ONNX with --calibration qdq",
@@ -112,7 +111,7 @@ class BuildOptions:
             "--hardware-compatible": self.hardware_compatible,
         }
         used = [flag for flag, on in tensorrt_only.items() if on]
-        if backend != "tensorrt" and used:
+        if backend != TENSORRT and used:
             raise EdgesegError(f"{', '.join(used)} only apply to TensorRT engines", hint=f"drop them with --backend {backend}")
 
 
@@ -143,20 +142,6 @@ class BuildResult:
         }
 
 
-def base_name(onnx: Path) -> str:
-    """The model's name without variant parts: segmenter.int8.qdq.onnx -> segmenter."""
-    parts = onnx.name[: -len(".onnx")].split(".") if onnx.name.endswith(".onnx") else [onnx.stem]
-    while len(parts) > 1 and parts[-1] in _VARIANT_PARTS:
-        parts.pop()
-    return ".".join(parts)
-
-
-def artifact_path(onnx: Path, out_dir: Path, precision: str, backend: str) -> Path:
-    """<out>/<name>.<precision>.engine (TensorRT), .ort.onnx (ONNX Runtime) or .xml (OpenVINO IR)."""
-    suffix = {"tensorrt": "engine", "onnxruntime": "ort.onnx", "openvino": "xml"}[backend]
-    return out_dir / f"{base_name(onnx)}.{precision}.{suffix}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Input checks shared by both backends
 # ---------------------------------------------------------------------------------------------
@@ -181,9 +166,9 @@ def load_source(onnx: PathLike, precision: str, calibration: str) -> Tuple[Path,
     if not path.is_file():
         raise EdgesegError(f"model {path} not found", hint="pass an ONNX exported by `edgeseg export` (or a checkpoint)")
     card = read_card(path)
-    if card.artifact.get("format", "onnx") != "onnx":
-        raise EdgesegError(f"{path} is not an ONNX model (its card says {card.artifact.get('format')})", hint="pass the ONNX it came from")
-    made_as = str(card.artifact.get("precision", "fp32"))
+    if card.artifact.format != "onnx":
+        raise EdgesegError(f"{path} is not an ONNX model (its card says {card.artifact.format})", hint="pass the ONNX it came from")
+    made_as = card.artifact.precision
     wants_qdq = precision == "int8" and calibration == "qdq"
     if wants_qdq and made_as != "int8":
         raise EdgesegError(
@@ -237,21 +222,29 @@ def probe(path: Path, card: ModelCard, profile: Profile) -> Tuple[int, ...]:
     return tuple(result[card.output.name].shape)
 
 
-def derived_card(card: ModelCard, source: Path, profile: Profile, output_shape: Tuple[int, ...], artifact: Dict[str, Any]) -> ModelCard:
+def derived_card(card: ModelCard, source: Path, profile: Profile, output_shape: Tuple[int, ...], artifact: Artifact) -> ModelCard:
     """The new artifact's card: the source card with this build's shapes, artifact fields and origin."""
-    data = card.to_dict()
     height, width = profile.size
     pre = card.preprocess
-    data["preprocess"] = Preprocess(height, width, pre.mean, pre.std, pre.geometry).to_dict()
     batch = card.input.shape[0] if profile.batch[0] != profile.batch[2] else profile.batch[0]
-    data["input"] = asdict(TensorSpec(card.input.name, [batch, profile.channels, height, width], card.input.dtype))
-    data["output"] = asdict(TensorSpec(card.output.name, [batch] + list(output_shape[1:]), card.output.dtype))
-    data["artifact"] = artifact
-    origin = dict(card.source)
-    if "onnx" in origin:  # the source is itself derived (a QDQ model): keep its FP32 origin too
-        origin["fp32_onnx"], origin["fp32_onnx_sha256"] = origin.pop("onnx"), origin.pop("onnx_sha256", None)
-    data["source"] = dict(origin, onnx=source.name, onnx_sha256=sha256(source))
-    return ModelCard.from_dict(data)
+    origin = card.source
+    if origin.onnx is not None:  # the source is itself derived (a QDQ model): keep its FP32 origin too
+        origin = replace(origin, fp32_onnx=origin.onnx, fp32_onnx_sha256=origin.onnx_sha256)
+    return replace(
+        card,
+        input=TensorSpec(card.input.name, [batch, profile.channels, height, width], card.input.dtype),
+        output=TensorSpec(card.output.name, [batch] + list(output_shape[1:]), card.output.dtype),
+        preprocess=Preprocess(height, width, pre.mean, pre.std, pre.geometry),
+        artifact=artifact,
+        source=replace(origin, onnx=source.name, onnx_sha256=sha256(source)),
+    )
+
+
+def _int8_origin(card: ModelCard, options: BuildOptions) -> Dict[str, Any]:
+    """What an INT8 CPU artifact keeps from its QDQ source's card: the flavour and calibration set."""
+    if options.precision != "int8":
+        return {}
+    return {"flavour": card.artifact.flavour, "calibration_sha256": card.artifact.calibration_sha256}
 
 
 def _write(target: Path, payload: Any, card: ModelCard) -> Path:
@@ -283,7 +276,7 @@ def _fp16_variant(onnx: Path, scratch: Path) -> Path:
         require(module, "the FP16 ONNX that FP16 engines are built from here", extra="trt")
     from edgeseg.export.fp16 import onnx_to_fp16
 
-    return Path(onnx_to_fp16(onnx, scratch / f"{base_name(onnx)}.fp16.onnx").onnx)
+    return Path(onnx_to_fp16(onnx, fp16_path(scratch / f"{base_name(onnx)}.onnx")).onnx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,9 +300,9 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
     """`<name>.<precision>.ort.onnx`: the model with ONNX Runtime's graph optimisations applied and
     serialised, plus its card. fp16 optimises the FP16 variant, int8 the QDQ model."""
     started = time.perf_counter()
-    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "onnxruntime")
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, ONNXRUNTIME)
     ort = require("onnxruntime", "the ONNX Runtime build")
-    target = artifact_path(source, out, options.precision, "onnxruntime")
+    target = built_path(source, out, options.precision, ONNXRUNTIME)
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if options.precision == "fp16" else source
         optimised = scratch / "optimised.onnx"
@@ -318,18 +311,17 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
         session_options.optimized_model_filepath = str(optimised)
         with disk_full_as_error(target, writing=optimised):  # ORT reports it as "Protobuf serialization failed"
             ort.InferenceSession(str(model), sess_options=session_options, providers=["CPUExecutionProvider"])
-        artifact = {
-            "format": "onnx",
-            "precision": options.precision,
-            "optimized_by": f"onnxruntime {ort.__version__}",
-            "graph_optimization": options.ort_level,
-            "providers": ["CPUExecutionProvider"],
-        }
-        if options.precision == "int8":
-            artifact.update(flavour=card.artifact.get("flavour"), calibration_sha256=card.artifact.get("calibration_sha256"))
+        artifact = Artifact(
+            format="onnx",
+            precision=options.precision,
+            optimized_by=f"onnxruntime {ort.__version__}",
+            graph_optimization=options.ort_level,
+            providers=["CPUExecutionProvider"],
+            **_int8_origin(card, options),
+        )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, optimised, new_card)
-    return BuildResult(card.task, source, target, card_file, "onnxruntime", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, ONNXRUNTIME, options.precision, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,9 +334,9 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
     records the .bin's sha256: the runtime refuses an IR whose weights changed). fp16 compresses
     the FP32 model's weights to FP16 (OpenVINO's own FP16 IR), int8 converts the QDQ model."""
     started = time.perf_counter()
-    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, "openvino")
+    out, source, card, profile, output_shape = _cpu_build_inputs(onnx, out_dir, options, OPENVINO)
     ov = require("openvino", "the OpenVINO IR build")
-    target = artifact_path(source, out, options.precision, "openvino")
+    target = built_path(source, out, options.precision, OPENVINO)
     with _scratch(out) as scratch:
         model = ov.convert_model(str(source))
         low, _, high = profile.batch
@@ -354,20 +346,19 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
         with disk_full_as_error(target, writing=xml):  # OpenVINO reports it as "basic_ios::clear"
             ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
         weights = xml.with_suffix(".bin")
-        artifact = {
-            "format": "openvino",
-            "precision": options.precision,
-            "converted_by": f"openvino {ov.__version__.split('-')[0]}",
-            "weights": target.with_suffix(".bin").name,
-            "weights_sha256": sha256(weights),
-        }
-        if options.precision == "int8":
-            artifact.update(flavour=card.artifact.get("flavour"), calibration_sha256=card.artifact.get("calibration_sha256"))
+        artifact = Artifact(
+            format="openvino",
+            precision=options.precision,
+            converted_by=f"openvino {ov.__version__.split('-')[0]}",
+            weights=weights_path(target).name,
+            weights_sha256=sha256(weights),
+            **_int8_origin(card, options),
+        )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         with atomic_output(target.with_suffix(".bin")) as tmp:
             tmp.write_bytes(weights.read_bytes())
         card_file = _write(target, xml, new_card)
-    return BuildResult(card.task, source, target, card_file, "openvino", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, OPENVINO, options.precision, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +381,7 @@ def tensorrt_or_advice() -> Any:
 def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> BuildResult:
     """`<name>.<precision>.engine` + card for the GPU in this machine (device 0)."""
     started = time.perf_counter()
-    options.check("tensorrt")
+    options.check(TENSORRT)
     trt = tensorrt_or_advice()
     feats = trt_compat.features(trt.__version__)
     plan = trt_compat.plan_precision(options.precision, feats, options.calibration)
@@ -400,14 +391,14 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     trt_compat.check_portability_options(feats, options.version_compatible, options.hardware_compatible, gpu.compute_capability)
     out = ensure_writable_dir(out_dir)
     source, card = load_source(Path(onnx), options.precision, options.calibration)
-    if plan.onnx == "qdq" and card.artifact.get("flavour", "trt") != "trt":
+    if plan.onnx == "qdq" and (card.artifact.flavour or "trt") != "trt":
         raise EdgesegError(
-            f"{source.name} is the {card.artifact.get('flavour')!r} INT8 flavour; TensorRT parses only the symmetric 'trt' flavour",
+            f"{source.name} is the {card.artifact.flavour!r} INT8 flavour; TensorRT parses only the symmetric 'trt' flavour",
             hint="pass the .int8.trt.qdq.onnx (edgeseg calibrate --flavour trt)",
         )
     profile = input_profile(source, card, options)
     output_shape = probe(source, card, profile)
-    target = artifact_path(source, out, options.precision, "tensorrt")
+    target = built_path(source, out, options.precision, TENSORRT)
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
         with _calibrator(options, card, model, profile, target) as calibrator:
@@ -415,26 +406,26 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
                 plan_bytes = _build(trt, feats, plan, model, profile, options, None)
             else:  # reports a callback's error, else the build's own, else an empty calibration
                 plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object))
-        calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.get("calibration_sha256")
+        calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.calibration_sha256
         flags = ["version_compatible"] * options.version_compatible + ["hardware_compatible"] * options.hardware_compatible
         if options.dla_core is not None:
             flags.append(f"dla_core={options.dla_core}")
-        artifact = {
-            "format": "tensorrt",
-            "precision": options.precision,
-            "tensorrt_version": trt.__version__,
-            "gpu_name": gpu.name,
-            "compute_capability": gpu.compute_capability,
-            "build_flags": trt_compat.builder_flag_names(plan, flags),
-            "calibration": options.calibration if options.precision == "int8" else None,
-            "calibration_sha256": calibration_sha256,
-            "profile": {name: list(shape) for name, shape in zip(("min", "opt", "max"), profile.shapes())},
-            "workspace_mib": options.workspace_mib,
-            "parsed_onnx_sha256": sha256(model),
-        }
+        artifact = Artifact(
+            format="tensorrt",
+            precision=options.precision,
+            tensorrt_version=trt.__version__,
+            gpu_name=gpu.name,
+            compute_capability=gpu.compute_capability,
+            build_flags=trt_compat.builder_flag_names(plan, flags),
+            calibration=options.calibration if options.precision == "int8" else None,
+            calibration_sha256=calibration_sha256,
+            profile={name: list(shape) for name, shape in zip(("min", "opt", "max"), profile.shapes())},
+            workspace_mib=options.workspace_mib,
+            parsed_onnx_sha256=sha256(model),
+        )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, plan_bytes, new_card)
-    return BuildResult(card.task, source, target, card_file, "tensorrt", options.precision, time.perf_counter() - started)
+    return BuildResult(card.task, source, target, card_file, TENSORRT, options.precision, time.perf_counter() - started)
 
 
 @contextlib.contextmanager

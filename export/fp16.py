@@ -11,23 +11,19 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import onnx
 
+from edgeseg.edge.artifacts import fp16_path
 from edgeseg.edge.card import read_card
 from edgeseg.errors import EdgesegError
-from edgeseg.export.contract import Contract, ExportReport, guard_card_path, write_model_card
+from edgeseg.export.contract import ExportReport, guard_card_path, write_model_card
 from edgeseg.export.graph import clean, load_onnx, opset_of, save_onnx, validate
 from edgeseg.export.parity import FP16_ATOL, FP16_TOLERANCE, compare, onnx_session, parity_inputs, require_parity, run_session
 from edgeseg.files import PathLike, sha256
 from edgeseg.lazy import require
-
-
-def fp16_path(onnx_path: PathLike) -> Path:
-    """model.onnx -> model.fp16.onnx (card: model.fp16.json)."""
-    path = Path(onnx_path)
-    return path.with_name(f"{path.stem}.fp16.onnx")
 
 
 def onnx_to_fp16(
@@ -76,8 +72,8 @@ def onnx_to_fp16(
         "FP16 loses too much for this model (large activations or overflow): deploy the FP32 model, or INT8 with calibration",
     )
     save_onnx(half, out)
-    contract = Contract(card.task, card.preprocess, card.classes, card.thresholds, card.output_activation)
-    source = {**card.source, "onnx": source_path.name, "onnx_sha256": sha256(source_path)}
+    contract = card.contract
+    source = replace(card.source, onnx=source_path.name, onnx_sha256=sha256(source_path))
     written = write_model_card(
         out, half, contract, precision="fp16", source=source, input_name=card.input.name, output_name=card.output.name
     )

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
+from edgeseg.edge.card import Source
 from edgeseg.errors import EdgesegError
 from edgeseg.export.contract import ExportReport, guard_card_path, user_contract, write_model_card
 from edgeseg.export.graph import load_onnx, opset_of, save_onnx, tensor_spec, validate
@@ -91,7 +92,7 @@ def adopt_onnx(
         model,
         contract,
         precision="fp32",
-        source={"onnx": source.name, "onnx_sha256": sha256(source), "layout": layout},
+        source=Source(onnx=source.name, onnx_sha256=sha256(source), layout=layout),
         input_name=inp.name,
         output_name=outp.name,
     )

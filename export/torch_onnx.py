@@ -12,14 +12,16 @@ import io
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgeseg.edge.card import Contract, Source
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
-from edgeseg.export.contract import Contract, ExportReport, guard_card_path, write_model_card
+from edgeseg.export.contract import ExportReport, guard_card_path, write_model_card
 from edgeseg.export.graph import clean, save_onnx, validate
 from edgeseg.export.parity import FP32_ATOL, FP32_TOLERANCE, compare, onnx_session, parity_inputs, require_parity, run_session
 from edgeseg.files import PathLike, ensure_writable_dir, sha256
@@ -60,7 +62,7 @@ def torch_to_onnx(
         )
     contract = Contract(meta.task, spec, list(classes) if classes is not None else meta.classes, meta.thresholds)
     # The name is what a deployment folder holds; the path is where it was, for hints that copy it.
-    source = {"checkpoint": meta.path.name, "checkpoint_path": str(meta.path.resolve()), "checkpoint_sha256": meta.sha256, "architecture": meta.model}
+    source = Source(checkpoint=meta.path.name, checkpoint_path=str(meta.path.resolve()), checkpoint_sha256=meta.sha256, architecture=meta.model)
     return module_to_onnx(model, out_path, contract, source=source, opset=opset, seed=seed, images=images)
 
 
@@ -80,7 +82,7 @@ def factory_to_onnx(
     from edgeseg.models.checkpoint import read_payload
 
     model = _build(factory)
-    source: Dict[str, Any] = {"factory": factory, "architecture": type(model).__name__}
+    source = Source(factory=factory, architecture=type(model).__name__)
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
@@ -92,7 +94,7 @@ def factory_to_onnx(
             raise EdgesegError(f"{weights} holds a {type(state).__name__}, not a state dict")
         check_state_dict(model, state, str(weights))
         model.load_state_dict(state)
-        source.update(weights=weights.name, checkpoint_sha256=sha256(weights))
+        source = replace(source, weights=weights.name, checkpoint_sha256=sha256(weights))
     return module_to_onnx(model, out_path, contract, source=source, opset=opset, seed=seed, images=images)
 
 
@@ -101,7 +103,7 @@ def module_to_onnx(
     out_path: PathLike,
     contract: Contract,
     *,
-    source: Dict[str, Any],
+    source: Source,
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     images: Sequence[Path] = (),

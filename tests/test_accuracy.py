@@ -131,7 +131,7 @@ def test_cli_end_to_end_pass_then_missed_budget(tiny_models, strips, tmp_path):
         "classifier.int8.trt.qdq.onnx", "classifier.int8.cpu.qdq.onnx", "segmenter.int8.trt.qdq.onnx", "segmenter.int8.cpu.qdq.onnx"
     }
     sha = summary["calibration"]["sha256"]
-    assert all(read_card(m["path"]).artifact["calibration_sha256"] == sha for m in summary["models"])
+    assert all(read_card(m["path"]).artifact.calibration_sha256 == sha for m in summary["models"])
     assert json.loads((out / "accuracy.json").read_text())["images"] == 10
     if available("openvino"):  # the same files scored through OpenVINO, against the same FP32 reference
         from edgeseg.edge.backends.openvino import inexact_int8_reason

@@ -15,7 +15,10 @@ from edgeseg.edge.backends import auto_backend, open_backend  # noqa: E402
 from edgeseg.edge.backends import openvino as ov_backend  # noqa: E402
 from edgeseg.edge.backends.openvino import OpenVINOBackend, default_cache_dir, inexact_int8_reason, symmetric_int8_exact  # noqa: E402
 from edgeseg.edge.card import card_path, read_card  # noqa: E402
+from edgeseg.edge.registry import BackendOptions, OpenVINOOptions  # noqa: E402
 from edgeseg.errors import EdgesegError  # noqa: E402
+
+NO_CACHE = BackendOptions(openvino=OpenVINOOptions(cache_dir=None))
 
 runner = CliRunner()
 
@@ -49,7 +52,7 @@ def qdq(tiny_models, tiny_calibration, tmp_path_factory):
 @pytest.mark.parametrize("task", ["classifier", "segmenter"])
 def test_fp32_onnx_matches_onnx_runtime_at_every_batch(tiny_models, task, tmp_path):
     path = tiny_models[task]
-    backend = open_backend(path, "openvino", ov_options={"cache_dir": tmp_path})
+    backend = open_backend(path, "openvino", BackendOptions(openvino=OpenVINOOptions(cache_dir=tmp_path)))
     assert isinstance(backend, OpenVINOBackend) and backend.reuses_output_buffers
     with backend:
         assert [s.name for s in backend.inputs] == [backend.card.input.name] and backend.outputs[0].name == backend.card.output.name
@@ -81,13 +84,13 @@ def _openvino_or_refused(path, x):
     """OpenVINO's output for `x`, or None where the product says OpenVINO computes this model
     wrongly on this CPU (then activation must refuse it, naming the fix): either way no wrong
     answer passes silently, on AVX2, AVX-512-VNNI and AMX alike."""
-    backend = open_backend(path, "openvino", ov_options={"cache_dir": None})
+    backend = open_backend(path, "openvino", NO_CACHE)
     if inexact_int8_reason(backend.card):
         with pytest.raises(EdgesegError, match="saturates.*--flavour cpu"):
             backend.activate()
         return None
     with backend:
-        assert backend.card.artifact["precision"] in ("int8", "fp16", "fp32")
+        assert backend.card.artifact.precision in ("int8", "fp16", "fp32")
         return backend.infer({backend.card.input.name: x})[backend.card.output.name].copy()
 
 
@@ -108,7 +111,7 @@ def test_the_trt_int8_flavour_is_refused_and_not_picked_where_openvino_would_sat
             assert auto_backend(qdq["cpu"], cpu_card) == "openvino"
         if not exact:
             with pytest.raises(EdgesegError, match="saturates"):
-                open_backend(qdq["trt"], "openvino", ov_options={"cache_dir": None}).activate()
+                open_backend(qdq["trt"], "openvino", NO_CACHE).activate()
 
 
 def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
@@ -118,10 +121,10 @@ def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
     xml = out / "segmenter.fp32.xml"
     assert [r["artifact"] for r in json.loads(result.stdout)] == [str(xml)] and xml.with_suffix(".bin").is_file()
     card = read_card(xml)
-    assert card.artifact["format"] == "openvino" and card.artifact["weights"] == "segmenter.fp32.bin"
+    assert card.artifact.format == "openvino" and card.artifact.weights == "segmenter.fp32.bin"
     assert auto_backend(xml, card) == "openvino"
     x = _input(card, 2, seed=3)
-    with open_backend(xml, ov_options={"cache_dir": None}) as backend:
+    with open_backend(xml, options=NO_CACHE) as backend:
         assert backend.max_batch == 8  # build-engine's default batch range 1..8
         got = backend.infer({card.input.name: x})[card.output.name]
     np.testing.assert_allclose(got, _ort(tiny_models["segmenter"], x), rtol=1e-3, atol=1e-4)
@@ -131,7 +134,7 @@ def test_build_engine_writes_an_ir_with_its_card(tiny_models, qdq, tmp_path):
     result = runner.invoke(app, ["build-engine", str(qdq["trt"]), "--backend", "openvino", "--precision", "int8", "-o", str(out)])
     assert result.exit_code == 0, result.output
     int8 = read_card(out / "segmenter.int8.xml")
-    assert int8.artifact["precision"] == "int8" and int8.artifact["flavour"] == "trt"
+    assert int8.artifact.precision == "int8" and int8.artifact.flavour == "trt"
     got = _openvino_or_refused(out / "segmenter.int8.xml", x)
     assert got is None or _rel(got, _ort(qdq["trt"], x)) < 0.05
 

@@ -10,6 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 from edgeseg.edge.backends import artifact_backend, open_backend  # noqa: E402
 from edgeseg.edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from edgeseg.edge.card import card_path, read_card  # noqa: E402
+from edgeseg.edge.registry import BackendOptions, OnnxRuntimeOptions  # noqa: E402
 from edgeseg.errors import EdgesegError  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def test_options_reach_the_session(tiny_models):
     backend = open_backend(
         tiny_models["segmenter"],
         "onnxruntime",
-        ort_options={"intra_op_threads": 1, "graph_optimization": "basic", "providers": ["CPUExecutionProvider"], "allow_spinning": True},
+        BackendOptions(OnnxRuntimeOptions(intra_op_threads=1, graph_optimization="basic", providers=["CPUExecutionProvider"], allow_spinning=True)),
     )
     with backend:
         assert backend.describe().endswith("(CPUExecutionProvider)")
@@ -63,10 +64,10 @@ def test_options_reach_the_session(tiny_models):
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(EdgesegError, match="graph optimisation"):
-        open_backend(tiny_models["segmenter"], "onnxruntime", ort_options={"graph_optimization": "max"})
+        open_backend(tiny_models["segmenter"], "onnxruntime", BackendOptions(OnnxRuntimeOptions(graph_optimization="max")))
     with pytest.raises(EdgesegError, match="no CUDAExecutionProvider|no TensorrtExecutionProvider"):
         missing = "TensorrtExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CUDAExecutionProvider"
-        open_backend(tiny_models["segmenter"], "onnxruntime", ort_options={"providers": [missing]}).activate()
+        open_backend(tiny_models["segmenter"], "onnxruntime", BackendOptions(OnnxRuntimeOptions(providers=[missing]))).activate()
 
 
 def test_infer_before_activate_is_a_programming_error(tiny_models):
@@ -114,7 +115,7 @@ def test_a_model_changed_after_its_card_is_refused(tiny_models, tmp_path):
 
 def test_factory_picks_by_artifact_and_refuses_the_wrong_backend(tiny_models, tmp_path):
     assert artifact_backend("m.fp16.engine") == "tensorrt" and artifact_backend("m.onnx") == "onnxruntime"
-    assert artifact_backend("m.bin", card_format="tensorrt") == "tensorrt" and artifact_backend("m.fp32.xml") == "openvino"
+    assert artifact_backend("m.fp32.xml") == "openvino"
     with pytest.raises(EdgesegError, match="TensorRT backend runs engines"):
         open_backend(tiny_models["classifier"], backend="tensorrt")
     with pytest.raises(EdgesegError, match="unknown backend"):

@@ -102,7 +102,7 @@ def test_plan_expands_fp32_models_and_says_why_a_cell_cannot_run(family, tmp_pat
     assert set(by_label) == {f"{b} {p}" for b in ("tensorrt", "onnxruntime", "openvino", "pytorch") for p in ("fp32", "fp16", "int8")}
     assert by_label["onnxruntime fp32"].artifact == family["segmenter"]
     assert by_label["onnxruntime fp16"].artifact.name == "segmenter.fp16.onnx"  # made on the fly
-    assert read_card(by_label["onnxruntime fp16"].artifact).artifact["precision"] == "fp16"
+    assert read_card(by_label["onnxruntime fp16"].artifact).artifact.precision == "fp16"
     assert "calibrate" in by_label["onnxruntime int8"].skipped  # no QDQ model beside it yet
     assert "TensorRT" in by_label["tensorrt fp16"].skipped
     assert by_label["pytorch fp32"].artifact.suffix == ".pt"
@@ -127,13 +127,15 @@ def test_plan_takes_a_qdq_model_as_given_and_refuses_a_replaced_checkpoint(famil
 
 def test_an_engine_given_alone_counts_flops_from_its_source_onnx(family, tmp_path):
     """Planning only (no TensorRT here): the engine's cell names its source ONNX and why it cannot run."""
-    from edgeseg.edge.card import write_card
+    from dataclasses import replace
+
+    from edgeseg.edge.card import Artifact, write_card
 
     for src in (family["segmenter"], card_path(family["segmenter"])):
         shutil.copy(src, tmp_path / src.name)
     card = read_card(tmp_path / "segmenter.onnx")
-    card.artifact = {"format": "tensorrt", "precision": "fp16", "tensorrt": "10.3.0"}
-    card.source = dict(card.source, onnx="segmenter.onnx")
+    card.artifact = Artifact(format="tensorrt", precision="fp16", tensorrt_version="10.3.0")
+    card.source = replace(card.source, onnx="segmenter.onnx")
     engine = tmp_path / "segmenter.fp16.engine"
     engine.write_bytes(b"plan bytes are never read while planning")
     write_card(engine, card)

@@ -103,7 +103,7 @@ def test_cpu_build_defaults_to_its_fastest_precision_and_int8_finds_the_calibrat
     assert fastest.exit_code == 0, fastest.output
     row = json.loads(fastest.stdout)[0]
     assert row["precision"] == "int8" and row["source"].endswith("classifier.int8.cpu.qdq.onnx")
-    assert read_card(tmp_path / "b" / "classifier.int8.ort.onnx").artifact["precision"] == "int8"
+    assert read_card(tmp_path / "b" / "classifier.int8.ort.onnx").artifact.precision == "int8"
     assert "classifier.int8.cpu.qdq.onnx" in fastest.stderr  # it says which model it built from
 
 

@@ -21,7 +21,7 @@ def test_deploy_int8_builds_the_cascade_and_prints_a_command_that_runs(tiny_chec
         assert stage in result.output
     for task in ("classifier", "segmenter"):
         assert (out / f"{task}.onnx").is_file() and (out / f"{task}.int8.cpu.qdq.onnx").is_file()
-        assert read_card(out / f"{task}.int8.ort.onnx").artifact["precision"] == "int8"
+        assert read_card(out / f"{task}.int8.ort.onnx").artifact.precision == "int8"
     assert (out / "accuracy.json").is_file()  # the gate ran
     line = next(line for line in result.output.splitlines() if "run it:" in line)
     command = shlex.split(line.split("run it:", 1)[1])

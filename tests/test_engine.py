@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from edgeseg.cli import app
 from edgeseg.edge.backends import artifact_backend
-from edgeseg.edge.card import ModelCard, TensorSpec, read_card, write_card
+from edgeseg.edge.card import Artifact, ModelCard, TensorSpec, read_card, write_card
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
-from edgeseg.export.engine import BuildOptions, artifact_path, base_name
+from edgeseg.edge.artifacts import base_name, built_path
+from edgeseg.export.engine import BuildOptions
 from edgeseg.files import sha256
 from edgeseg.lazy import available
 
@@ -62,9 +63,9 @@ def test_ort_build_writes_optimised_models_and_cards(tiny_models, tmp_path):
         assert artifact == out / f"{task}.fp32.ort.onnx"
         card = read_card(artifact)  # verifies the artifact's sha256
         assert card.task == task
-        assert card.artifact["optimized_by"].startswith("onnxruntime ") and card.artifact["graph_optimization"] == "extended"
-        assert card.source["onnx"] == f"{task}.onnx" and card.source["onnx_sha256"] == sha256(tiny_models[task])
-        assert artifact_backend(artifact, card.artifact["format"]) == "onnxruntime"
+        assert card.artifact.optimized_by.startswith("onnxruntime ") and card.artifact.graph_optimization == "extended"
+        assert card.source.onnx == f"{task}.onnx" and card.source.onnx_sha256 == sha256(tiny_models[task])
+        assert artifact_backend(artifact, card) == "onnxruntime"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{t}.fp32.ort.{ext}" for t in ("classifier", "segmenter") for ext in ("onnx", "json")
     )
@@ -83,7 +84,7 @@ def test_ort_artifact_matches_the_plain_model(tiny_models, tmp_path):
     runners = [OnnxrtRunner(SessionFromOnnx(str(plain)), name="plain"), OnnxrtRunner(SessionFromOnnx(str(result.artifact)), name="optimised")]
     outputs = Comparator.run(runners, data_loader=feeds)
     assert bool(Comparator.compare_accuracy(outputs, compare_func=SimpleCompareFunc(atol=1e-4, rtol=1e-4)))
-    assert read_card(result.artifact).artifact["graph_optimization"] == "all"
+    assert read_card(result.artifact).artifact.graph_optimization == "all"
 
 
 def test_ort_fp16_artifact_is_the_fp16_variant_optimised(tiny_models, tmp_path):
@@ -95,7 +96,7 @@ def test_ort_fp16_artifact_is_the_fp16_variant_optimised(tiny_models, tmp_path):
     fp32 = tiny_models["segmenter"]
     result = onnx_to_ort(fp32, tmp_path, BuildOptions(precision="fp16"))
     card = read_card(result.artifact)
-    assert card.artifact["precision"] == "fp16" and card.source["onnx"] == "segmenter.onnx"
+    assert card.artifact.precision == "fp16" and card.source.onnx == "segmenter.onnx"
     assert result.artifact.stat().st_size < 0.7 * fp32.stat().st_size  # FP16 weights
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".edgeseg-build-*"))  # scratch removed
     feeds = [{"image": np.random.default_rng(3).standard_normal((1, 1, 64, 320), dtype=np.float32)}]
@@ -116,8 +117,8 @@ def test_ort_int8_from_the_qdq_model(tiny_models, tmp_path):
     result = build(qdq, "--backend", "onnxruntime", "--precision", "int8", "-o", out)
     assert result.exit_code == 0, result.output
     card = read_card(out / "classifier.int8.ort.onnx")
-    assert card.artifact["precision"] == "int8" and card.artifact["calibration_sha256"] == calib.sha256
-    assert card.source["onnx"] == qdq.name and card.source["fp32_onnx"] == "classifier.onnx"
+    assert card.artifact.precision == "int8" and card.artifact.calibration_sha256 == calib.sha256
+    assert card.source.onnx == qdq.name and card.source.fp32_onnx == "classifier.onnx"
 
 
 def test_checkpoint_is_exported_first(tiny_checkpoints, tmp_path):
@@ -125,7 +126,7 @@ def test_checkpoint_is_exported_first(tiny_checkpoints, tmp_path):
     result = build(tiny_checkpoints["classifier"], "--backend", "onnxruntime", "--precision", "fp32", "-o", out)
     assert result.exit_code == 0, result.output
     assert (out / "classifier.onnx").is_file() and (out / "classifier.fp32.ort.onnx").is_file()
-    assert read_card(out / "classifier.fp32.ort.onnx").source["checkpoint_sha256"] == sha256(tiny_checkpoints["classifier"])
+    assert read_card(out / "classifier.fp32.ort.onnx").source.checkpoint_sha256 == sha256(tiny_checkpoints["classifier"])
 
 
 def dynamic_spatial_model(folder: Path) -> Path:
@@ -156,7 +157,7 @@ def dynamic_spatial_model(folder: Path) -> Path:
         preprocess=Preprocess(32, 64),
         classes=["scratch"],
         thresholds={"probability": [0.5], "min_area": [0]},
-        artifact={"format": "onnx", "opset": 17, "precision": "fp32"},
+        artifact=Artifact(format="onnx", opset=17, precision="fp32"),
     )
     write_card(path, card)
     return path
@@ -266,8 +267,8 @@ def test_base_name(name, base):
 
 
 def test_artifact_paths():
-    assert artifact_path(Path("m/seg.int8.trt.qdq.onnx"), Path("o"), "int8", "tensorrt") == Path("o/seg.int8.engine")
-    assert artifact_path(Path("m/seg.onnx"), Path("o"), "fp16", "onnxruntime") == Path("o/seg.fp16.ort.onnx")
+    assert built_path(Path("m/seg.int8.trt.qdq.onnx"), Path("o"), "int8", "tensorrt") == Path("o/seg.int8.engine")
+    assert built_path(Path("m/seg.onnx"), Path("o"), "fp16", "onnxruntime") == Path("o/seg.fp16.ort.onnx")
 
 
 def test_dla_needs_reduced_precision():

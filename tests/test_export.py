@@ -37,11 +37,11 @@ def test_exported_model_matches_pytorch_at_any_batch(tiny_models, tiny_checkpoin
     card = read_card(path)
     model = onnx.load(str(path))
     assert card.task == task and card.input.name == "image" and card.output.name == "logits"
-    assert card.input.shape[0] == "batch" and card.artifact["opset"] == 17
+    assert card.input.shape[0] == "batch" and card.artifact.opset == 17
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
     assert sorted(os.listdir(path.parent)) == sorted(f"{t}.{ext}" for t in tiny_models for ext in ("onnx", "json"))
-    assert card.source["checkpoint_sha256"] == load_checkpoint(tiny_checkpoints[task])[1].sha256
+    assert card.source.checkpoint_sha256 == load_checkpoint(tiny_checkpoints[task])[1].sha256
     # Fresh inputs, a batch size never seen at export: independent of the export's own parity check.
     torch_model, meta = load_checkpoint(tiny_checkpoints[task])
     batch = _frames(meta.preprocess, 3, seed=123)
@@ -84,7 +84,7 @@ def test_fp16_variant_has_fp16_weights_fp32_io_and_stays_close(tiny_models, tmp_
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     card = read_card(report.onnx)
-    assert card.artifact["precision"] == "fp16" and card.source["onnx_sha256"] == read_card(source).artifact["sha256"]
+    assert card.artifact.precision == "fp16" and card.source.onnx_sha256 == read_card(source).artifact.sha256
     batch = _frames(card.preprocess, 2, seed=7)
     full = onnx_session(source).run(None, {"image": batch})[0]
     reduced = onnx_session(report.onnx).run(None, {"image": batch})[0]
@@ -140,7 +140,7 @@ def test_user_factory_whose_graph_differs_from_eager_fails_parity_and_writes_not
     honest = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 1))
     torch.save(honest.state_dict(), weights)
     report = factory_to_onnx("usernet:honest", weights, tmp_path / "ok" / "classifier.onnx", contract)
-    assert all(p.ok for p in report.parity) and read_card(report.onnx).source["factory"] == "usernet:honest"
+    assert all(p.ok for p in report.parity) and read_card(report.onnx).source.factory == "usernet:honest"
     with pytest.raises(EdgesegError, match="parity failed"):
         factory_to_onnx("usernet:cheat", None, tmp_path / "bad" / "classifier.onnx", contract)
     assert not (tmp_path / "bad" / "classifier.onnx").exists()

@@ -48,9 +48,9 @@ def test_qdq_model_is_valid_runs_and_tracks_fp32(tiny_models, tiny_calibration, 
     model = onnx.load(str(result.path))
     onnx.checker.check_model(model, full_check=True)
     card = read_card(result.path)  # verifies the sha256 stamped in the card
-    assert card.artifact["precision"] == "int8" and card.artifact["flavour"] == flavour
-    assert card.artifact["calibration_sha256"] == tiny_calibration.sha256 and card.artifact["calibration_method"] == "minmax"
-    assert card.source["onnx_sha256"] == read_card(tiny_models[task]).artifact["sha256"]
+    assert card.artifact.precision == "int8" and card.artifact.flavour == flavour
+    assert card.artifact.calibration_sha256 == tiny_calibration.sha256 and card.artifact.calibration_method == "minmax"
+    assert card.source.onnx_sha256 == read_card(tiny_models[task]).artifact.sha256
     batch = np.concatenate(list(tiny_calibration.batches(4, card.preprocess))[:2])
     fp32, int8 = _run(tiny_models[task], batch), _run(result.path, batch)
     assert int8.shape == fp32.shape
@@ -118,7 +118,7 @@ def test_cpu_flavour_keeps_narrow_edge_layers_float_and_ort_runs_the_rest_int8(t
     source = onnx.load(str(tiny_models["segmenter"]))
     result = quantized[("segmenter", "cpu")]
     assert result.kept_float == cpu_float_nodes(source)
-    assert read_card(result.path).artifact["quantization"]["float_nodes"] == result.kept_float
+    assert read_card(result.path).artifact.quantization["float_nodes"] == result.kept_float
     width = {i.name: i.dims[0] for i in source.graph.initializer}
     convs = {n.name: width[n.input[1]] for n in source.graph.node if n.op_type == "Conv"}
     float_convs = {name for name in result.kept_float if name in convs}
@@ -154,7 +154,7 @@ def test_excluded_reader_of_a_folded_relu_gets_the_relu_back(tiny_models, tiny_c
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_other_calibration_methods(tiny_models, tiny_calibration, tmp_path, method):
     result = onnx_to_qdq(tiny_models["classifier"], tiny_calibration, tmp_path / "c.onnx", flavour="trt", method=method)
-    assert read_card(result.path).artifact["calibration_method"] == method
+    assert read_card(result.path).artifact.calibration_method == method
     assert trt_qdq_problems(onnx.load(str(result.path))) == []
 
 
@@ -171,7 +171,7 @@ def test_excluded_layer_stays_float_even_when_its_input_is_shared(tiny_models, t
     assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
     others = [n for n in model.graph.node if n.op_type == "Conv" and n.name != shared.name and n.name not in result.kept_float]
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in others)
-    assert result.excluded == [shared.name] and read_card(result.path).artifact["quantization"]["excluded_nodes"] == [shared.name]
+    assert result.excluded == [shared.name] and read_card(result.path).artifact.quantization["excluded_nodes"] == [shared.name]
     onnx.checker.check_model(model, full_check=True)
 
 

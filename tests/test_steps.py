@@ -38,7 +38,7 @@ def test_readme_deploy_from_python_runs(tiny_checkpoints, tmp_path, monkeypatch,
     exec(compile(_readme_python("### Deploy from Python"), str(README), "exec"), {})
     printed = capsys.readouterr().out
     for task in ("classifier", "segmenter"):
-        assert read_card(tmp_path / "models" / f"{task}.int8.ort.onnx").artifact["precision"] == "int8"
+        assert read_card(tmp_path / "models" / f"{task}.int8.ort.onnx").artifact.precision == "int8"
     assert "int8-cpu" in printed
     command = next(line for line in printed.splitlines() if line.startswith("edgeseg run "))
     ran = CliRunner().invoke(app, shlex.split(command)[1:] + ["--max-frames", "2", "--json"])
@@ -118,7 +118,7 @@ def test_demo_assets_are_reachable_as_a_module():
 
     assert read_card(assets.classifier_onnx()).task == "classifier" and read_card(assets.segmenter_onnx()).task == "segmenter"
     assert assets.demo_clip().suffix == ".mp4"
-    assert [read_card(path).artifact["flavour"] for path in assets.models("cpu")] == ["cpu", "cpu"]
+    assert [read_card(path).artifact.flavour for path in assets.models("cpu")] == ["cpu", "cpu"]
 
 
 def test_serve_without_the_prepared_environment_refuses_before_writing(tiny_models, tmp_path, monkeypatch):

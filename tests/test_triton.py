@@ -14,7 +14,7 @@ import pytest
 
 from edge_media import frames, write_video
 from edgeseg.edge.backends import open_backend
-from edgeseg.edge.card import read_card, write_card
+from edgeseg.edge.card import Artifact, read_card, write_card
 from edgeseg.edge.cascade import LocalCascade
 from edgeseg.edge.pipeline import Pipeline
 from edgeseg.edge.records import validate_record
@@ -96,7 +96,7 @@ def test_engine_repository_takes_max_batch_from_the_profile(tiny_models, tmp_pat
         plan = tmp_path / f"{task}.fp16.engine"
         plan.write_bytes(b"serialized plan bytes of " + task.encode())  # the writer copies, never parses
         spec = card.preprocess
-        card.artifact = {"format": "tensorrt", "sha256": sha256(plan), "profile": {"min": [1, 1, spec.height, spec.width], "max": [high, 1, spec.height, spec.width]}}
+        card.artifact = Artifact(format="tensorrt", profile={"min": [1, 1, spec.height, spec.width], "max": [high, 1, spec.height, spec.width]})
         write_card(plan, card)
         engines[task] = plan
     repo = engines_to_triton_repository(engines["classifier"], engines["segmenter"], tmp_path / "repo")

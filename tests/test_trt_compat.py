@@ -1,9 +1,11 @@
 """TensorRT version guards as pure functions of the version string (no TensorRT needed)."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edgeseg.edge import trt_compat
+from edgeseg.edge.card import Artifact
 from edgeseg.errors import EdgesegError
 
 JETPACK5, JETPACK6_0, JETPACK6_1, DGPU11 = "8.5.2.2", "8.6.2.3", "10.3.0.30", "11.4.0.11"
@@ -87,7 +89,7 @@ def test_hardware_compatible_needs_ampere():
         trt_compat.check_portability_options(feats, False, True, "7.5")
 
 
-ENGINE = {"tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "build_flags": ["fp16"]}
+ENGINE = Artifact(format="tensorrt", precision="fp16", tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", build_flags=["fp16"])
 
 
 def test_engine_matches_the_machine_it_was_built_on():
@@ -108,7 +110,7 @@ def test_engine_mismatch_names_what_differs(trt, gpu, cc, expected):
 
 
 def test_version_compatible_engine_loads_on_newer_tensorrt_only():
-    engine = dict(ENGINE, build_flags=["fp16", "version_compatible"])
+    engine = replace(ENGINE, build_flags=["fp16", "version_compatible"])
     assert trt_compat.engine_mismatch(engine, "11.4.0.11", "Orin", "8.7") is None
     assert "version-compatible from TensorRT 10.3.0.30" in trt_compat.engine_mismatch(engine, "10.0.1", "Orin", "8.7")
 
@@ -119,7 +121,7 @@ def test_version_compatible_engine_loads_on_newer_tensorrt_only():
 )
 def test_version_compatible_engines_cross_one_supported_major_only(built, running, loads):
     """TensorRT supports 8.x -> 10.x and 10.x -> 11.x, never 8.x -> 11.x."""
-    engine = dict(ENGINE, tensorrt_version=built, build_flags=["version_compatible"])
+    engine = replace(ENGINE, tensorrt_version=built, build_flags=["version_compatible"])
     reason = trt_compat.engine_mismatch(engine, running, "Orin", "8.7")
     assert (reason is None) == loads, reason
     if not loads:
@@ -134,7 +136,7 @@ def test_an_8x_engine_on_11x_is_refused_with_the_rebuild_line(tmp_path):
     from edgeseg.edge.card import ModelCard, read_card
 
     data = read_card(Path(edgeseg.assets.__file__).parent / "segmenter.onnx").to_dict()
-    data["artifact"] = dict(ENGINE, tensorrt_version="8.6.1", build_flags=["fp16", "version_compatible"], format="tensorrt", precision="fp16")
+    data["artifact"] = replace(ENGINE, tensorrt_version="8.6.1", build_flags=["fp16", "version_compatible"]).to_dict()
     data["source"] = dict(data["source"], onnx="segmenter.onnx")
     card = ModelCard.from_dict(data)
     reason = trt_compat.engine_mismatch(card.artifact, "11.4.0.106", "Orin", "8.7")
@@ -143,7 +145,7 @@ def test_an_8x_engine_on_11x_is_refused_with_the_rebuild_line(tmp_path):
 
 
 def test_hardware_compatible_engine_loads_on_any_ampere_plus_gpu():
-    engine = dict(ENGINE, build_flags=["hardware_compatible"], gpu_name="NVIDIA A100", compute_capability="8.0")
+    engine = replace(ENGINE, build_flags=["hardware_compatible"], gpu_name="NVIDIA A100", compute_capability="8.0")
     assert trt_compat.engine_mismatch(engine, "10.3.0.30", "NVIDIA H100 80GB HBM3", "9.0") is None
     assert "Ampere" in trt_compat.engine_mismatch(engine, "10.3.0.30", "Tesla T4", "7.5")
 

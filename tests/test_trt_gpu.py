@@ -101,11 +101,11 @@ def test_engine_matches_onnxruntime(task, precision, demo_models, qdq_models, tm
     source = source_for(precision, task, demo_models, qdq_models)
     result = onnx_to_engine(source, tmp_path, BuildOptions(precision=precision, batch=(1, 2, 4)))
     card = read_card(result.artifact)
-    assert card.artifact["tensorrt_version"] == trt.__version__
-    assert (card.artifact["gpu_name"], card.artifact["compute_capability"]) == (gpu_identity(0).name, gpu_identity(0).compute_capability)
-    assert card.artifact["profile"]["max"][0] == 4
+    assert card.artifact.tensorrt_version == trt.__version__
+    assert (card.artifact.gpu_name, card.artifact.compute_capability) == (gpu_identity(0).name, gpu_identity(0).compute_capability)
+    assert card.artifact.profile["max"][0] == 4
     if precision == "fp16" and not FEATURES.weak_typing:
-        assert "strongly_typed" in card.artifact["build_flags"]
+        assert "strongly_typed" in card.artifact.build_flags
     runners = [
         OnnxrtRunner(SessionFromOnnx(str(source)), name="onnxruntime"),
         TrtRunner(EngineFromBytes(result.artifact.read_bytes()), name="tensorrt"),
@@ -164,7 +164,7 @@ def test_two_engines_share_one_cuda_thread(demo_models, tmp_path):
 def test_engine_from_another_tensorrt_is_refused_before_loading(demo_models, tmp_path):
     engine = onnx_to_engine(demo_models["classifier"], tmp_path, BuildOptions(precision="fp32")).artifact
     card = read_card(engine)
-    card.artifact["tensorrt_version"] = "8.5.2.2" if not trt.__version__.startswith("8.5.2.2") else "10.3.0.30"
+    card.artifact.tensorrt_version = "8.5.2.2" if not trt.__version__.startswith("8.5.2.2") else "10.3.0.30"
     write_card(engine, card)
     with pytest.raises(EdgesegError, match="cannot run here: it was built with TensorRT") as info:
         TensorRTBackend(engine, read_card(engine))
@@ -199,7 +199,7 @@ def test_implicit_int8_calibration_where_tensorrt_has_it(demo_models, calibratio
     header = json.loads((tmp_path / "segmenter.int8.calib.json").read_text())
     assert cache.stat().st_size > 0
     assert header["calibration_sha256"] == calibration_set.sha256 and header["batch_shape"] == [2, 1, 256, 1600]
-    assert read_card(first.artifact).artifact["calibration_sha256"] == calibration_set.sha256
+    assert read_card(first.artifact).artifact.calibration_sha256 == calibration_set.sha256
     before = cache.read_bytes()
     onnx_to_engine(demo_models["segmenter"], tmp_path, options)  # reuses the cache
     assert cache.read_bytes() == before

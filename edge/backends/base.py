@@ -39,7 +39,7 @@ class Backend(abc.ABC):
     True (e.g. TensorRT's pinned host buffers); callers that keep them longer copy them.
     """
 
-    kind: ClassVar[str] = ""  # "onnxruntime" | "tensorrt": what `--backend` calls it
+    kind: ClassVar[str] = ""  # one of registry.LOCAL_BACKENDS: what `--backend` calls it
     reuses_output_buffers: ClassVar[bool] = False
 
     def __init__(self, artifact: PathLike, card: ModelCard) -> None:

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgeseg.edge.backends.base import Backend
-from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.artifacts import flavour_sibling
+from edgeseg.edge.card import Artifact, ModelCard, TensorSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import available, require
@@ -206,13 +207,13 @@ class OnnxRuntimeBackend(Backend):
         self._bound_shapes = {}
 
 
-def slow_flavour_note(artifact: Path, made_as: Dict[str, Any]) -> str:
+def slow_flavour_note(artifact: Path, made_as: Artifact) -> str:
     """Why this INT8 model is slow on ONNX Runtime's CPU provider and what to run instead; "" when
     it is not the `trt` flavour. That flavour (symmetric int8 activations, TensorRT's form) has
     no fast S8S8 convolution on x86 ONNX Runtime: 0.5-0.6x FP32 (benchmarks/results/int8_cpu.md)."""
-    if made_as.get("precision") != "int8" or made_as.get("flavour") != "trt":
+    if made_as.precision != "int8" or made_as.flavour != "trt":
         return ""
-    faster = artifact.with_name(artifact.name.replace(".int8.trt.", ".int8.cpu."))
+    faster = flavour_sibling(artifact, "cpu")
     instead = f"run {faster.name} beside it" if faster != artifact and faster.is_file() else "make the `cpu` flavour with `edgeseg calibrate --flavour cpu`"
     if available("openvino"):
         from edgeseg.edge.backends.openvino import symmetric_int8_exact

@@ -24,13 +24,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgeseg.edge.backends.base import Backend
+from edgeseg.edge.artifacts import weights_path
 from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.registry import OPENVINO
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import require
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-PRECISIONS = ("f32", "bf16", "f16")
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values
 # INFERENCE_PRECISION_HINT per card precision (None: the device's own default). OpenVINO's CPU
 # default is bf16 wherever the CPU has bf16 (AVX512-BF16, AMX), f32 elsewhere (AVX2): an FP32
 # model would silently run in bf16, so fp32 asks for f32. fp16 and the float layers between an
@@ -41,7 +43,6 @@ PRECISIONS = ("f32", "bf16", "f16")
 _CARD_PRECISION = {"fp32": "f32", "int8": None, "fp16": None}
 DEFAULT_HINT = "LATENCY"
 CACHE_ENV = "EDGESEG_OPENVINO_CACHE"  # a folder, or "" / "off" to compile every time
-IR_SUFFIXES = (".xml",)
 # CPU features whose int8 dot products do not saturate (VNNI's vpdpbusd, AMX tiles).
 _EXACT_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # OpenVINO element type names -> numpy names used in cards
@@ -108,7 +109,7 @@ def symmetric_int8_exact(simd: Optional[Sequence[str]] = None) -> bool:
 
 def inexact_int8_reason(card: ModelCard, device: str = "CPU") -> str:
     """Why OpenVINO on `device` would compute this model wrongly here; "" when it will not."""
-    if not device.upper().startswith("CPU") or card.artifact.get("precision") != "int8" or card.artifact.get("flavour") != "trt":
+    if not device.upper().startswith("CPU") or card.artifact.precision != "int8" or card.artifact.flavour != "trt":
         return ""
     if symmetric_int8_exact():
         return ""
@@ -125,13 +126,13 @@ class OpenVINOBackend(Backend):
     hint: PERFORMANCE_HINT, one of HINTS. threads: INFERENCE_NUM_THREADS (0: OpenVINO's choice).
     streams: NUM_STREAMS (None: what the hint picks). cache_dir: CACHE_DIR for compiled models
     ("default": `default_cache_dir()`; None or "": no cache).
-    precision: INFERENCE_PRECISION_HINT, one of PRECISIONS (None: by the card's precision, see
+    precision: INFERENCE_PRECISION_HINT, one of INFERENCE_PRECISIONS (None: by the card's precision, see
     _CARD_PRECISION). profiling: PERF_COUNT, for `profile()` (per-layer times).
 
     Outputs are the infer request's own tensors (no copy): valid until the next `infer`.
     """
 
-    kind = "openvino"
+    kind = OPENVINO
     reuses_output_buffers = True
 
     def __init__(
@@ -153,11 +154,11 @@ class OpenVINOBackend(Backend):
             raise EdgesegError("thread counts must be >= 0 (0 lets OpenVINO choose)")
         if streams is not None and streams < 1:
             raise EdgesegError("OpenVINO streams must be >= 1 (or left to the performance hint)")
-        if precision is not None and precision not in PRECISIONS:
-            raise EdgesegError(f"unknown OpenVINO inference precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if precision is not None and precision not in INFERENCE_PRECISIONS:
+            raise EdgesegError(f"unknown OpenVINO inference precision {precision!r}", hint=f"use one of {', '.join(INFERENCE_PRECISIONS)}")
         self.device = device
         self.hint = hint
-        self.precision = precision if precision is not None else _CARD_PRECISION.get(str(card.artifact.get("precision", "fp32")), "f32")
+        self.precision = precision if precision is not None else _CARD_PRECISION.get(card.artifact.precision, "f32")
         self.threads = threads
         self.streams = streams
         if cache_dir == "default":
@@ -272,12 +273,12 @@ class OpenVINOBackend(Backend):
 
 def _check_weights(artifact: Path, card: ModelCard) -> None:
     """An IR's card hashes its .xml (read_card checks it) and its .bin: refuse changed weights."""
-    expected = card.artifact.get("weights_sha256")
-    if card.artifact.get("format") != "openvino" or not expected:
+    expected = card.artifact.weights_sha256
+    if card.artifact.format != OPENVINO or not expected:
         return
     from edgeseg.files import sha256
 
-    weights = artifact.with_suffix(".bin")
+    weights = weights_path(artifact)
     if not weights.is_file():
         raise EdgesegError(f"{artifact}: its weights {weights.name} are missing", hint="rebuild the IR with `edgeseg build-engine --backend openvino`")
     if sha256(weights) != expected:

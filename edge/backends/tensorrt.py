@@ -35,6 +35,7 @@ from edgeseg.edge import trt_compat
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import ModelCard, TensorSpec
 from edgeseg.edge.cuda_context import CudaThread, gpu_identity
+from edgeseg.edge.registry import TENSORRT
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 from edgeseg.lazy import require
@@ -93,8 +94,7 @@ def release_host_buffer(host: np.ndarray, registered: bool) -> None:
 
 def rebuild_hint(card: ModelCard) -> str:
     """The command that rebuilds this engine on the machine that failed to load it."""
-    onnx = card.source.get("onnx", "<model>.onnx")
-    return f"rebuild it here: edgeseg build-engine {onnx} --precision {card.artifact.get('precision', 'fp16')}"
+    return f"rebuild it here: edgeseg build-engine {card.source.onnx or '<model>.onnx'} --precision {card.artifact.precision}"
 
 
 class TensorRTBackend(Backend):
@@ -104,12 +104,12 @@ class TensorRTBackend(Backend):
     engines on the same GPU (e.g. classifier and segmenter); by default each backend has its own.
     """
 
-    kind = "tensorrt"
+    kind = TENSORRT
     reuses_output_buffers = True
 
     def __init__(self, artifact: PathLike, card: ModelCard, device: int = 0, cuda_thread: Optional[CudaThread] = None) -> None:
         super().__init__(artifact, card)
-        if card.artifact.get("format") != "tensorrt":
+        if card.artifact.format != TENSORRT:
             raise EdgesegError(f"{self.artifact}: its card does not describe a TensorRT engine", hint=rebuild_hint(card))
         trt = require("tensorrt", "the TensorRT backend")
         trt_compat.features(trt.__version__)  # refuses TensorRT < 8.5
@@ -133,7 +133,7 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> str:
         trt = require("tensorrt", "the TensorRT backend")
-        return f"tensorrt {trt.__version__} on {self.gpu_name} ({self.card.artifact.get('precision', '?')})"
+        return f"tensorrt {trt.__version__} on {self.gpu_name} ({self.card.artifact.precision})"
 
     @property
     def runs_on(self) -> str:
@@ -152,7 +152,7 @@ class TensorRTBackend(Backend):
         trt = require("tensorrt", "the TensorRT backend")
         cuda = require("pycuda.driver", "the TensorRT backend")
         self._runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        if "version_compatible" in self.card.artifact.get("build_flags", []):
+        if "version_compatible" in (self.card.artifact.build_flags or []):
             trt_compat.enable_engine_host_code(runtime)
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:

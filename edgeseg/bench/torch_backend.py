@@ -23,7 +23,7 @@ from edgeseg.lazy import require
 def checkpoint_of(onnx: PathLike, card: ModelCard) -> Path:
     """The checkpoint an exported model came from: the card's `source.checkpoint`, beside the ONNX,
     with the sha256 the card recorded (a retrained or replaced checkpoint is refused)."""
-    name = card.source.get("checkpoint")
+    name = card.source.checkpoint
     if not name:
         raise EdgesegError(
             f"{onnx} was not exported from an edgeseg checkpoint (its card names none)",
@@ -31,13 +31,13 @@ def checkpoint_of(onnx: PathLike, card: ModelCard) -> Path:
         )
     folder = Path(onnx).parent
     path = folder / Path(str(name)).name
-    original = card.source.get("checkpoint_path")
+    original = card.source.checkpoint_path
     if not path.is_file():
         if not original or not Path(str(original)).is_file():
             where = f"`cp {original} {folder}/`" if original else f"copy {name} next to {onnx}"
             raise EdgesegError(f"the checkpoint {path.name} that {Path(onnx).name} was exported from is not beside it", hint=where)
         path = Path(str(original))  # still where it was exported from
-    want = card.source.get("checkpoint_sha256")
+    want = card.source.checkpoint_sha256
     if want and sha256(path) != want:
         raise EdgesegError(
             f"{path} is not the checkpoint {Path(onnx).name} was exported from (sha256 differs)",

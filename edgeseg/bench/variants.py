@@ -5,7 +5,7 @@ An FP32 ONNX (with its card) stands for its whole family, found by edgeseg's fil
                int8 `m.int8.cpu.qdq.onnx` (else the `trt` flavour; beside m or in <engines>); `<engines>/m.<p>.ort.onnx`
                from `edgeseg build-engine --backend onnxruntime` is preferred when present
   openvino     the same ONNX files as onnxruntime (int8: `m.int8.<flavour>.qdq.onnx`, the flavour
-               `calibration.qdq.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
+               `edge.registry.BACKEND_FLAVOURS` prefers per backend); `<engines>/m.<p>.xml` from
                `edgeseg build-engine --backend openvino` is preferred when present
   tensorrt     `<engines>/m.<p>.engine` (built by `edgeseg build-engine`)
   pytorch      the checkpoint named in the card, eager; fp16 on CUDA only, no int8
@@ -20,19 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from edgeseg.calibration.qdq import BACKEND_FLAVOURS
-from edgeseg.edge.backends import Backend, artifact_backend, open_backend
+from edgeseg.edge.artifacts import base_name, built_path, fp16_path, qdq_path
+from edgeseg.edge.backends import Backend, BackendOptions, artifact_backend, open_backend
 from edgeseg.edge.card import ModelCard, read_card
+from edgeseg.edge.registry import BACKEND_FLAVOURS, LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
 from edgeseg.errors import EdgesegError
-from edgeseg.export.engine import base_name
 from edgeseg.layout import DATA_DIR
 from edgeseg.lazy import ONNX_ADVICE, TORCH_ADVICE, available
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets"  # the demo models: never a place to write
 ENGINES_DIR = Path("engines")  # searched after the ONNX's folder; where hints put what the bundled models lack
 
-BACKENDS = ("tensorrt", "onnxruntime", "openvino", "pytorch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = LOCAL_BACKENDS + ("pytorch",)
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Variant:
 
     @property
     def flavour(self) -> Optional[str]:
-        return self.card.artifact.get("flavour") if self.backend != "pytorch" else None
+        return self.card.artifact.flavour if self.backend != "pytorch" else None
 
     def open(self, threads: int = 0, device: Optional[str] = None) -> Backend:
         """A not-yet-activated backend for this cell (threads: ONNX Runtime / torch CPU threads)."""
@@ -65,7 +64,7 @@ class Variant:
             from edgeseg.bench.torch_backend import TorchBackend
 
             return TorchBackend(self.artifact, self.card, device=device or "cpu", half=self.precision == "fp16", threads=threads)
-        return open_backend(self.artifact, self.backend, ort_options={"intra_op_threads": threads}, ov_options={"threads": threads})
+        return open_backend(self.artifact, self.backend, BackendOptions.with_threads(threads))
 
 
 def plan(
@@ -91,9 +90,9 @@ def plan(
         if not path.is_file():
             raise EdgesegError(f"model {path} not found", hint="pass exported .onnx files or built .engine files (cards beside them)")
         card = read_card(path)
-        backend = artifact_backend(path, str(card.artifact.get("format", "")))
-        precision = str(card.artifact.get("precision", "fp32"))
-        if backend == "onnxruntime" and precision == "fp32":
+        backend = artifact_backend(path, card)
+        precision = card.artifact.precision
+        if backend == ONNXRUNTIME and precision == "fp32":
             for b in backends:
                 for p in precisions:
                     cells.append(_cell(path, card, b, p, engines, scratch, torch_device))
@@ -112,19 +111,19 @@ def _cell(onnx: Path, card: ModelCard, backend: str, precision: str, engines: Op
         return cell
     folders = [f for f in (engines, onnx.parent, ENGINES_DIR) if f is not None]
     target = engines or (onnx.parent if _ours(onnx.parent) else ENGINES_DIR)  # where a hint's command writes
-    if backend == "tensorrt":
-        found = _first(f / f"{name}.{precision}.engine" for f in folders)
+    if backend == TENSORRT:
+        found = _first(built_path(onnx, f, precision, backend) for f in folders)
         hint = f"edgeseg build-engine {onnx} --precision {precision} --out {target}"
         return _found(cell, found, f"no {name}.{precision}.engine in {', '.join(map(str, folders))}: build it with `{hint}`")
     if backend == "pytorch":
         return _torch_cell(cell, onnx, card, precision, torch_device)
-    built = _first(f / f"{name}.{precision}.{'xml' if backend == 'openvino' else 'ort.onnx'}" for f in folders)
+    built = _first(built_path(onnx, f, precision, backend) for f in folders)
     if built is not None or precision == "fp32":
         return _found(cell, built or onnx, "")
     if precision == "fp16":
         fix = "bench converts the FP32 model when given a scratch folder" if available("onnx") else f"install onnx and bench converts the FP32 model: {ONNX_ADVICE}"
         return _found(cell, _fp16(onnx, name, scratch), f"no {name}.fp16.onnx in {', '.join(map(str, folders))}: {fix}")
-    found = _first(f / f"{name}.int8.{flavour}.qdq.onnx" for f in folders for flavour in BACKEND_FLAVOURS[backend])
+    found = _first(qdq_path(f / f"{name}.onnx", flavour) for f in folders for flavour in BACKEND_FLAVOURS[backend])
     hint = f"edgeseg calibrate {DATA_DIR} -m {onnx} --out {target}"
     return _found(cell, found, f"no {name}.int8.*.qdq.onnx in {', '.join(map(str, folders))}: make it with `{hint}` (calibration images: {DATA_DIR} or yours)")
 
@@ -139,9 +138,9 @@ def _runners(path: Path, card: ModelCard, made_for: str, backends: Sequence[str]
     """The requested backends that run an artifact given as is: an ONNX runs on ONNX Runtime and
     OpenVINO alike (an ONNX Runtime-optimised one only on ONNX Runtime), anything else only on
     the backend it was made for."""
-    if made_for != "onnxruntime" or card.artifact.get("optimized_by"):
+    if made_for != ONNXRUNTIME or card.artifact.ort_only:
         return [made_for]
-    chosen = [b for b in ("onnxruntime", "openvino") if b in backends]
+    chosen = [b for b in (ONNXRUNTIME, OPENVINO) if b in backends]
     return chosen or [made_for]
 
 
@@ -176,22 +175,22 @@ def _runnable(backend: str) -> str:
 
 
 def _fp16(onnx: Path, name: str, scratch: Optional[Path]) -> Optional[Path]:
-    beside = onnx.parent / f"{name}.fp16.onnx"
+    beside = fp16_path(onnx.parent / f"{name}.onnx")
     if beside.is_file():
         return beside
     if scratch is None or not available("onnx"):
         return None
     from edgeseg.export.fp16 import onnx_to_fp16
 
-    return Path(onnx_to_fp16(onnx, scratch / f"{name}.fp16.onnx").onnx)
+    return Path(onnx_to_fp16(onnx, scratch / beside.name).onnx)
 
 
 def _reference(path: Path, card: ModelCard) -> Optional[Path]:
     """The ONNX graph FLOPs are counted from: the artifact itself when it is ONNX (FP16 and QDQ
     graphs count the same as FP32), else the ONNX an engine was built from, if it is still around."""
-    if card.artifact.get("format", "onnx") == "onnx":
+    if card.artifact.format == "onnx":
         return path
-    names = [str(card.source[key]) for key in ("onnx", "fp32_onnx") if card.source.get(key)]
+    names = [name for name in (card.source.onnx, card.source.fp32_onnx) if name]
     candidates = [folder / Path(name).name for name in names for folder in (path.parent, Path.cwd())]
     return _first(candidates + [path.parent / f"{base_name(path)}.onnx"])
 

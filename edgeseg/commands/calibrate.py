@@ -116,10 +116,9 @@ def build_hint(results: List[Any]) -> Optional[str]:
     its flavour was not made); printed after calibrating, a test runs it."""
     import shlex
 
-    from edgeseg.calibration.qdq import BACKEND_FLAVOURS
-    from edgeseg.steps import machine_backend
+    from edgeseg.edge.registry import BACKEND_FLAVOURS, auto_backend
 
-    backend = machine_backend()
+    backend = auto_backend(build=True)
     made = [shlex.quote(str(r.path)) for r in results if r.flavour == BACKEND_FLAVOURS[backend][0]]
     return " ".join(["edgeseg build-engine", *made, "--backend", backend]) if made else None
 

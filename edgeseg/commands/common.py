@@ -24,7 +24,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 from typing_extensions import Annotated
 
-from edgeseg.edge.backends import BACKENDS, MODEL_BACKENDS
+from edgeseg.edge.registry import BACKENDS, FLAVOURS, MODEL_BACKENDS, PRECISIONS
 from edgeseg.edge.preprocess import GEOMETRIES
 from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
@@ -227,14 +227,12 @@ def metavar(choices: Sequence[str]) -> str:
 
 
 # Choices, each from the one tuple that defines it.
-PRECISIONS = ("fp32", "fp16", "int8")
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
-Backend = Literal[MODEL_BACKENDS]  # type: ignore[valid-type]  # contract: edgeseg.edge.backends
+Backend = Literal[MODEL_BACKENDS]  # type: ignore[valid-type]  # all from edgeseg.edge.registry
 RunBackend = Literal[BACKENDS]  # type: ignore[valid-type]  # run alone also offers triton (the cascade on a server)
 Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
-# edgeseg.calibration.qdq defines these (a test checks they agree); importing it here would make
+# edgeseg.calibration.qdq defines this (a test checks they agree); importing it here would make
 # `edgeseg --help` load the quantiser.
-FLAVOURS = ("trt", "cpu")
 METHODS = ("minmax", "entropy", "percentile")
 
 

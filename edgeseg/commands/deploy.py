@@ -41,7 +41,7 @@ def deploy(
     count: Annotated[int, typer.Option("--count", "-n", min=8, help="int8: frames in the calibration set.")] = 512,
     max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help="int8: refuse a segmenter losing more mean Dice.")] = DEFAULT_MAX_DICE_DROP,
     max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="int8: refuse a classifier losing more recall.")] = DEFAULT_MAX_RECALL_DROP,
-    backend: Annotated[Backend, typer.Option("--backend", "-b", help="Build target (auto: TensorRT where it imports, else onnxruntime).")] = "auto",
+    backend: Annotated[Backend, typer.Option("--backend", "-b", help="Build target (auto: TensorRT where it imports, else onnxruntime with CUDA, else openvino where installed, else onnxruntime).")] = "auto",
     classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated segmenter class names for the cards.")] = None,
     out_dir: OutDirOption = MODELS_DIR,
     seed: SeedOption = 0,

@@ -60,7 +60,7 @@ def build_engine(
             "--backend",
             "-b",
             help="tensorrt: a GPU engine. onnxruntime: the CPU artifact (ONNX Runtime-optimised ONNX). "
-            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime.",
+            "openvino: the OpenVINO IR (.xml + .bin) for Intel CPUs, GPUs and NPUs. auto: TensorRT where it imports, else onnxruntime on a CUDA machine, else openvino where installed, else onnxruntime.",
         ),
     ] = "auto",
     min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch the engine accepts.")] = 1,

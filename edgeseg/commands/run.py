@@ -120,8 +120,8 @@ def run(
         typer.Option(
             "--backend",
             "-b",
-            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> openvino on a CPU machine where it is installed, "
-            "else onnxruntime); triton: the cascade on the Triton server at --url (models come from the server).",
+            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> onnxruntime with CUDA, else openvino where "
+            "installed, else onnxruntime: edgeseg.edge.registry.auto_backend); triton: the cascade on the Triton server at --url (models come from the server).",
         ),
     ] = "auto",
     url: Annotated[

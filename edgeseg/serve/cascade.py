@@ -28,7 +28,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from edgeseg.edge.backends.base import Backend
-from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.card import ModelCard, TensorSpec, parse_card
 from edgeseg.edge.cascade import ROLES, Inferred, LocalCascade
 from edgeseg.edge.preprocess import to_gray
 from edgeseg.edge.records import frame_record, to_json
@@ -80,7 +80,7 @@ class ServerModel(Backend):
 class TritonPythonModel:
     def initialize(self, args: Dict[str, str]) -> None:
         parameters = {key: value["string_value"] for key, value in json.loads(args["model_config"]).get("parameters", {}).items()}
-        models = [ServerModel(role, ModelCard.from_dict(json.loads(parameters[f"{role}_card"])), int(parameters[f"{role}_max_batch"])) for role in ROLES]
+        models = [ServerModel(role, parse_card(parameters[f"{role}_card"], f"{role}_card (model config)"), int(parameters[f"{role}_max_batch"])) for role in ROLES]
         self.cascade = LocalCascade(models[0], models[1], warm_up=False)  # no BLS call before the first request
         self.cascade.activate()
 

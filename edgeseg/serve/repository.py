@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from edgeseg.edge.backends import artifact_backend
-from edgeseg.edge.card import ModelCard, card_path, read_card
+from edgeseg.edge.card import ModelCard, card_json, card_path, read_card
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
 
@@ -90,7 +90,7 @@ def _write_repository(classifier: Path, segmenter: Path, repository: Path, optio
         card = read_card(path)
         if card.task != task:
             raise EdgesegError(f"{path} is a {card.task} model but was given as the {task}", hint="pass the classifier first, then the ResUNet")
-        made_for = artifact_backend(path, str(card.artifact.get("format", "")))
+        made_for = artifact_backend(path, card)
         if made_for not in ("tensorrt", "onnxruntime"):
             raise EdgesegError(f"{path} is a {made_for} model; Triton serves ONNX models and TensorRT engines here", hint="pass the ONNX it was made from")
         needed = "tensorrt" if made_for == "tensorrt" else "onnx"
@@ -126,7 +126,7 @@ def _write_repository(classifier: Path, segmenter: Path, repository: Path, optio
 def max_batch_size(card: ModelCard, options: RepositoryOptions) -> int:
     """Largest batch the artifact accepts: an engine's profile maximum, a fixed ONNX batch, or
     `options.max_batch` for a dynamic ONNX batch."""
-    profile = card.artifact.get("profile", {})
+    profile = card.artifact.profile or {}
     if profile.get("max"):
         return int(profile["max"][0])
     first = card.input.shape[0] if card.input.shape else None
@@ -167,8 +167,8 @@ def _write_cascade(folder: Path, cards: Dict[str, ModelCard], batches: Dict[str,
     version.mkdir(parents=True)
     (version / "model.py").write_text(_python_model("edgeseg.serve.cascade"))
     parameters = {
-        "classifier_card": json.dumps(cards["classifier"].to_dict(), separators=(",", ":")),
-        "segmenter_card": json.dumps(cards["segmenter"].to_dict(), separators=(",", ":")),
+        "classifier_card": card_json(cards["classifier"], indent=None),
+        "segmenter_card": card_json(cards["segmenter"], indent=None),
         "classifier_max_batch": str(batches["classifier"]),
         "segmenter_max_batch": str(batches["segmenter"]),
     }
