@@ -219,6 +219,17 @@ def _cc(text: str) -> Tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+def dla_core(artifact: Dict[str, Any]) -> Optional[int]:
+    """The DLA core an engine was built for (its card's `dla_core=N` build flag), or None (GPU).
+    The runtime must be set to it before deserialising (IRuntime.DLA_core): a DLA engine otherwise
+    loads onto the default core."""
+    for flag in artifact.get("build_flags", []):
+        name, _, value = str(flag).partition("=")
+        if name == "dla_core":
+            return int(value)
+    return None
+
+
 def builder_flag_names(plan: PrecisionPlan, extra: List[str]) -> List[str]:
     """The card's build_flags: precision flags in lower case plus the portability/DLA options."""
     return sorted({flag.lower() for flag in plan.builder_flags} | set(extra) | ({"strongly_typed"} if plan.strongly_typed else set()))

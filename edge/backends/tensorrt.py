@@ -154,6 +154,9 @@ class TensorRTBackend(Backend):
         self._runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if "version_compatible" in self.card.artifact.get("build_flags", []):
             trt_compat.enable_engine_host_code(runtime)
+        core = trt_compat.dla_core(self.card.artifact)
+        if core is not None:
+            runtime.DLA_core = core
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise EdgesegError(f"TensorRT could not deserialise {self.artifact} (see its log above)", hint=rebuild_hint(self.card))

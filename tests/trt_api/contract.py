@@ -1,0 +1,238 @@
+"""Contract scenarios: edgeseg's real build, load, infer and calibration code run against
+bindings.py's stand-ins inside one TensorRT version's environment.
+
+``python contract.py request.json`` prints {scenario: null (passed) | "what went wrong"}. The request
+names the models the pytest fixtures made: {"fp32": onnx, "qdq": trt-flavour QDQ onnx,
+"calibration": npz, "out": folder}. Each scenario states its expectation on this version's branch
+(trt_compat decides it; the real polygraphy refuses what the real bindings lack).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import traceback
+import types
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tensorrt as real_trt  # noqa: E402  (the real bindings of this environment)
+
+from bindings import CudaModel, FakeTensorRT, _params  # noqa: E402
+
+GPU = ("Fake Orin", "8.7", 8 << 30)
+
+
+def install(refuse_registration: bool = False) -> FakeTensorRT:
+    """Make `tensorrt` and `pycuda.driver` the stand-ins for everything imported from here on."""
+    from edgeseg.edge import cuda_context
+    from edgeseg.edge.backends import tensorrt as backend
+    from edgeseg.export import engine
+
+    cuda = CudaModel(refuse_registration)
+    trt = FakeTensorRT(real_trt, cuda)
+    package = types.ModuleType("pycuda")
+    package.driver = cuda  # type: ignore[attr-defined]
+    sys.modules.update({"tensorrt": trt, "pycuda": package, "pycuda.driver": cuda})
+    identity = cuda_context.GpuIdentity(0, *GPU)
+    for module in (backend, engine):
+        module.gpu_identity = lambda index=0: identity  # type: ignore[attr-defined]
+    return trt
+
+
+def major() -> int:
+    return int(real_trt.__version__.split(".")[0])
+
+
+def reference(model: bytes, batch: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's output for the ONNX the engine was parsed from."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+def build(request: Dict[str, Any], name: str, source: str = "fp32", **options: Any) -> Path:
+    from edgeseg.export.engine import BuildOptions, onnx_to_engine
+
+    out = Path(request["out"]) / name
+    return onnx_to_engine(request[source], out, BuildOptions(**options)).artifact
+
+
+def run_engine(trt: FakeTensorRT, engine: Path, batches: Any, atol: float = 1e-5) -> None:
+    """Load through TensorRTBackend, infer each batch, compare with ONNX Runtime on the parsed model;
+    outputs stay valid after deactivate and every allocation is released."""
+    from edgeseg.edge.backends.tensorrt import TensorRTBackend
+    from edgeseg.edge.card import read_card
+
+    card = read_card(engine)
+    backend = TensorRTBackend(engine, card)
+    results = []
+    with backend:
+        for batch in batches:
+            out = backend.infer({card.input.name: batch})[card.output.name]
+            expected = reference(base64.b64decode(plan_of(engine)["onnx"]), batch)
+            assert out.shape == expected.shape, f"output shape {out.shape}, expected {expected.shape}"
+            np.testing.assert_allclose(out, expected, atol=atol, rtol=atol, err_msg=f"batch of {len(batch)}")
+            results.append((out, out.copy()))
+            assert set(backend.timings) == {"h2d", "compute", "d2h"}
+    for held, copy in results[-1:]:
+        np.testing.assert_array_equal(held, copy, err_msg="an output held after deactivate changed (freed pinned memory)")
+    assert trt.cuda.memory == {}, f"device memory not freed: {len(trt.cuda.memory)} allocations"
+    assert trt.cuda.registered == 0, "host memory left registered"
+
+
+def frames(card_shape: Any, *batches: int) -> Any:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n, *card_shape[1:])).astype(np.float32) for n in batches]
+
+
+def input_shape(engine: Path) -> Any:
+    from edgeseg.edge.card import read_card
+
+    card = read_card(engine)
+    return [1, card.input.shape[1], card.preprocess.height, card.preprocess.width]
+
+
+def plan_of(engine: Path) -> Dict[str, Any]:
+    return json.loads(engine.read_bytes())
+
+
+# -- scenarios -----------------------------------------------------------------------------------------------
+def fp32_build_load_infer(request: Dict[str, Any]) -> None:
+    trt = install()
+    engine = build(request, "fp32", precision="fp32", batch=(1, 2, 4))
+    plan = plan_of(engine)
+    assert plan["profiles"] == [{"image": [[1, *input_shape(engine)[1:]], [2, *input_shape(engine)[1:]], [4, *input_shape(engine)[1:]]]}], plan["profiles"]
+    assert "FP16" not in plan["flags"] and "INT8" not in plan["flags"], plan["flags"]
+    run_engine(trt, engine, frames(input_shape(engine), 3, 1, 4))
+
+
+def fp16_on_this_version(request: Dict[str, Any]) -> None:
+    """8.x/10.x: the FP16 builder flag on the FP32 ONNX; 11.x: no flag, the FP16 ONNX strongly typed."""
+    trt = install()
+    engine = build(request, "fp16", precision="fp16", batch=(1, 1, 2))
+    plan = plan_of(engine)
+    strongly_typed = 1 << int(real_trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if hasattr(real_trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") else 0
+    if major() >= 11:
+        assert "FP16" not in plan["flags"] and plan["network_flags"] & strongly_typed, plan
+        import onnx
+
+        model = onnx.load_from_string(base64.b64decode(plan["onnx"]))
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer), "11.x must parse the FP16 ONNX"
+    else:
+        assert "FP16" in plan["flags"] and not plan["network_flags"] & strongly_typed, plan
+    run_engine(trt, engine, frames(input_shape(engine), 2, 1))
+
+
+def int8_qdq(request: Dict[str, Any]) -> None:
+    """INT8 from the QDQ model: the INT8 flag on weakly typed 8.x/10.x, nothing on 11.x; never a calibrator."""
+    trt = install()
+    engine = build(request, "qdq", source="qdq", precision="int8", batch=(1, 1, 2))
+    plan = plan_of(engine)
+    assert plan["calibrator"] is None, plan["calibrator"]
+    assert ("INT8" in plan["flags"]) == (major() < 11), plan["flags"]
+    run_engine(trt, engine, frames(input_shape(engine), 2))
+
+
+def implicit_int8_calibrates(request: Dict[str, Any]) -> None:
+    """8.x/10.x: the real TrtCalibrator on the real IInt8EntropyCalibrator2 base is driven as TensorRT
+    drives it (its batches land in device memory, its cache is written); 11.x: refused in one line."""
+    from edgeseg.errors import EdgesegError
+
+    trt = install()
+    options = dict(precision="int8", calibration="implicit", calibration_set=Path(request["calibration"]), batch=(1, 2, 2))
+    if major() >= 11:
+        try:
+            build(request, "implicit", **options)
+        except EdgesegError as exc:
+            assert "implicit" in str(exc), exc
+            return
+        raise AssertionError("implicit INT8 was not refused on TensorRT 11")
+    engine = build(request, "implicit", **options)
+    plan = plan_of(engine)
+    assert plan["calibrator"] == "IInt8EntropyCalibrator2" and "INT8" in plan["flags"], plan
+    assert plan["calibration_batches"] >= 1, plan
+    assert engine.with_suffix(".calib").read_bytes() == b"calibration-table"
+    assert trt.cuda.memory == {}, "the calibrator's device buffer was not freed"
+    run_engine(trt, engine, frames(input_shape(engine), 2))
+
+
+def calibrator_overrides_match_the_base(request: Dict[str, Any]) -> None:
+    """Every method the binding subclass overrides takes the base's parameters (pybind11 calls it
+    with them), and the base __init__ runs (pybind11 refuses the instance otherwise)."""
+    if major() >= 11:
+        return
+    install()
+    from edgeseg.calibration import trt_calibrator
+
+    for name, base_name in trt_calibrator.ALGORITHMS.items():
+        base = getattr(real_trt, base_name)
+        cls = trt_calibrator._binding_class(base)
+        for method, function in vars(cls).items():
+            if method.startswith("__") or not callable(function):
+                continue
+            assert hasattr(base, method), f"{cls.__name__}.{method} overrides nothing on {base_name}"
+            wanted = [p for p, _, _ in _params(getattr(base, method))[0]]
+            import inspect
+
+            got = list(inspect.signature(function).parameters)[1:]
+            assert len(got) == len(wanted), f"{base_name}.{method} takes {wanted}, the override takes {got}"
+        owner = types.SimpleNamespace(batch_shape=(2, 1, 8, 8), _get_batch=lambda names: [1], _read_cache=lambda: None, _write_cache=lambda c: None)
+        instance = cls(owner)  # TypeError here when base.__init__ is not called
+        assert isinstance(instance, base) and instance.get_batch_size() == 2
+
+
+def dla_engine_runs_on_its_core(request: Dict[str, Any]) -> None:
+    """--dla-core 1: the build targets DLA core 1 with GPU fallback; loading sets the runtime's
+    DLA_core from the card before deserialising."""
+    trt = install()
+    engine = build(request, "dla", precision="fp16", batch=(2, 2, 2), dla_core=1)
+    plan = plan_of(engine)
+    assert plan["device_type"] == "DLA" and plan["dla_core"] == 1 and "GPU_FALLBACK" in plan["flags"], plan
+    run_engine(trt, engine, frames(input_shape(engine), 2))
+    assert trt.runtimes[-1].state.get("deserialised_with_dla_core") == 1, "the runtime deserialised on the default DLA core"
+
+
+def pagelocked_fallback(request: Dict[str, Any]) -> None:
+    """Registration refused (as on some Jetson kernels): CUDA-owned pinned buffers, outputs copied out."""
+    trt = install(refuse_registration=True)
+    engine = build(request, "pagelocked", precision="fp32", batch=(1, 1, 2))
+    run_engine(trt, engine, frames(input_shape(engine), 2, 1))
+
+
+SCENARIOS: Dict[str, Callable[[Dict[str, Any]], None]] = {
+    f.__name__: f
+    for f in (
+        fp32_build_load_infer,
+        fp16_on_this_version,
+        int8_qdq,
+        implicit_int8_calibrates,
+        calibrator_overrides_match_the_base,
+        dla_engine_runs_on_its_core,
+        pagelocked_fallback,
+    )
+}
+
+
+def main() -> int:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    only = request.get("only") or list(SCENARIOS)
+    results: Dict[str, Optional[str]] = {}
+    for name in only:
+        try:
+            SCENARIOS[name](request)
+            results[name] = None
+        except BaseException as exc:  # noqa: BLE001 (reported, one line per scenario)
+            tail = traceback.extract_tb(exc.__traceback__)[-1]
+            results[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]} [{Path(tail.filename).name}:{tail.lineno}]"
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
