@@ -20,10 +20,11 @@ the card cannot be written the artifact is removed, so nothing half-made is left
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from edgeseg.edge import trt_compat
 from edgeseg.edge.card import ModelCard, TensorSpec, read_card, write_card
-from edgeseg.edge.cuda_context import gpu_identity
+from edgeseg.edge.cuda_context import GpuIdentity, gpu_identity, host_platform
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, disk_full_as_error, ensure_writable_dir, sha256
@@ -49,9 +50,11 @@ class BuildOptions:
 
     batch: (min, opt, max) of the optimisation profile. size: (height, width) for a model whose
     spatial input is dynamic (fully convolutional), default the card's preprocess size.
-    workspace_mib: builder workspace limit (keep it low on Jetson, whose GPU shares system RAM).
-    timing_cache: file read before and updated after the build (faster rebuilds).
-    dla_core: run on that DLA core with GPU fallback (Jetson AGX/NX; FP16 or INT8 only).
+    workspace_mib: builder workspace limit; default trt_compat.default_workspace_mib of the device
+    (a quarter of a Jetson's shared memory).
+    timing_cache: file read before and updated after the build (faster rebuilds), keyed by TensorRT
+    version and GPU (keyed_timing_cache) so devices and versions never merge into one file.
+    dla_core: run on that DLA core with GPU fallback (Jetson AGX/NX; FP16 or INT8; one batch size).
     calibration: for int8, "qdq" (the model is a QDQ ONNX) or "implicit" (TensorRT 8.5-10 entropy /
     min-max calibration of the FP32 model from `calibration_set`, cache in `calibration_cache`).
     ort_level: ONNX Runtime optimisation baked into the CPU artifact. "extended" is portable across
@@ -92,6 +95,12 @@ class BuildOptions:
             raise EdgesegError("--dla-core must be >= 0")
         if self.dla_core is not None and self.precision == "fp32":
             raise EdgesegError("DLA runs FP16 or INT8 networks only", hint="use --precision fp16 or int8 with --dla-core")
+        if self.dla_core is not None and not low == opt == high:
+            # DLA needs a static shape; with GPU fallback a dynamic profile silently runs on the GPU.
+            raise EdgesegError(
+                f"DLA needs one batch size (min = opt = max), got {low}/{opt}/{high}",
+                hint=f"add --min-batch {opt} --opt-batch {opt} --max-batch {opt} to --dla-core",
+            )
         if self.ort_level not in ORT_LEVELS:
             raise EdgesegError(f"unknown ONNX Runtime optimisation {self.ort_level!r}", hint=f"use one of {', '.join(ORT_LEVELS)}")
         if self.calibration == "implicit":
@@ -374,6 +383,14 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
 # ---------------------------------------------------------------------------------------------
 
 
+def keyed_timing_cache(path: Path, tensorrt_version: str, gpu: GpuIdentity) -> Path:
+    """The timing cache file for one TensorRT build on one GPU, beside the one asked for:
+    `timing.cache` -> `timing.trt10.3.0.nvidia-jetson-orin-cc8.7-sm16.cache`. Tactic timings from another
+    version or device are useless there, and merged into one file they only grow it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu.name.lower()).strip("-")
+    return path.with_name(f"{path.stem}.trt{tensorrt_version}.{slug}-cc{gpu.compute_capability}-sm{gpu.multiprocessors}{path.suffix}")
+
+
 def tensorrt_or_advice() -> Any:
     """The tensorrt module, or one line saying it is missing and what works instead."""
     try:
@@ -396,7 +413,13 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     gpu = gpu_identity(0)
     if gpu is None:
         raise EdgesegError("TensorRT needs a CUDA GPU to build engines and none is visible", hint="build CPU artifacts with --backend onnxruntime")
-    trt_compat.check_portability_options(feats, options.version_compatible, options.hardware_compatible, gpu.compute_capability)
+    here = host_platform(gpu)
+    trt_compat.check_portability_options(feats, options.version_compatible, options.hardware_compatible, gpu.compute_capability, here.jetson)
+    options = replace(
+        options,
+        workspace_mib=options.workspace_mib or trt_compat.default_workspace_mib(gpu.total_memory, gpu.integrated),
+        timing_cache=options.timing_cache and keyed_timing_cache(options.timing_cache, trt.__version__, gpu),
+    )
     out = ensure_writable_dir(out_dir)
     source, card = load_source(Path(onnx), options.precision, options.calibration)
     if plan.onnx == "qdq" and card.artifact.get("flavour", "trt") != "trt":
@@ -424,6 +447,7 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
             "tensorrt_version": trt.__version__,
             "gpu_name": gpu.name,
             "compute_capability": gpu.compute_capability,
+            **here.card_fields(),  # platform, jetson_module, multiprocessors
             "build_flags": trt_compat.builder_flag_names(plan, flags),
             "calibration": options.calibration if options.precision == "int8" else None,
             "calibration_sha256": calibration_sha256,
@@ -433,7 +457,8 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
         }
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, plan_bytes, new_card)
-    return BuildResult(card.task, source, target, card_file, "tensorrt", options.precision, time.perf_counter() - started)
+    notes = [f"timing cache: {options.timing_cache}"] if options.timing_cache else []
+    return BuildResult(card.task, source, target, card_file, "tensorrt", options.precision, time.perf_counter() - started, notes)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def _params(obj: Any) -> List[List[Tuple[str, str, bool]]]:
         params = []
         for part in _split(match.group(2)):
             found = _PARAM.match(part)
-            if found and found.group(1) not in ("self", "arg0"):
+            if found and found.group(1) != "self":
                 params.append((found.group(1), found.group(2) or "", found.group(3) is not None))
         overloads.append(params)
     return overloads
@@ -291,6 +291,36 @@ class Config(Mirror):
 
     def do_set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
         self.state.setdefault("pools", {})[pool.name] = pool_size
+
+    def do_create_timing_cache(self, serialized_timing_cache: Any) -> "TimingCache":
+        return TimingCache(self.trt, self.trt.ITimingCache, entries=bytes(serialized_timing_cache))
+
+    def do_set_timing_cache(self, cache: "TimingCache", ignore_mismatch: bool) -> bool:
+        self.state["timing_cache"] = cache
+        return True
+
+    def do_get_timing_cache(self) -> "TimingCache":
+        return self.state.get("timing_cache") or TimingCache(self.trt, self.trt.ITimingCache, entries=b"")
+
+
+class HostMemory(bytes):
+    """IHostMemory as Python sees it: a buffer, usable in a `with`."""
+
+    def __enter__(self) -> "HostMemory":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+class TimingCache(Mirror):
+    """Its entries: the bytes loaded plus one line per build that used it."""
+
+    def do_serialize(self) -> HostMemory:
+        return HostMemory(self.state["entries"] + f"timings of TensorRT {self.trt.__version__}\n".encode())
+
+    def do_combine(self, input_cache: "TimingCache", ignore_mismatch: bool) -> bool:
+        return True
 
 
 class Builder(Mirror):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import tempfile
 import traceback
 import types
 from pathlib import Path
@@ -24,10 +25,11 @@ import tensorrt as real_trt  # noqa: E402  (the real bindings of this environmen
 
 from bindings import CudaModel, FakeTensorRT, _params  # noqa: E402
 
-GPU = ("Fake Orin", "8.7", 8 << 30)
+GPU = ("Orin (nvgpu)", "8.7", 8 << 30, 16, True)  # name, compute capability, memory, SMs, integrated
+JETSON = ("aarch64", "NVIDIA Jetson AGX Orin Developer Kit", 16)
 
 
-def install(refuse_registration: bool = False) -> FakeTensorRT:
+def install(refuse_registration: bool = False, gpu: Any = GPU) -> FakeTensorRT:
     """Make `tensorrt` and `pycuda.driver` the stand-ins for everything imported from here on."""
     from edgeseg.edge import cuda_context
     from edgeseg.edge.backends import tensorrt as backend
@@ -38,9 +40,12 @@ def install(refuse_registration: bool = False) -> FakeTensorRT:
     package = types.ModuleType("pycuda")
     package.driver = cuda  # type: ignore[attr-defined]
     sys.modules.update({"tensorrt": trt, "pycuda": package, "pycuda.driver": cuda})
-    identity = cuda_context.GpuIdentity(0, *GPU)
-    for module in (backend, engine):
+    from edgeseg.edge.trt_compat import Platform
+
+    identity = cuda_context.GpuIdentity(0, *gpu)
+    for module in (backend, engine):  # the machine: a Jetson AGX Orin
         module.gpu_identity = lambda index=0: identity  # type: ignore[attr-defined]
+        module.host_platform = lambda gpu: Platform(*JETSON)  # type: ignore[attr-defined]
     return trt
 
 
@@ -109,6 +114,7 @@ def fp32_build_load_infer(request: Dict[str, Any]) -> None:
     plan = plan_of(engine)
     assert plan["profiles"] == [{"image": [[1, *input_shape(engine)[1:]], [2, *input_shape(engine)[1:]], [4, *input_shape(engine)[1:]]]}], plan["profiles"]
     assert "FP16" not in plan["flags"] and "INT8" not in plan["flags"], plan["flags"]
+    assert plan["pools"] == {"WORKSPACE": 2048 << 20}, f"workspace: a quarter of the Orin's 8 GiB by default, got {plan['pools']}"
     run_engine(trt, engine, frames(input_shape(engine), 3, 1, 4))
 
 
@@ -205,6 +211,51 @@ def pagelocked_fallback(request: Dict[str, Any]) -> None:
     run_engine(trt, engine, frames(input_shape(engine), 2, 1))
 
 
+def jetson_platform_is_recorded_and_checked(request: Dict[str, Any]) -> None:
+    """The card records aarch64, the module and the SM count; a plan from x86_64 or another module is
+    refused in one line before deserialising; hardware-compatible builds are refused on Jetson."""
+    from edgeseg.edge.backends.tensorrt import TensorRTBackend
+    from edgeseg.edge.card import read_card
+    from edgeseg.errors import EdgesegError
+
+    trt = install()
+    engine = build(request, "jetson", precision="fp32", batch=(1, 1, 1))
+    artifact = read_card(engine).artifact
+    assert (artifact["platform"], artifact["jetson_module"], artifact["multiprocessors"]) == JETSON, artifact
+    for field, value, fragment in (("platform", "x86_64", "built on x86_64"), ("jetson_module", "NVIDIA Jetson Orin NX", "Orin NX")):
+        card = read_card(engine)
+        card.artifact[field] = value
+        try:
+            TensorRTBackend(engine, card)
+            raise AssertionError(f"a plan with {field}={value} was accepted")
+        except EdgesegError as exc:
+            assert fragment in str(exc) and "\n" not in str(exc), exc
+    assert not trt.runtimes, "a foreign plan reached deserialize_cuda_engine"
+    if real_trt.__version__ >= "8.6":
+        try:
+            build(request, "hwcompat", precision="fp32", batch=(1, 1, 1), hardware_compatible=True)
+            raise AssertionError("a hardware-compatible build was accepted on Jetson")
+        except EdgesegError as exc:
+            assert "discrete-GPU feature" in str(exc), exc
+
+
+def timing_cache_per_version_and_gpu(request: Dict[str, Any]) -> None:
+    """--timing-cache names one file per TensorRT version and GPU, written by the build and read by
+    the next one on the same device; another GPU gets its own file."""
+    install()
+    asked = Path(request["out"]) / "timing.cache"
+    for gpu, builds in ((GPU, 2), (("Orin (nvgpu)", "8.7", 16 << 30, 8, True), 1)):
+        install(gpu=gpu)
+        for n in range(builds):
+            build(request, f"timing-{gpu[3]}-{n}", precision="fp32", batch=(1, 1, 1), timing_cache=asked)
+    files = sorted(p.name for p in asked.parent.glob("timing*.cache"))
+    assert not asked.exists() and len(files) == 2, files
+    version = real_trt.__version__
+    assert files == sorted([f"timing.trt{version}.orin-nvgpu-cc8.7-sm16.cache", f"timing.trt{version}.orin-nvgpu-cc8.7-sm8.cache"]), files
+    lines = (asked.parent / f"timing.trt{version}.orin-nvgpu-cc8.7-sm16.cache").read_text().splitlines()
+    assert len(lines) == 2, f"the second build on the same GPU did not start from the first one's cache: {lines}"
+
+
 SCENARIOS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     f.__name__: f
     for f in (
@@ -215,12 +266,15 @@ SCENARIOS: Dict[str, Callable[[Dict[str, Any]], None]] = {
         calibrator_overrides_match_the_base,
         dla_engine_runs_on_its_core,
         pagelocked_fallback,
+        jetson_platform_is_recorded_and_checked,
+        timing_cache_per_version_and_gpu,
     )
 }
 
 
 def main() -> int:
     request = json.loads(Path(sys.argv[1]).read_text())
+    request["out"] = tempfile.mkdtemp(prefix="run-", dir=request["out"])  # no cache or engine left from a run before
     only = request.get("only") or list(SCENARIOS)
     results: Dict[str, Optional[str]] = {}
     for name in only:
