@@ -35,10 +35,11 @@ done
 if [ -z "$OUT_DIR" ]; then
   echo "gpu_check: no output folder: pass --out DIR or set \$OUT" >&2; exit 2
 fi
-mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
+OUT_DIR=$(realpath -m "$OUT_DIR")
 case "$OUT_DIR/" in
   "$REPO"/*) echo "gpu_check: output folder $OUT_DIR is inside the repository: pass --out DIR outside it" >&2; exit 2 ;;
 esac
+mkdir -p "$OUT_DIR" || { echo "gpu_check: cannot create $OUT_DIR" >&2; exit 2; }
 OUT_JSON=$OUT_DIR/gpu_check.json
 PY=$(command -v "${PYTHON:-python3}") || { echo "gpu_check: no ${PYTHON:-python3} on PATH" >&2; exit 2; }
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1
