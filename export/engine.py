@@ -432,11 +432,12 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     target = artifact_path(source, out, options.precision, "tensorrt")
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
+        placement: Dict[str, Any] = {}  # DLA builds: which layers fall back to the GPU
         with _calibrator(options, card, model, profile, target) as calibrator:
             if calibrator is None:
-                plan_bytes = _build(trt, feats, plan, model, profile, options, None)
+                plan_bytes = _build(trt, feats, plan, model, profile, options, None, placement)
             else:  # reports a callback's error, else the build's own, else an empty calibration
-                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object))
+                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object, placement))
         calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.get("calibration_sha256")
         flags = ["version_compatible"] * options.version_compatible + ["hardware_compatible"] * options.hardware_compatible
         if options.dla_core is not None:
@@ -453,6 +454,7 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
             "calibration_sha256": calibration_sha256,
             "profile": {name: list(shape) for name, shape in zip(("min", "opt", "max"), profile.shapes())},
             "workspace_mib": options.workspace_mib,
+            **placement,  # dla_layers, gpu_fallback_layers (DLA builds only)
             "parsed_onnx_sha256": sha256(model),
         }
         new_card = derived_card(card, source, profile, output_shape, artifact)
@@ -487,8 +489,12 @@ def _calibrator(options: BuildOptions, card: ModelCard, model: Path, profile: Pr
         yield calibrator
 
 
-def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan, model: Path, profile: Profile, options: BuildOptions, calibrator: Any) -> Any:
-    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results).
+def _build(
+    trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan, model: Path, profile: Profile, options: BuildOptions,
+    calibrator: Any, placement: Dict[str, Any],
+) -> Any:
+    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results). For a DLA
+    build, `placement` receives the layer placement (dla_placement).
 
     Only options actually used are passed to polygraphy, so an older polygraphy (JetPack 5's
     Python 3.8) works for everything it supports."""
@@ -530,6 +536,7 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
             builder_config.default_device_type = trt.DeviceType.DLA
             builder_config.DLA_core = options.dla_core
             builder_config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+            placement.update(dla_placement(builder_config, network))
         return builder_config
 
     severity = G_LOGGER.module_severity
@@ -551,6 +558,14 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
         raise EdgesegError(f"TensorRT could not build {model.name}: {first_line[:240]}", hint="see the TensorRT log above") from exc
     finally:
         G_LOGGER.module_severity = severity
+
+
+def dla_placement(config: "trt.IBuilderConfig", network: "trt.INetworkDefinition") -> Dict[str, Any]:
+    """Where a DLA build puts each layer: IBuilderConfig.can_run_on_DLA per layer; the others run
+    on the GPU under GPU_FALLBACK, silently unless the card says so."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    gpu = [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+    return {"dla_layers": len(layers) - len(gpu), "gpu_fallback_layers": gpu}
 
 
 def _check_dla(builder: Any, core: int) -> None:

@@ -205,6 +205,10 @@ class Tensor(Mirror):
         super().__init__(trt, trt.ITensor, name=name, shape=tuple(shape), dtype=trt.DataType.FLOAT, is_network_input=is_input)
 
 
+# ONNX ops the model DLA takes; every other layer falls back to the GPU.
+DLA_OPS = {"Conv", "Relu", "MaxPool", "BatchNormalization", "Add", "Concat", "QuantizeLinear", "DequantizeLinear"}
+
+
 class Layer(Mirror):
     def __init__(self, trt: Any, op_type: str) -> None:
         kinds = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Conv": "CONVOLUTION"}
@@ -291,6 +295,9 @@ class Config(Mirror):
 
     def do_set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
         self.state.setdefault("pools", {})[pool.name] = pool_size
+
+    def do_can_run_on_DLA(self, layer: Layer) -> bool:  # noqa: N802 (the real name)
+        return layer.state["name"] in DLA_OPS
 
     def do_create_timing_cache(self, serialized_timing_cache: Any) -> "TimingCache":
         return TimingCache(self.trt, self.trt.ITimingCache, entries=bytes(serialized_timing_cache))

@@ -200,6 +200,15 @@ def dla_engine_runs_on_its_core(request: Dict[str, Any]) -> None:
     engine = build(request, "dla", precision="fp16", batch=(2, 2, 2), dla_core=1)
     plan = plan_of(engine)
     assert plan["device_type"] == "DLA" and plan["dla_core"] == 1 and "GPU_FALLBACK" in plan["flags"], plan
+    import onnx
+
+    from bindings import DLA_OPS
+    from edgeseg.edge.card import read_card
+
+    ops = [node.op_type for node in onnx.load_from_string(base64.b64decode(plan["onnx"])).graph.node]
+    artifact = read_card(engine).artifact
+    fallback = [op for op in ops if op not in DLA_OPS]
+    assert fallback and (artifact["dla_layers"], artifact["gpu_fallback_layers"]) == (len(ops) - len(fallback), fallback), artifact
     run_engine(trt, engine, frames(input_shape(engine), 2))
     assert trt.runtimes[-1].state.get("deserialised_with_dla_core") == 1, "the runtime deserialised on the default DLA core"
 

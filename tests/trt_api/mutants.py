@@ -61,7 +61,7 @@ MUTANTS: List[Mutant] = [
       ("if not b.is_input and not b.registered:", "if not b.is_input and b.registered:")),
     m(BACKEND, "DLA core not set on the runtime", ("runtime.DLA_core = core", "pass")),
     m(BACKEND, "profile shape queried without the profile index",
-      ("get_tensor_profile_shape(name, 0)", "get_tensor_profile_shape(name)")),
+      ("self._engine.get_tensor_profile_shape(name, 0)", "self._engine.get_tensor_profile_shape(name)")),
     m(BACKEND, "device buffers not freed on deactivate", ("            b.device.free()\n", "")),
     m(BACKEND, "host-to-device copy without its stream (default stream, unordered)",
       ("cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)",
@@ -91,6 +91,15 @@ MUTANTS: List[Mutant] = [
     m(COMPAT, "QDQ on weak typing planned without the INT8 flag", ('return PrecisionPlan("int8", "qdq", False, ("INT8",), False)', 'return PrecisionPlan("int8", "qdq", False, (), False)')),
     m(COMPAT, "DLA core read from the wrong card flag", ('if name == "dla_core":', 'if name == "dla":')),
     m(COMPAT, "version compatibility offered on 8.5", ("version_compatible=parsed[:2] >= (8, 6)", "version_compatible=parsed[:2] >= (8, 5)")),
+    # -- Jetson ------------------------------------------------------------------------------------------
+    m(COMPAT, "platform not compared", ("reason = _platform_mismatch(artifact, flags, platform) if platform is not None else None", "reason = None")),
+    m(COMPAT, "workspace fractions of integrated and discrete GPUs swapped", ("(4 if integrated else 2)", "(2 if integrated else 4)")),
+    m(ENGINE, "DLA placement from the wrong query", ("if not config.can_run_on_DLA(layer)]", "if not config.can_run_on_DLA(layer.name)]")),
+    m(ENGINE, "dynamic profile accepted for DLA", ("if self.dla_core is not None and not low == opt == high:", "if False:")),
+    m(ENGINE, "timing cache shared across versions and GPUs",
+      ("timing_cache=options.timing_cache and keyed_timing_cache(options.timing_cache, trt.__version__, gpu)", "timing_cache=options.timing_cache")),
+    m(BACKEND, "platform left out of the load check",
+      ("gpu.compute_capability if gpu else None, host_platform(gpu)", "gpu.compute_capability if gpu else None")),
 ]
 
 
