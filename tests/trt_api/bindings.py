@@ -659,17 +659,31 @@ class CudaModel(types.ModuleType):
             raise TypeError(f"device side of a copy must be a DeviceAllocation or pointer, got {type(value).__name__}")
         return int(value)
 
-    def _stream(self, stream: Any) -> Any:
-        if not isinstance(stream, self.Stream):
+    def _enqueue(self, stream: Any, work: Callable[[], None]) -> None:
+        """On `stream`, or at once on the legacy default stream (None), which edgeseg's blocking
+        streams are ordered with."""
+        if stream is None:
+            work()
+        elif isinstance(stream, self.Stream):
+            stream.enqueue(work)
+        else:
             raise TypeError(f"stream must be a pycuda Stream, got {type(stream).__name__}")
-        return stream
 
     def memcpy_htod(self, dest: Any, src: np.ndarray) -> None:
         self.write(self._device(dest), self._host(src).tobytes())
 
     def memcpy_htod_async(self, dest: Any, src: np.ndarray, stream: Any = None) -> None:
+        """The copy reads `src` at some time before its stream is synchronised: a host buffer written
+        between enqueue and completion is a race, reported as one."""
         address, host = self._device(dest), self._host(src)
-        self._stream(stream).enqueue(lambda: self.write(address, host.tobytes()))  # host read when it runs
+        enqueued = host.tobytes()
+
+        def copy() -> None:
+            if host.tobytes() != enqueued:
+                raise self.Error("a host buffer was written while an async copy from it was pending (a race)")
+            self.write(address, enqueued)
+
+        self._enqueue(stream, copy)
 
     def memcpy_dtoh_async(self, dest: np.ndarray, src: Any, stream: Any = None) -> None:
         host, address = self._host(dest), self._device(src)
@@ -677,4 +691,4 @@ class CudaModel(types.ModuleType):
         def copy() -> None:
             host.reshape(-1).view(np.uint8)[:] = self.read(address, host.nbytes)
 
-        self._stream(stream).enqueue(copy)
+        self._enqueue(stream, copy)

@@ -194,9 +194,17 @@ def calibrator_overrides_match_the_base(request: Dict[str, Any]) -> None:
 
 
 def dla_engine_runs_on_its_core(request: Dict[str, Any]) -> None:
-    """--dla-core 1: the build targets DLA core 1 with GPU fallback; loading sets the runtime's
+    """--dla-core 1: a dynamic batch profile is refused (DLA needs min = opt = max); the build targets
+    DLA core 1 with GPU fallback and records which layers fall back; loading sets the runtime's
     DLA_core from the card before deserialising."""
+    from edgeseg.errors import EdgesegError
+
     trt = install()
+    try:
+        build(request, "dla-dynamic", precision="fp16", batch=(1, 1, 2), dla_core=1)
+        raise AssertionError("a dynamic batch profile was accepted for DLA")
+    except EdgesegError as exc:
+        assert "min = opt = max" in str(exc), exc
     engine = build(request, "dla", precision="fp16", batch=(2, 2, 2), dla_core=1)
     plan = plan_of(engine)
     assert plan["device_type"] == "DLA" and plan["dla_core"] == 1 and "GPU_FALLBACK" in plan["flags"], plan

@@ -63,9 +63,11 @@ MUTANTS: List[Mutant] = [
     m(BACKEND, "profile shape queried without the profile index",
       ("self._engine.get_tensor_profile_shape(name, 0)", "self._engine.get_tensor_profile_shape(name)")),
     m(BACKEND, "device buffers not freed on deactivate", ("            b.device.free()\n", "")),
-    m(BACKEND, "host-to-device copy without its stream (default stream, unordered)",
-      ("cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)",
-       "cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size])")),
+    m(BACKEND, "feed written into the pinned input after its async copy is enqueued (race)",
+      ('                np.copyto(b.host[: array.size].reshape(array.shape), array, casting="same_kind")\n', ""),
+      ("                cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)\n",
+       "                cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)\n"
+       '                np.copyto(b.host[: feed[b.name].size].reshape(feed[b.name].shape), feed[b.name], casting="same_kind")\n')),
     # -- build: options on the branch the version takes, profiles, DLA -----------------------------------
     m(ENGINE, "FP16 requested by precision name (reaches 11.x)", ('if "FP16" in plan.builder_flags:', 'if options.precision == "fp16":')),
     m(ENGINE, "INT8 flag left out for QDQ on weakly typed networks", ('    if "INT8" in plan.builder_flags:\n        config_args["int8"] = True\n', "")),
