@@ -174,6 +174,11 @@ class Artifact:
     build_flags: Optional[List[str]] = None
     profile: Optional[Dict[str, List[int]]] = None  # TensorRT: min / opt / max input shapes
     workspace_mib: Optional[int] = None
+    platform: Optional[str] = None  # engines: the CPU architecture ("aarch64", "x86_64") they were built on
+    jetson_module: Optional[str] = None  # engines built on a Jetson: its module (None: a discrete GPU)
+    multiprocessors: Optional[int] = None  # engines: the GPU's SM count (Orin modules all report 8.7)
+    dla_layers: Optional[int] = None  # DLA engines: layers placed on the DLA
+    gpu_fallback_layers: Optional[List[str]] = None  # DLA engines: layers that fall back to the GPU
     parsed_onnx_sha256: Optional[str] = None
 
     @property
@@ -214,6 +219,11 @@ class Artifact:
             build_flags=_texts(g("build_flags"), "artifact.build_flags", optional=True),
             profile=_plain(profile, "artifact.profile") if profile is not None else None,
             workspace_mib=_number(g("workspace_mib"), "artifact.workspace_mib", 0, 1 << 30, integer=True, optional=True),
+            platform=_text(g("platform"), "artifact.platform", optional=True),
+            jetson_module=_text(g("jetson_module"), "artifact.jetson_module", optional=True),
+            multiprocessors=_number(g("multiprocessors"), "artifact.multiprocessors", 0, 1e6, integer=True, optional=True),
+            dla_layers=_number(g("dla_layers"), "artifact.dla_layers", 0, 1e9, integer=True, optional=True),
+            gpu_fallback_layers=_texts(g("gpu_fallback_layers"), "artifact.gpu_fallback_layers", optional=True),
             parsed_onnx_sha256=_digest(g("parsed_onnx_sha256"), "artifact.parsed_onnx_sha256"),
         )
 

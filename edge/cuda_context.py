@@ -23,12 +23,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import platform
 import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
+from edgeseg.edge.trt_compat import Platform
 from edgeseg.errors import EdgesegError
 from edgeseg.lazy import require
 
@@ -36,16 +38,22 @@ T = TypeVar("T")
 
 _CC_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR (cuda.h)
 _CC_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+_MULTIPROCESSORS = 16  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+_INTEGRATED = 18  # CU_DEVICE_ATTRIBUTE_INTEGRATED: the GPU shares DRAM with the CPU (Jetson)
+_DEVICE_TREE_MODEL = "/proc/device-tree/model"  # "NVIDIA Jetson AGX Orin Developer Kit" on a Jetson
 
 
 @dataclass(frozen=True)
 class GpuIdentity:
-    """What an engine is tied to: the GPU model and its compute capability ("8.7")."""
+    """What an engine is tied to: the GPU model and its compute capability ("8.7"); Orin modules
+    share 8.7 and differ in SM count. integrated: the GPU shares system memory (Jetson)."""
 
     index: int
     name: str
     compute_capability: str
     total_memory: int
+    multiprocessors: int = 0
+    integrated: bool = False
 
 
 def _driver() -> Optional[ctypes.CDLL]:
@@ -116,7 +124,27 @@ def _identity(lib: ctypes.CDLL, index: int) -> Optional[GpuIdentity]:
     ):
         return None
     lib.cuDeviceTotalMem_v2(ctypes.byref(memory), device)
-    return GpuIdentity(index, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", memory.value)
+    sms, integrated = ctypes.c_int(0), ctypes.c_int(0)
+    lib.cuDeviceGetAttribute(ctypes.byref(sms), _MULTIPROCESSORS, device)
+    lib.cuDeviceGetAttribute(ctypes.byref(integrated), _INTEGRATED, device)
+    return GpuIdentity(
+        index, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", memory.value, sms.value, bool(integrated.value)
+    )
+
+
+def host_platform(gpu: Optional[GpuIdentity]) -> Platform:
+    """This machine's platform as engine cards record it (architecture, Jetson module, SM count)."""
+    return Platform(platform.machine(), jetson_module(), gpu.multiprocessors if gpu else 0)
+
+
+def jetson_module(model_file: str = _DEVICE_TREE_MODEL) -> Optional[str]:
+    """The Jetson module this runs on ("NVIDIA Jetson AGX Orin Developer Kit"), None elsewhere."""
+    try:
+        with open(model_file, "rb") as handle:
+            model = handle.read().rstrip(b"\0").decode(errors="replace").strip()
+    except OSError:
+        return None
+    return model if "jetson" in model.lower() else None
 
 
 class CudaThread:

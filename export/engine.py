@@ -20,6 +20,7 @@ the card cannot be written the artifact is removed, so nothing half-made is left
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from edgeseg.edge import trt_compat
 from edgeseg.edge.artifacts import base_name, built_path, fp16_path, weights_path
 from edgeseg.edge.card import Artifact, ModelCard, TensorSpec, read_card, write_card
-from edgeseg.edge.cuda_context import gpu_identity
+from edgeseg.edge.cuda_context import GpuIdentity, gpu_identity, host_platform
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.registry import LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
 from edgeseg.errors import EdgesegError
@@ -48,9 +49,11 @@ class BuildOptions:
 
     batch: (min, opt, max) of the optimisation profile. size: (height, width) for a model whose
     spatial input is dynamic (fully convolutional), default the card's preprocess size.
-    workspace_mib: builder workspace limit (keep it low on Jetson, whose GPU shares system RAM).
-    timing_cache: file read before and updated after the build (faster rebuilds).
-    dla_core: run on that DLA core with GPU fallback (Jetson AGX/NX; FP16 or INT8 only).
+    workspace_mib: builder workspace limit; default trt_compat.default_workspace_mib of the device
+    (a quarter of a Jetson's shared memory).
+    timing_cache: file read before and updated after the build (faster rebuilds), keyed by TensorRT
+    version and GPU (keyed_timing_cache) so devices and versions never merge into one file.
+    dla_core: run on that DLA core with GPU fallback (Jetson AGX/NX; FP16 or INT8; one batch size).
     calibration: for int8, "qdq" (the model is a QDQ ONNX) or "implicit" (TensorRT 8.5-10 entropy /
     min-max calibration of the FP32 model from `calibration_set`, cache in `calibration_cache`).
     ort_level: ONNX Runtime optimisation baked into the CPU artifact. "extended" is portable across
@@ -91,6 +94,12 @@ class BuildOptions:
             raise EdgesegError("--dla-core must be >= 0")
         if self.dla_core is not None and self.precision == "fp32":
             raise EdgesegError("DLA runs FP16 or INT8 networks only", hint="use --precision fp16 or int8 with --dla-core")
+        if self.dla_core is not None and not low == opt == high:
+            # DLA needs a static shape; with GPU fallback a dynamic profile silently runs on the GPU.
+            raise EdgesegError(
+                f"DLA needs one batch size (min = opt = max), got {low}/{opt}/{high}",
+                hint=f"add --min-batch {opt} --opt-batch {opt} --max-batch {opt} to --dla-core",
+            )
         if self.ort_level not in ORT_LEVELS:
             raise EdgesegError(f"unknown ONNX Runtime optimisation {self.ort_level!r}", hint=f"use one of {', '.join(ORT_LEVELS)}")
         if self.calibration == "implicit":
@@ -366,6 +375,14 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
 # ---------------------------------------------------------------------------------------------
 
 
+def keyed_timing_cache(path: Path, tensorrt_version: str, gpu: GpuIdentity) -> Path:
+    """The timing cache file for one TensorRT build on one GPU, beside the one asked for:
+    `timing.cache` -> `timing.trt10.3.0.nvidia-jetson-orin-cc8.7-sm16.cache`. Tactic timings from another
+    version or device are useless there, and merged into one file they only grow it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu.name.lower()).strip("-")
+    return path.with_name(f"{path.stem}.trt{tensorrt_version}.{slug}-cc{gpu.compute_capability}-sm{gpu.multiprocessors}{path.suffix}")
+
+
 def tensorrt_or_advice() -> Any:
     """The tensorrt module, or one line saying it is missing and what works instead."""
     try:
@@ -388,7 +405,13 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     gpu = gpu_identity(0)
     if gpu is None:
         raise EdgesegError("TensorRT needs a CUDA GPU to build engines and none is visible", hint="build CPU artifacts with --backend onnxruntime")
-    trt_compat.check_portability_options(feats, options.version_compatible, options.hardware_compatible, gpu.compute_capability)
+    here = host_platform(gpu)
+    trt_compat.check_portability_options(feats, options.version_compatible, options.hardware_compatible, gpu.compute_capability, here.jetson)
+    options = replace(
+        options,
+        workspace_mib=options.workspace_mib or trt_compat.default_workspace_mib(gpu.total_memory, gpu.integrated),
+        timing_cache=options.timing_cache and keyed_timing_cache(options.timing_cache, trt.__version__, gpu),
+    )
     out = ensure_writable_dir(out_dir)
     source, card = load_source(Path(onnx), options.precision, options.calibration)
     if plan.onnx == "qdq" and (card.artifact.flavour or "trt") != "trt":
@@ -401,11 +424,12 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
     target = built_path(source, out, options.precision, TENSORRT)
     with _scratch(out) as scratch:
         model = _fp16_variant(source, scratch) if plan.onnx == "fp16" else source
+        placement: Dict[str, Any] = {}  # DLA builds: which layers fall back to the GPU
         with _calibrator(options, card, model, profile, target) as calibrator:
             if calibrator is None:
-                plan_bytes = _build(trt, feats, plan, model, profile, options, None)
+                plan_bytes = _build(trt, feats, plan, model, profile, options, None, placement)
             else:  # reports a callback's error, else the build's own, else an empty calibration
-                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object))
+                plan_bytes = calibrator.run_build(lambda: _build(trt, feats, plan, model, profile, options, calibrator.trt_object, placement))
         calibration_sha256 = calibrator.header["calibration_sha256"] if calibrator else card.artifact.calibration_sha256
         flags = ["version_compatible"] * options.version_compatible + ["hardware_compatible"] * options.hardware_compatible
         if options.dla_core is not None:
@@ -416,16 +440,19 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
             tensorrt_version=trt.__version__,
             gpu_name=gpu.name,
             compute_capability=gpu.compute_capability,
+            **here.card_fields(),  # platform, jetson_module, multiprocessors
             build_flags=trt_compat.builder_flag_names(plan, flags),
             calibration=options.calibration if options.precision == "int8" else None,
             calibration_sha256=calibration_sha256,
             profile={name: list(shape) for name, shape in zip(("min", "opt", "max"), profile.shapes())},
             workspace_mib=options.workspace_mib,
+            **placement,  # dla_layers, gpu_fallback_layers (DLA builds only)
             parsed_onnx_sha256=sha256(model),
         )
         new_card = derived_card(card, source, profile, output_shape, artifact)
         card_file = _write(target, plan_bytes, new_card)
-    return BuildResult(card.task, source, target, card_file, TENSORRT, options.precision, time.perf_counter() - started)
+    notes = [f"timing cache: {options.timing_cache}"] if options.timing_cache else []
+    return BuildResult(card.task, source, target, card_file, TENSORRT, options.precision, time.perf_counter() - started, notes)
 
 
 @contextlib.contextmanager
@@ -454,8 +481,12 @@ def _calibrator(options: BuildOptions, card: ModelCard, model: Path, profile: Pr
         yield calibrator
 
 
-def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan, model: Path, profile: Profile, options: BuildOptions, calibrator: Any) -> Any:
-    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results).
+def _build(
+    trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan, model: Path, profile: Profile, options: BuildOptions,
+    calibrator: Any, placement: Dict[str, Any],
+) -> Any:
+    """Parse and build with polygraphy; its log goes to stderr (stdout stays for results). For a DLA
+    build, `placement` receives the layer placement (dla_placement).
 
     Only options actually used are passed to polygraphy, so an older polygraphy (JetPack 5's
     Python 3.8) works for everything it supports."""
@@ -497,6 +528,7 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
             builder_config.default_device_type = trt.DeviceType.DLA
             builder_config.DLA_core = options.dla_core
             builder_config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+            placement.update(dla_placement(builder_config, network))
         return builder_config
 
     severity = G_LOGGER.module_severity
@@ -518,6 +550,15 @@ def _build(trt: Any, feats: trt_compat.Features, plan: trt_compat.PrecisionPlan,
         raise EdgesegError(f"TensorRT could not build {model.name}: {first_line[:240]}", hint="see the TensorRT log above") from exc
     finally:
         G_LOGGER.module_severity = severity
+
+
+def dla_placement(config: Any, network: Any) -> Dict[str, Any]:
+    """Where a DLA build (`config`: tensorrt.IBuilderConfig, `network`: its INetworkDefinition)
+    puts each layer: IBuilderConfig.can_run_on_DLA per layer; the others run
+    on the GPU under GPU_FALLBACK, silently unless the card says so."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    gpu = [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+    return {"dla_layers": len(layers) - len(gpu), "gpu_fallback_layers": gpu}
 
 
 def _check_dla(builder: Any, core: int) -> None:

@@ -274,4 +274,23 @@ def test_artifact_paths():
 def test_dla_needs_reduced_precision():
     with pytest.raises(EdgesegError, match="FP16 or INT8"):
         BuildOptions(precision="fp32", dla_core=0).check("tensorrt")
-    BuildOptions(precision="fp16", dla_core=1).check("tensorrt")
+    BuildOptions(precision="fp16", dla_core=1, batch=(2, 2, 2)).check("tensorrt")
+
+
+def test_dla_needs_one_batch_size():
+    """DLA needs min = opt = max; with GPU fallback a dynamic profile would silently run on the GPU."""
+    with pytest.raises(EdgesegError, match=r"min = opt = max\), got 1/1/8") as info:
+        BuildOptions(precision="fp16", dla_core=0).check("tensorrt")
+    assert "--min-batch 1 --opt-batch 1 --max-batch 1" in info.value.hint
+
+
+def test_timing_cache_is_keyed_by_tensorrt_and_gpu():
+    from edgeseg.edge.cuda_context import GpuIdentity
+    from edgeseg.export.engine import keyed_timing_cache
+
+    orin = GpuIdentity(0, "Orin (nvgpu)", "8.7", 8 << 30, 16, True)
+    keyed = keyed_timing_cache(Path("c/timing.cache"), "10.3.0", orin)
+    assert keyed == Path("c/timing.trt10.3.0.orin-nvgpu-cc8.7-sm16.cache")
+    others = {keyed_timing_cache(Path("c/timing.cache"), v, g) for v, g in
+              [("10.3.0", orin), ("10.7.0", orin), ("10.3.0", GpuIdentity(0, "Orin (nvgpu)", "8.7", 16 << 30, 8, True))]}
+    assert len(others) == 3

@@ -155,3 +155,37 @@ def test_card_build_flags():
     assert trt_compat.builder_flag_names(plan, ["version_compatible"]) == ["strongly_typed", "version_compatible"]
     plan = trt_compat.plan_precision("int8", trt_compat.features(JETPACK5), "implicit")
     assert trt_compat.builder_flag_names(plan, []) == ["int8"]
+
+
+AGX = trt_compat.Platform("aarch64", "NVIDIA Jetson AGX Orin Developer Kit", 16)
+JETSON_ENGINE = replace(ENGINE, **AGX.card_fields())
+
+
+@pytest.mark.parametrize(
+    "here, expected",
+    [
+        (AGX, None),
+        (trt_compat.Platform("x86_64", None, 16), "it was built on aarch64, this machine is x86_64"),
+        (trt_compat.Platform("aarch64", "NVIDIA Jetson Orin NX Developer Kit", 8),
+         "built on NVIDIA Jetson AGX Orin Developer Kit, this is NVIDIA Jetson Orin NX"),
+        (trt_compat.Platform("aarch64", "NVIDIA Jetson AGX Orin Developer Kit", 14), "built for a GPU with 16 SMs, this one has 14"),
+    ],
+)
+def test_a_plan_from_another_platform_is_refused_in_one_line(here, expected):
+    """Orin modules all report compute 8.7: the platform, module and SM count tell them apart."""
+    reason = trt_compat.engine_mismatch(JETSON_ENGINE, "10.3.0.30", "Orin", "8.7", here)
+    assert reason is None if expected is None else expected in reason and "\n" not in reason
+    assert trt_compat.engine_mismatch(ENGINE, "10.3.0.30", "Orin", "8.7", here) is None  # cards from before these fields
+
+
+def test_hardware_compatible_plans_are_refused_on_jetson():
+    dgpu = replace(ENGINE, build_flags=["hardware_compatible"], **trt_compat.Platform("aarch64", None, 132).card_fields())
+    assert trt_compat.engine_mismatch(dgpu, "10.3.0.30", "NVIDIA GH200", "9.0", trt_compat.Platform("aarch64", None, 80)) is None
+    assert "not supported on NVIDIA Jetson AGX Orin" in trt_compat.engine_mismatch(dgpu, "10.3.0.30", "Orin", "8.7", AGX)
+    with pytest.raises(EdgesegError, match="discrete-GPU feature"):
+        trt_compat.check_portability_options(trt_compat.features("10.3.0"), False, True, "8.7", AGX.jetson)
+
+
+def test_default_workspace_comes_from_the_device_memory():
+    assert trt_compat.default_workspace_mib(8 << 30, integrated=True) == 2048  # 8 GB Orin: a quarter of shared RAM
+    assert trt_compat.default_workspace_mib(16 << 30, integrated=False) == 8192

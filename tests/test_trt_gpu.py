@@ -172,11 +172,19 @@ def test_engine_from_another_tensorrt_is_refused_before_loading(demo_models, tmp
 
 
 def test_timing_cache_is_written_and_reused(demo_models, tmp_path):
-    cache = tmp_path / "timing.cache"
-    onnx_to_engine(demo_models["classifier"], tmp_path / "a", BuildOptions(precision="fp16", timing_cache=cache))
+    """One cache file per TensorRT version and GPU, beside the path asked for."""
+    import tensorrt
+
+    from edgeseg.edge.cuda_context import gpu_identity
+    from edgeseg.export.engine import keyed_timing_cache
+
+    asked = tmp_path / "timing.cache"
+    cache = keyed_timing_cache(asked, tensorrt.__version__, gpu_identity(0))
+    result = onnx_to_engine(demo_models["classifier"], tmp_path / "a", BuildOptions(precision="fp16", timing_cache=asked))
+    assert f"timing cache: {cache}" in result.notes and not asked.exists()
     size = cache.stat().st_size
     assert size > 0
-    onnx_to_engine(demo_models["classifier"], tmp_path / "b", BuildOptions(precision="fp16", timing_cache=cache))
+    onnx_to_engine(demo_models["classifier"], tmp_path / "b", BuildOptions(precision="fp16", timing_cache=asked))
     assert cache.stat().st_size >= size
 
 

@@ -1,8 +1,9 @@
 """TensorRT backend: one engine, named-tensor I/O, pinned buffers, one stream, timed with CUDA events.
 
-Before anything is deserialised the engine's card is checked against the running TensorRT and
-GPU (trt_compat.engine_mismatch): a plan from another TensorRT build or GPU fails with one line
-that says how to rebuild, instead of a crash inside deserialize_cuda_engine.
+Before anything is deserialised the engine's card is checked against the running TensorRT, GPU
+and platform (trt_compat.engine_mismatch): a plan from another TensorRT build, GPU, CPU
+architecture or Jetson module fails with one line that says how to rebuild, instead of a crash
+inside deserialize_cuda_engine. A DLA engine's runtime is set to the card's DLA core first.
 
 Every CUDA call — deserialising, buffer allocation, copies, execution, freeing — runs in a
 `CudaThread` that owns the primary context, so `infer` may be called from any thread (the
@@ -34,7 +35,7 @@ import numpy as np
 from edgeseg.edge import trt_compat
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.card import ModelCard, TensorSpec
-from edgeseg.edge.cuda_context import CudaThread, gpu_identity
+from edgeseg.edge.cuda_context import CudaThread, gpu_identity, host_platform
 from edgeseg.edge.registry import TENSORRT
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
@@ -115,7 +116,7 @@ class TensorRTBackend(Backend):
         trt_compat.features(trt.__version__)  # refuses TensorRT < 8.5
         gpu = gpu_identity(device)
         reason = trt_compat.engine_mismatch(
-            card.artifact, trt.__version__, gpu.name if gpu else None, gpu.compute_capability if gpu else None
+            card.artifact, trt.__version__, gpu.name if gpu else None, gpu.compute_capability if gpu else None, host_platform(gpu)
         )
         if reason:
             raise EdgesegError(f"engine {self.artifact} cannot run here: {reason}", hint=rebuild_hint(card))
@@ -154,6 +155,9 @@ class TensorRTBackend(Backend):
         self._runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if "version_compatible" in (self.card.artifact.build_flags or []):
             trt_compat.enable_engine_host_code(runtime)
+        core = trt_compat.dla_core(self.card.artifact)
+        if core is not None:
+            runtime.DLA_core = core
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise EdgesegError(f"TensorRT could not deserialise {self.artifact} (see its log above)", hint=rebuild_hint(self.card))
