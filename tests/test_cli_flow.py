@@ -8,7 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeseg.cli import app
+from edgeseg.edge.artifacts import built_path
 from edgeseg.edge.card import read_card
+from edgeseg.edge.registry import auto_backend
 
 HINT = re.compile(r"`(edgeseg [^`]+)`|next: (edgeseg .+)$", re.M)
 
@@ -76,7 +78,8 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
     assert hints(exported.output) == ["edgeseg build-engine models/classifier.onnx --out models"]
     built = run_hint(hints(exported.output)[0], tmp_path, monkeypatch)
     assert built.exit_code == 0, built.output
-    assert (tmp_path / "models" / "classifier.fp32.ort.onnx").is_file()
+    target = auto_backend(build=True)  # this machine's build target: the artifact name follows it
+    assert built_path(onnx, tmp_path / "models", "fp32", target).is_file(), built.output
 
     bench = invoke("bench", onnx, "-b", "onnxruntime", "-p", "int8", "--duration", 0.05, "--iterations", 2, "--warmup", 0,
                    "--max-frames", 0, "--out", tmp_path / "b1")
@@ -88,7 +91,7 @@ def test_every_hint_the_flow_prints_runs(tmp_path, monkeypatch):
     (build,) = [h for h in hints(done.output) if h.startswith("edgeseg build-engine")]
     built = run_hint(build, tmp_path, monkeypatch)
     assert built.exit_code == 0, built.output
-    assert (tmp_path / "models" / "classifier.int8.ort.onnx").is_file(), built.output
+    assert built_path(onnx, tmp_path / "models", "int8", target).is_file(), built.output
 
     moved = tmp_path / "elsewhere"
     moved.mkdir()
