@@ -3,13 +3,15 @@
 Real parts only: a gst-rtsp-server (tests/services.py) serves an MJPEG clip on 127.0.0.1;
 `edgeseg run` (the bundled demo models, `--source-timeout 1`, JSONL) reads it in its own process;
 after `--before` seconds the server is stopped for `--outage` seconds and started again, and the
-run goes on `--after` seconds before SIGTERM. The run's RSS, threads and open file descriptors
+run goes on `--after` seconds (and until it has `--frames` frames in all: a soak) before SIGTERM. The run's RSS, threads and open file descriptors
 are sampled every second from /proc; the timeline comes from the JSONL's frame times (the same
 clock as this script's time.perf_counter) and the run's report. Results go to <out>/<name>.json
 and .md with the machine description.
 
     python benchmarks/bench_outage.py                         # a 60 s outage
     python benchmarks/bench_outage.py --outage 30 --note "shared 2-core machine"
+    python benchmarks/bench_outage.py --fps 50 --frames 10000 --name rtsp_soak_cpu -- --gate 0.5
+                                                              # a soak; after `--`: run options
 """
 from __future__ import annotations
 
@@ -55,14 +57,17 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=20.0, help="seconds of stream after the server is back")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="rtsp_outage_cpu")
+    parser.add_argument("--fps", type=int, default=25, help="frame rate of the served clip")
+    parser.add_argument("--frames", type=int, default=0, help="after the outage, go on until the run has written this many frames")
     parser.add_argument("--note", default="", help="machine state to record with the results (e.g. shared with other jobs)")
+    parser.add_argument("run_options", nargs="*", help="more `edgeseg run` options, after `--`")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="edgeseg-outage-"))
-    clip = mjpeg_clip(folder / "clip.avi", args.before + args.after + args.outage + 60)
+    clip = mjpeg_clip(folder / "clip.avi", max(args.before + args.after, args.frames / args.fps) + args.outage + 60, fps=args.fps)
     server = rtsp_server(clip, folder)
     jsonl = folder / "run.jsonl"
     command = [sys.executable, "-c", "from edgeseg.cli import main; main()", "run", "--source", server.url, "--source-timeout", "1"]
-    process = subprocess.Popen([*command, "--jsonl", str(jsonl), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*command, *args.run_options, "--jsonl", str(jsonl), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples: List[Dict[str, Any]] = []
 
     def run_for(seconds: float, phase: str) -> None:
@@ -81,6 +86,8 @@ def main() -> None:
         server.start()
         restarted = time.perf_counter()
         run_for(args.after, "after")
+        while len(frame_times(jsonl)) < args.frames and process.poll() is None:
+            run_for(10.0, "after")
         alive = process.poll() is None
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)

@@ -19,7 +19,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -91,7 +91,7 @@ class CalibrationSet:
         if filled and not drop_last:
             yield buffer[:filled].copy()
 
-    def describe(self) -> Dict[str, object]:
+    def describe(self) -> Dict[str, Any]:
         """What `edgeseg calibrate --json` prints about the set."""
         described: Dict[str, object] = {
             "path": str(self.path) if self.path else None,

@@ -155,9 +155,9 @@ def labels(
             largest[box["class"]] = list(box["box"]) + [int(box["area"])]
     for name in sorted(largest, key=lambda n: largest[n][1]):  # top to bottom: stable stacking
         text = display_name(name)
-        origin = _free_spot(shape, text, tuple(largest[name][:4]), [label.rect for label in placed])
-        if origin is not None:  # no free spot on a tiny frame: the legend still names the colour
-            placed.append(Label(text, origin, _rect(text, origin), colours[name]))
+        spot = _free_spot(shape, text, tuple(largest[name][:4]), [label.rect for label in placed])
+        if spot is not None:  # no free spot on a tiny frame: the legend still names the colour
+            placed.append(Label(text, spot, _rect(text, spot), colours[name]))
     return placed
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import cv2
 
@@ -25,6 +25,7 @@ from edgeseg.edge.videocodec import choose_fourcc
 from edgeseg.errors import EdgesegError
 from edgeseg.files import LineFile, PathLike, StagedOutput, disk_full_error, free_space_text, nearly_full
 
+SinkT = TypeVar("SinkT", bound="Sink")
 
 class Sink(abc.ABC):
     """One output of a run: receives every processed frame, in order, on the pipeline's output
@@ -74,7 +75,7 @@ class Sink(abc.ABC):
         """One line for the run's summary (None: nothing to say)."""
         return f"{self.kind}: {self.written} ({self.kept} frames)" if self.written is not None else None
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self: SinkT) -> SinkT:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -180,7 +181,7 @@ class VideoSink(FileSink):
         picture = self._annotate(frame.image, result)
         if self._writer is None:
             self._size = (picture.shape[1], picture.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*self._fourcc)
+            fourcc = cv2.VideoWriter.fourcc(*self._fourcc)
             self._writer = cv2.VideoWriter(str(self.staged.temp), fourcc, float(self.fps), self._size)
             if not self._writer.isOpened():
                 self._writer = None

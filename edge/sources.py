@@ -143,7 +143,11 @@ class Reader(abc.ABC):
     item: Optional[str] = None
     position_ms: Optional[float] = None
     files: Sequence[Path] = ()  # the local files it reads (outputs must not overwrite them)
-    opened: bool = True  # False: the device did not open (a live Source keeps reopening it)
+
+    @property
+    def opened(self) -> bool:
+        """False: the device did not open (a live Source keeps reopening it)."""
+        return True
 
     @abc.abstractmethod
     def read(self) -> Optional[np.ndarray]:

@@ -42,7 +42,7 @@ def can_encode(fourcc: str, suffix: str) -> bool:
     silent = os.open(os.devnull, os.O_WRONLY)
     os.dup2(silent, 2)
     try:
-        writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*fourcc), 10.0, (16, 16))
+        writer = cv2.VideoWriter(name, cv2.VideoWriter.fourcc(*fourcc), 10.0, (16, 16))
         ok = writer.isOpened()
         if ok:
             writer.write(np.zeros((16, 16, 3), np.uint8))

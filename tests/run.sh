@@ -66,6 +66,8 @@ fi
 say "pytest"
 python -m pytest -q "$@"
 if [ $# -eq 0 ]; then
+  say "mypy"
+  bash tests/typecheck.sh
   # The same rendering, CLI-text and numeric tests with another terminal width, a long temp path
   # and wider text (another OpenCV's font, tests/conftest.py): an assertion that holds only on the
   # machine it was written on fails here, where it is written.

@@ -226,8 +226,9 @@ def machines(old: Dict[str, Any], new: Dict[str, Any]) -> Tuple[str, str]:
     def describe(document: Dict[str, Any]) -> str:
         env = document.get("environment")
         env = env if isinstance(env, dict) else {}  # an unknown machine, not a reason to stop
-        cpu = env.get("cpu", {}) if isinstance(env.get("cpu"), dict) else {}
-        gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+        cpu, gpus = env.get("cpu"), env.get("gpus")
+        cpu = cpu if isinstance(cpu, dict) else {}
+        gpus = gpus if isinstance(gpus, list) else []
         return " + ".join([str(cpu.get("model", "?"))] + [g.get("name", "?") for g in gpus if isinstance(g, dict)])
 
     return describe(old), describe(new)

@@ -230,8 +230,10 @@ def chart(document: Dict[str, Any], path: Path) -> Optional[Path]:
 
 def chart_title(document: Dict[str, Any]) -> str:
     """What, when and where: a chart shared without its JSON still says which machine it measured."""
-    env = document.get("environment") or {}
-    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+    env = document.get("environment")
+    env = env if isinstance(env, dict) else {}
+    cpu = env.get("cpu")
+    cpu = cpu if isinstance(cpu, dict) else {}
     gpus = [g.get("name", "?") for g in env.get("gpus") or [] if isinstance(g, dict)]
     machine = " + ".join([str(cpu.get("model", "unknown CPU"))] + gpus)
     return f"edgeseg bench {str(document.get('date', ''))[:16]} on {machine}: host latency per inference (median, min-p99)"

@@ -26,6 +26,7 @@ from typing_extensions import Annotated
 
 from edgeseg.edge.registry import BACKENDS, FLAVOURS, MODEL_BACKENDS, PRECISIONS
 from edgeseg.edge.preprocess import GEOMETRIES
+from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
 from edgeseg.layout import BENCH_DIR, DATA_DIR, MODELS_DIR, RUNS_DIR  # noqa: F401  (re-exported for the commands)
@@ -231,6 +232,7 @@ Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 Backend = Literal[MODEL_BACKENDS]  # type: ignore[valid-type]  # all from edgeseg.edge.registry
 RunBackend = Literal[BACKENDS]  # type: ignore[valid-type]  # run alone also offers triton (the cascade on a server)
 Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
+Codec = Literal[CODEC_CHOICES]  # type: ignore[valid-type]
 # edgeseg.calibration.qdq defines this (a test checks they agree); importing it here would make
 # `edgeseg --help` load the quantiser.
 METHODS = ("minmax", "entropy", "percentile")

@@ -17,7 +17,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, List, Literal, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import typer
 from rich.markup import escape
@@ -25,10 +25,9 @@ from typing_extensions import Annotated
 
 from edgeseg import assets
 from edgeseg.commands.common import (
-    JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
+    Codec, JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
     stop_on_signals,
 )
-from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.errors import EdgesegError, UsageError
 
 DEMO_CLASSIFIER, DEMO_SEGMENTER, DEMO_CLIP = assets.CLASSIFIER, assets.SEGMENTER, assets.CLIP
@@ -134,7 +133,7 @@ def run(
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4, .avi, .mkv or .webm).")] = None,
     codec: Annotated[
-        Literal[CODEC_CHOICES], typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
+        Codec, typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
     ] = "auto",
     save_defects: Annotated[
         Optional[Path],
@@ -249,9 +248,9 @@ def run(
     for kind, path in report["outputs"].items():
         if os.path.islink(path):  # written through: say where the bytes went
             err.print(f"note: {kind} {escape(path)} is a symbolic link: the file written is {escape(os.path.realpath(path))}", highlight=False, soft_wrap=True)
-    for camera in report["cameras"]:
-        if camera["source"]["down"]:
-            err.print(f"warning: camera {camera['camera']} ({escape(camera['source']['uri'])}) is down: {camera['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
+    for status in report["cameras"]:
+        if status["source"]["down"]:
+            err.print(f"warning: camera {status['camera']} ({escape(status['source']['uri'])}) is down: {status['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if failures:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import typer
 from rich.table import Table
@@ -64,14 +64,14 @@ CLASSIFIER_ROWS = (
 )
 
 
-def _size(text: Optional[str], what: str) -> Optional[List[int]]:
+def _size(text: Optional[str], what: str) -> Optional[Tuple[int, int]]:
     if text is None:
         return None
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise typer.BadParameter(f"{what} must look like HxW (e.g. 128x384), got {text!r}") from None
-    return [height, width]
+    return height, width
 
 
 def metrics_table(title: str, task: str, metrics: Dict[str, Any], column: str) -> Any:

@@ -54,7 +54,7 @@ def write_clip(images: List[np.ndarray], path: PathLike, fps: float = 10.0) -> P
         raise EdgesegError(f"cannot tell the video format of {target}", hint="use .mp4 or .avi")
     height, width = images[0].shape[:2]
     with atomic_output(target) as tmp:  # the temporary file keeps the suffix OpenCV picks the container by
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[target.suffix.lower()]), fps, (width, height))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*FOURCC[target.suffix.lower()]), fps, (width, height))
         if not writer.isOpened():
             raise EdgesegError(f"OpenCV cannot encode {target}")
         try:

@@ -151,7 +151,7 @@ def _scratch(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndar
         start = (cx - half * math.cos(theta), cy + dy - half * math.sin(theta))
         end = (cx + half * math.cos(theta), cy + dy + half * math.sin(theta))
         cv2.line(mask, _point(start), _point(end), 1, thickness=int(rng.integers(4, 8)))
-    offset = rng.uniform(55, 80) + np.zeros((height, width), dtype=np.float32)
+    offset = np.full((height, width), rng.uniform(55, 80), dtype=np.float32)
     return mask, _shade(height, width, 0.7, offset)
 
 

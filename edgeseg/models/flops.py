@@ -67,7 +67,8 @@ def model_costs(
     costs: Dict[str, Dict[str, float]] = {}
     for task, model in models.items():
         height, width = sizes[task]
-        channels = model.config["in_channels"] if hasattr(model, "config") else 1
+        config = getattr(model, "config", None)  # edgeseg models keep theirs; others: one channel
+        channels = int(config["in_channels"]) if isinstance(config, dict) else 1
         costs[task] = {
             "params": count_params(model),
             "gflops": count_flops(model, (1, channels, height, width)) / 1e9,

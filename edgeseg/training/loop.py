@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -135,7 +135,7 @@ def pixel_statistics(images: Sequence[np.ndarray]) -> Tuple[float, float]:
 
 
 def build_dataset(task: str, spec: Preprocess, items: Sequence[Tuple[Sample, np.ndarray]], *,
-                  config: Optional[TrainConfig] = None) -> Dataset:
+                  config: Optional[TrainConfig] = None) -> Union[ClassificationDataset, SegmentationDataset]:
     """Training dataset when `config` is given (crops, augmentation), else the plain evaluation one."""
     samples = [s for s, _ in items]
     images = [img for _, img in items]
@@ -173,7 +173,7 @@ def validate(config: TrainConfig, model: nn.Module, loader: DataLoader) -> Dict[
                 scorer.add(p, m)
         return scorer.result()
     probs, labels = (np.concatenate(a).ravel() for a in zip(*_batches(model, loader)))
-    metrics = classification_metrics(probs, labels, best_defect_threshold(probs, labels))
+    metrics: Dict[str, Any] = dict(classification_metrics(probs, labels, best_defect_threshold(probs, labels)))
     metrics["thresholds"] = {"defect": metrics["threshold"]}
     return metrics
 
@@ -364,7 +364,7 @@ def evaluate(checkpoint: Path, data_dir: Path, *, threads: Optional[int] = None,
         loader = DataLoader(build_dataset(meta.task, meta.preprocess, items), batch_size=2 if meta.task == "segmenter" else 32)
         if meta.task == "classifier":
             probs, labels = (np.concatenate(a).ravel() for a in zip(*_batches(model, loader)))
-            metrics = classification_metrics(probs, labels, float(meta.thresholds["defect"]))
+            metrics: Dict[str, Any] = dict(classification_metrics(probs, labels, float(meta.thresholds["defect"])))
         else:
             metrics = _segmenter_metrics(model, loader, meta.thresholds, progress)
     metrics.update({
@@ -391,7 +391,7 @@ def _segmenter_metrics(model: nn.Module, loader: DataLoader, thresholds: Dict[st
                     defective.append(score)
                 else:
                     empty_hits.append(score == 1.0)
-            if progress is not None:
+            if progress is not None and bar is not None:
                 progress.advance(bar, 1)
     per_class = [float(np.mean(s)) for s in scores]
     return {
