@@ -127,8 +127,8 @@ def inexact_int8_reason(card: ModelCard, device: str = "CPU") -> str:
     """Why OpenVINO on `device` would compute this model wrongly here (`saturates_here`); "" when it will not."""
     if not saturates_here(card.artifact, device):
         return ""
-    form = "its `trt` INT8 flavour (symmetric int8 activations) saturates" if card.artifact.flavour == "trt" else "its 8-bit INT8 weights saturate"
-    return f"{form} in OpenVINO's int8 kernels on a CPU without VNNI or AMX, such as this one (AVX2): the outputs would be wrong"
+    form = "its `trt` INT8 flavour (symmetric int8 activations, 8-bit weights)" if card.artifact.flavour == "trt" else "its 8-bit INT8 weights"
+    return f"{form}: the int8 dot product saturates in OpenVINO's kernels on a CPU without VNNI or AMX, such as this one (AVX2): the outputs would be wrong"
 
 
 class OpenVINOBackend(Backend):
