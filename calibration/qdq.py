@@ -348,8 +348,8 @@ def onnx_to_qdq(
     if unknown:
         sample = ", ".join(sorted(nodes)[:6])
         raise EdgesegError(f"--exclude names no node of {source.name}: {', '.join(unknown)}", hint=f"node names look like: {sample}, ...")
-    bits = weight_bits(flavour)
-    options = _tweaked(quantize_options(flavour, [node.op_type for node in model.graph.node], bits), tweaks or {})
+    options = _tweaked(quantize_options(flavour, [node.op_type for node in model.graph.node], weight_bits(flavour)), tweaks or {})
+    bits = 7 if options["reduce_range"] else 8  # what was asked for, tweaks included
     kept_float = [name for name in cpu_float_nodes(model) if name not in exclude] if flavour == "cpu" else []
     floats = list(exclude) + kept_float
     spec = card.preprocess

@@ -318,7 +318,7 @@ def calibrate(
     reuse (out_dir/calibration.npz otherwise). Each FP32 ONNX in `models` becomes
     out_dir/<name>.int8.<flavour>.qdq.onnx for each flavour ("trt", "cpu"; default both).
     backend: also build each INT8 model for this backend (what `build` writes for it, into
-    out_dir; `built` holds them). With a `validation` folder FP32 and INT8 are scored on it as a
+    out_dir; `built` holds them) from one flavour (default the backend's own). With a `validation` folder FP32 and INT8 are scored on it as a
     cascade (accuracy_report): with a backend, the built artifacts on that backend (what ships);
     without, each QDQ model as it runs (ONNX Runtime, and OpenVINO where installed and exact),
     plus FP16 for comparison. A flavour that misses the budget (`max_dice_drop` per class of the
@@ -331,10 +331,14 @@ def calibrate(
     from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
     from edgeseg.files import ensure_writable_dir
 
-    chosen = list(dict.fromkeys(flavours or FLAVOURS))
+    from edgeseg.edge.registry import BACKEND_FLAVOURS
+
+    chosen = list(dict.fromkeys(flavours or (BACKEND_FLAVOURS[backend][:1] if backend else FLAVOURS)))
     for flavour in chosen:
         check_flavour(flavour)
     check_method(method)
+    if backend is not None and len(chosen) > 1:
+        raise UsageError(f"--backend builds one INT8 artifact per model, but {len(chosen)} flavours were asked", hint="choose one --flavour")
     paths = [Path(m) for m in models]
     source, out = Path(source), Path(out_dir)
     budget = Budget(max_dice_drop, max_gate_disagreement)
@@ -531,16 +535,20 @@ def _sensitivity(fp32: Dict[str, Path], qdq: Dict[str, Path], data: Any, already
 
 
 def _promote(made: _Made, out_dir: Path, result: Calibrated, keep: bool) -> None:
-    """Move a try's files into out_dir (keep) or record the models as not written; the paths in
-    the result and its report become the out_dir ones."""
+    """Move a try's files into out_dir (keep), or record its models as not written and remove
+    what an earlier run left under their names (nothing beyond the budget stays deployable); the
+    paths in the result and its report become the out_dir ones."""
+
     def moved(path: Path) -> Path:
         return out_dir / path.name
 
-    if keep:
-        for file in sorted(made.folder.iterdir()):
-            if file.is_file():
+    for file in sorted(made.folder.iterdir()):
+        if file.is_file():
+            if keep:
                 os.replace(file, moved(file))
-    else:
+            else:
+                moved(file).unlink(missing_ok=True)
+    if not keep:
         result.removed += [moved(r.path) for r in made.models]
     kept = [dataclasses.replace(r, path=moved(r.path), card=moved(r.card)) for r in made.models] if keep else []
     result.models = sorted(result.models + kept, key=lambda r: r.path.name.split(".")[0])  # stable: flavours in the order asked
