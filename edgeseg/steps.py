@@ -610,11 +610,13 @@ def _fp16(path: Path, out_dir: Path) -> Path:
 # -- build ----------------------------------------------------------------------------------------
 @dataclass
 class Built:
-    """What `build` wrote: one artifact (engine, CPU ONNX or OpenVINO IR) per model."""
+    """What `build` wrote: one artifact (engine, CPU ONNX or OpenVINO IR) per model, and with a
+    validation set their accuracy against FP32."""
 
     backend: str
     precision: str
     artifacts: List[BuildResult]
+    accuracy: Optional[AccuracyReport] = None
 
     @property
     def run_command(self) -> Optional[str]:
@@ -714,7 +716,9 @@ def build(
             if file.is_file():
                 os.replace(file, out / file.name)
     moved = [dataclasses.replace(r, artifact=out / r.artifact.name, card=out / r.card.name) for r in artifacts]
-    return Built(target, chosen, moved)
+    for label, scored in report.models.items():  # the staged artifacts were scored: name them where they are now
+        report.models[label] = {task: str(out / Path(path).name) if Path(path).parent == Path(stage) else path for task, path in scored.items()}
+    return Built(target, chosen, moved, report)
 
 
 def _fp32_of(onnx: Path) -> Path:

@@ -141,6 +141,9 @@ def test_the_gate_scores_the_built_artifact_not_the_model_it_came_from(tiny_mode
     result = CliRunner().invoke(app, args + ["--json"])
     assert result.exit_code == 0, result.output
     assert read_card(folder / "classifier.int8.ort.onnx").artifact.float_layers is None
+    scored = json.loads(result.stdout)["accuracy"]
+    assert scored["results"]["int8 built"]["classifier"]["decision_flips"] == 0
+    assert scored["models"]["int8 built"] == {"classifier": str(folder / "classifier.int8.ort.onnx")}
 
     real = engine.onnx_to_ort
 

@@ -147,9 +147,11 @@ def build_engine(
             out.print(accuracy_table(missed.report))
         raise
     if json_output:
-        print_json(built.to_dict())
+        print_json(built.to_dict() if built.accuracy is None else {"artifacts": built.to_dict(), "accuracy": built.accuracy.to_dict()})
     else:
         print_built(built)
+        if built.accuracy is not None:
+            out.print(accuracy_table(built.accuracy))
         if built.run_command:
             out.print(f"next: {built.run_command}", highlight=False, soft_wrap=True)
 
