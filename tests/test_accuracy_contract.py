@@ -235,3 +235,30 @@ def test_weight_range_follows_the_cpu_int8_exactness(tiny_models, tiny_calibrati
     assert bits == {"cpu": 8 if exact else 7, "trt": 8}
     card = read_card(tmp_path / "s.cpu.qdq.onnx")
     assert not ov_backend.inexact_int8_reason(card)  # never wrong on the machine it was made for
+
+
+def test_float_search_finds_the_fewest_layers_by_doubling_then_bisection():
+    """The search alone, over a ranking of 16 layers where any 5 or more of the top ones in float
+    bring the flips within budget: tries 1, 2, 4, 8, then bisects to 5 (not 8, not all 16)."""
+    from edgeseg.calibration.accuracy import Budget, LayerError, Variant, float_search
+
+    class Flips:  # scores a variant by how many of the ranked layers it keeps float
+        row = {"classifier": {"decision_agreement": 1.0}}
+
+        def score(self, variant, progress=None):
+            return {"classifier": {"decision_agreement": 1.0 if variant.models["float"] >= 5 else 0.5}}
+
+    ranked = [LayerError(f"conv{i}", "Conv", 1.0, 1.0 / (i + 1), "classifier") for i in range(16)]
+    made = []
+
+    def make(float_layers, number):
+        made.append(float_layers.get("classifier", []))
+        return [Variant("int8-cpu", {"float": len(made[-1])})]
+
+    search, variants, _ = float_search(make, Flips(), Budget(max_gate_disagreement=0.0), ranked)
+    assert [a.float_layers for a in search.attempts] == [1, 2, 4, 8, 6, 5]
+    assert search.within_budget and search.float_layers == {"classifier": [f"conv{i}" for i in range(5)]}
+    assert variants[0].models == {"float": 5}
+
+    search, _, _ = float_search(make, Flips(), Budget(max_gate_disagreement=0.0), ranked[:3])  # never enough
+    assert [a.float_layers for a in search.attempts] == [1, 2, 3] and not search.within_budget
