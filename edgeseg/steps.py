@@ -15,6 +15,7 @@ optional `progress` hook, so a caller can draw bars or stay silent.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
@@ -399,11 +400,16 @@ class _Int8Maker:
     progress: Progress
 
     def make(self, flavour: str, float_layers: Dict[str, List[str]], attempt: int) -> _Made:
+        folder = self.stage / f"{flavour}-{attempt}"
+        folder.mkdir()
+        with _named_as_output(folder, self.stage.parent):
+            results = self._quantise(flavour, float_layers, folder)
+            return _Made(folder, results, self._build(results, folder))
+
+    def _quantise(self, flavour: str, float_layers: Dict[str, List[str]], folder: Path) -> List[QdqResult]:
         from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
         from edgeseg.edge.card import read_card
 
-        folder = self.stage / f"{flavour}-{attempt}"
-        folder.mkdir()
         results = []
         for index, model in enumerate(self.models):
             card = read_card(model)
@@ -419,7 +425,7 @@ class _Int8Maker:
                         exclude=[*self.exclude, *extra], ranges_cache=cache, progress=advance,
                     )
                 )
-        return _Made(folder, results, self._build(results, folder))
+        return results
 
     def _build(self, results: List[QdqResult], folder: Path) -> List[BuildResult]:
         if self.backend is None:
@@ -441,6 +447,18 @@ class _Int8Maker:
         if self.backend is not None:
             return [Variant(label, {r.task: r.artifact for r in made.built}, self.backend)]
         return _with_openvino([Variant(label, made.qdq)], unavailable)
+
+
+@contextlib.contextmanager
+def _named_as_output(folder: Path, out_dir: Path) -> Iterator[None]:
+    """An error about a staged file (a full disk, say) names the file it would have become."""
+    try:
+        yield
+    except EdgesegError as exc:
+        renamed = copy.copy(exc)  # same type and exit code, whatever its constructor takes
+        renamed.message = exc.message.replace(str(folder), str(out_dir))
+        renamed.args = (renamed.message,)
+        raise renamed from exc
 
 
 def _with_openvino(variants: List[Any], unavailable: Dict[str, str]) -> List[Any]:
