@@ -31,7 +31,7 @@ from edgeseg.edge.registry import AUTO, auto_backend
 from edgeseg.layout import DATA_DIR, MODELS_DIR
 
 if TYPE_CHECKING:  # the steps import these where they run (torch, onnx and ONNX Runtime load there)
-    from edgeseg.calibration.accuracy import AccuracyReport
+    from edgeseg.calibration.accuracy import AccuracyReport, Budget
     from edgeseg.calibration.calibration_set import CalibrationSet
     from edgeseg.calibration.qdq import QdqResult
     from edgeseg.export.contract import ExportReport
@@ -482,7 +482,7 @@ def _with_openvino(variants: List[Any], unavailable: Dict[str, str]) -> List[Any
 
 def _gate(
     result: Calibrated, maker: _Int8Maker, made: Dict[str, _Made], out_dir: Path, validation: Path, validation_count: Optional[int],
-    seed: int, budget: Any, max_float_layers: int, progress: Progress,
+    seed: int, budget: Budget, max_float_layers: int, progress: Progress,
 ) -> List[str]:
     """Score FP32 and every flavour on `validation` into result.accuracy; a flavour beyond the
     budget goes through the float-layer search (made[flavour] becomes its chosen try). Returns
@@ -753,7 +753,7 @@ def _fp32_of(onnx: Path) -> Path:
 
 
 def _score_built(
-    built: Built, fp32: List[Path], validation: Path, validation_count: Optional[int], seed: int, budget: Any, progress: Progress
+    built: Built, fp32: List[Path], validation: Path, validation_count: Optional[int], seed: int, budget: Budget, progress: Progress
 ) -> AccuracyReport:
     """The built artifacts on their backend against their FP32 models, with the budget checked."""
     from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, check_budget, load_validation
