@@ -7,8 +7,12 @@ classifier's `defect_probability` and gate, the segmenter's `MaskPostprocess` wi
 thresholds. Scores are edgeseg.training.metrics' (Kaggle Dice: empty on empty = 1), so the numbers
 are the ones training reported and the runtime would produce.
 
+The contract (`check_budget`) is the cascade's: each class's Dice of the whole cascade (the gate
+included) against FP32's, and the gate decisions against FP32's (a flipped decision is a lost
+defect or a needless segmenter run); the ungated segmenter's Dice is reported as a diagnostic.
 A precision that misses its budget is explained by `blame_layers`: the layers whose output error
-grows the most over the error already present at their inputs.
+grows the most over the error already present at their inputs; `float_search` then keeps the
+fewest of them in float that bring it within the budget.
 """
 from __future__ import annotations
 
@@ -163,6 +167,7 @@ def _metrics(run: _Outputs, reference: Optional[_Outputs], data: ValidationSet) 
         if reference is not None and reference.probabilities is not None:
             agree = (run.probabilities >= run.gate) == (reference.probabilities >= reference.gate)
             row["classifier"]["decision_agreement"] = float(np.mean(agree))
+            row["classifier"]["decision_flips"] = int(np.sum(~agree))
     if run.dice is not None:
         per_class = run.dice.mean(axis=0)
         row["segmenter"] = {
@@ -175,12 +180,14 @@ def _metrics(run: _Outputs, reference: Optional[_Outputs], data: ValidationSet) 
     if run.probabilities is not None and run.dice is not None:
         gated = run.probabilities >= run.gate
         empty = np.array([[1.0 if not t[c].any() else 0.0 for c in range(len(run.classes))] for t in data.truths])
-        cascade = np.where(gated[:, None], run.dice, empty)
+        cascade = np.where(gated[:, None], run.dice, empty).mean(axis=0)
         row["cascade"] = {
             "gate": run.gate,
             "gate_recall": float(gated[truth].mean()) if truth.any() else float("nan"),
+            "gate_precision": float(truth[gated].mean()) if gated.any() else float("nan"),
             "gated_fraction": float(gated.mean()),
-            "mean_dice": float(cascade.mean(axis=0).mean()),
+            "dice_per_class": {name: float(v) for name, v in zip(run.classes, cascade)},
+            "mean_dice": float(cascade.mean()),
         }
     return row
 
@@ -208,13 +215,18 @@ class LayerError:
     op_type: str
     relative_error: float
     added_error: float
+    task: str = ""  # the model it is in, where a report ranks the layers of several
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"node": self.node, "op_type": self.op_type, "relative_error": self.relative_error, "added_error": self.added_error}
+        found = {"node": self.node, "op_type": self.op_type, "relative_error": self.relative_error, "added_error": self.added_error}
+        return dict(found, task=self.task) if self.task else found
 
 
 @dataclass
 class BudgetMiss:
+    """One budget a variant missed: `metric` of `task` ("cascade" / "segmenter": "dice <class>";
+    "classifier": "decision_agreement", whose drop is the share of gate decisions flipped)."""
+
     variant: str
     task: str
     metric: str
@@ -226,6 +238,11 @@ class BudgetMiss:
     @property
     def drop(self) -> float:
         return self.reference - self.value
+
+    @property
+    def excess(self) -> float:
+        """How far past the budget (> 0 for a miss)."""
+        return self.drop - self.budget
 
     def describe(self) -> str:
         line = (
@@ -243,10 +260,75 @@ class BudgetMiss:
         }
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The accuracy contract an INT8 variant must keep against FP32 (None: not checked).
+
+    max_dice_drop: per class, the cascade's Dice (gate included; a segmenter scored alone: its
+    own). max_gate_disagreement: the share of validation strips whose gate decision (defect /
+    clean at the card's threshold) differs from FP32's; it bounds the classifier's recall and
+    precision changes at once (each flip moves one of them).
+    """
+
+    max_dice_drop: Optional[float] = None
+    max_gate_disagreement: Optional[float] = None
+
+    def misses(self, label: str, row: Dict[str, Any], reference: Dict[str, Any]) -> List[BudgetMiss]:
+        found: List[BudgetMiss] = []
+        task = "cascade" if "cascade" in row else "segmenter"
+        if self.max_dice_drop is not None and task in row:
+            mine, theirs = row[task]["dice_per_class"], reference[task]["dice_per_class"]
+            for name, value in mine.items():
+                if theirs[name] - value > self.max_dice_drop:
+                    found.append(BudgetMiss(label, task, f"dice {name}", theirs[name], value, self.max_dice_drop))
+        agreement = row.get("classifier", {}).get("decision_agreement")
+        if self.max_gate_disagreement is not None and agreement is not None and 1.0 - agreement > self.max_gate_disagreement:
+            found.append(BudgetMiss(label, "classifier", "decision_agreement", 1.0, agreement, self.max_gate_disagreement))
+        return found
+
+
+@dataclass
+class Attempt:
+    """One try of the accuracy-aware search: this many layers (the top of the ranking) in float."""
+
+    float_layers: int
+    misses: List[BudgetMiss]
+
+    @property
+    def worst_excess(self) -> float:
+        return max((m.excess for m in self.misses), default=0.0)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"float_layers": self.float_layers, "within_budget": not self.misses, "worst_excess": self.worst_excess,
+                "misses": [m.describe() for m in self.misses]}
+
+
+@dataclass
+class FloatSearch:
+    """How INT8 was brought within the budget (or how close it came): the layers ranked by the
+    error they add on the validation strips, the tries, and the layers kept in float."""
+
+    variant: str
+    sensitivity: List[LayerError]
+    attempts: List[Attempt]
+    float_layers: Dict[str, List[str]]  # task -> node names kept in float by the chosen try
+
+    @property
+    def within_budget(self) -> bool:
+        return any(not a.misses for a in self.attempts)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "variant": self.variant, "within_budget": self.within_budget, "float_layers": self.float_layers,
+            "sensitivity": [e.to_dict() for e in self.sensitivity], "attempts": [a.to_dict() for a in self.attempts],
+        }
+
+
 @dataclass
 class AccuracyReport:
     """rows: precision label -> {"classifier": {...}, "segmenter": {...}, "cascade": {...}};
-    unavailable: precision label -> why it could not be evaluated."""
+    unavailable: precision label -> why it could not be evaluated; searches: the accuracy-aware
+    INT8 searches run for variants that first missed the budget (their rows are the chosen try's)."""
 
     images: int
     defective: int
@@ -255,6 +337,8 @@ class AccuracyReport:
     backends: Dict[str, str] = field(default_factory=dict)  # label -> the backend it ran on
     unavailable: Dict[str, str] = field(default_factory=dict)
     misses: List[BudgetMiss] = field(default_factory=list)
+    budget: Budget = field(default_factory=Budget)
+    searches: List[FloatSearch] = field(default_factory=list)
 
     def delta(self, variant: str, task: str, metric: str) -> Optional[float]:
         """reference - variant for one metric (a positive number is a loss); None when absent."""
@@ -263,13 +347,24 @@ class AccuracyReport:
         except KeyError:
             return None
 
+    def class_drops(self, variant: str) -> Dict[str, float]:
+        """Per class, reference - variant Dice of the cascade (of the segmenter when scored alone)."""
+        task = "cascade" if "cascade" in self.rows[variant] else "segmenter"
+        try:
+            mine, theirs = self.rows[variant][task]["dice_per_class"], self.rows[REFERENCE][task]["dice_per_class"]
+        except KeyError:
+            return {}
+        return {name: float(theirs[name] - value) for name, value in mine.items()}
+
     def to_dict(self) -> Dict[str, Any]:
         deltas = {
             label: {
-                "classifier_recall_drop": self.delta(label, "classifier", "recall"),
-                "classifier_accuracy_drop": self.delta(label, "classifier", "accuracy"),
-                "segmenter_mean_dice_drop": self.delta(label, "segmenter", "mean_dice"),
+                "cascade_dice_drop_per_class": self.class_drops(label),
                 "cascade_mean_dice_drop": self.delta(label, "cascade", "mean_dice"),
+                "gate_disagreement": 1.0 - self.rows[label]["classifier"]["decision_agreement"] if "classifier" in self.rows[label] else None,
+                "classifier_recall_drop": self.delta(label, "classifier", "recall"),
+                "classifier_precision_drop": self.delta(label, "classifier", "precision"),
+                "segmenter_mean_dice_drop": self.delta(label, "segmenter", "mean_dice"),
             }
             for label in self.rows
             if label != REFERENCE
@@ -283,9 +378,41 @@ class AccuracyReport:
             "results": self.rows,
             "deltas": deltas,
             "unavailable": self.unavailable,
+            "budget": {"max_dice_drop": self.budget.max_dice_drop, "max_gate_disagreement": self.budget.max_gate_disagreement},
             "budget_misses": [m.to_dict() for m in self.misses],
+            "float_search": [s.to_dict() for s in self.searches],
             "within_budget": not self.misses,
         }
+
+
+class Scorer:
+    """Scores variants on `data` against the FP32 reference (ONNX Runtime), whose outputs are
+    computed once: the accuracy-aware search re-scores one variant many times."""
+
+    def __init__(self, reference: Variant, data: ValidationSet, progress: Progress = None) -> None:
+        if reference.label != REFERENCE:
+            raise ValueError(f"the reference must be {REFERENCE!r} on onnxruntime, got {reference.label!r}")
+        self.reference = reference
+        self.data = data
+        self._outputs = _run(reference.models, data, progress)
+        self.row = _metrics(self._outputs, None, data)
+
+    def score(self, variant: Variant, progress: Progress = None) -> Dict[str, Any]:
+        return _metrics(_run(variant.models, self.data, progress, variant.backend), self._outputs, self.data)
+
+    def report(self, variants: Sequence[Variant], unavailable: Optional[Dict[str, str]] = None, progress: Progress = None) -> AccuracyReport:
+        rows = {REFERENCE: self.row}
+        for variant in variants:
+            if variant is not self.reference:
+                rows[variant.label] = self.score(variant, progress)
+        return AccuracyReport(
+            images=len(self.data),
+            defective=int(self.data.defective.sum()),
+            rows=rows,
+            models={v.label: {task: str(path) for task, path in v.models.items()} for v in [self.reference, *variants] if v.label in rows},
+            backends={v.label: v.backend for v in [self.reference, *variants] if v.label in rows},
+            unavailable=dict(unavailable or {}),
+        )
 
 
 def accuracy_report(
@@ -300,46 +427,70 @@ def accuracy_report(
     reference = next((v for v in variants if v.label == REFERENCE), None)
     if reference is None:
         raise ValueError(f"variants must include the {REFERENCE!r} reference on onnxruntime")
-    outputs = _run(reference.models, data, progress)
-    rows = {REFERENCE: _metrics(outputs, None, data)}
-    for variant in variants:
-        if variant is not reference:
-            rows[variant.label] = _metrics(_run(variant.models, data, progress, variant.backend), outputs, data)
-    return AccuracyReport(
-        images=len(data),
-        defective=int(data.defective.sum()),
-        rows=rows,
-        models={v.label: {task: str(path) for task, path in v.models.items()} for v in variants},
-        backends={v.label: v.backend for v in variants},
-        unavailable=dict(unavailable or {}),
-    )
+    return Scorer(reference, data, progress).report(variants, unavailable, progress)
 
 
-def check_budget(
-    report: AccuracyReport,
-    variants: Sequence[str],
-    max_dice_drop: Optional[float] = None,
-    max_recall_drop: Optional[float] = None,
-) -> List[BudgetMiss]:
-    """The budget misses of `variants` against the reference (segmenter mean Dice, classifier
-    recall); stored on the report too. A None budget is not checked."""
-    misses: List[BudgetMiss] = []
-    checks = (("segmenter", "mean_dice", max_dice_drop), ("classifier", "recall", max_recall_drop))
-    for label in variants:
-        for task, metric, budget in checks:
-            drop = report.delta(label, task, metric)
-            if budget is None or drop is None or math.isnan(drop) or drop <= budget:
-                continue
-            misses.append(
-                BudgetMiss(label, task, metric, report.rows[REFERENCE][task][metric], report.rows[label][task][metric], budget)
-            )
-    report.misses = misses
-    return misses
+def check_budget(report: AccuracyReport, variants: Sequence[str], budget: Budget) -> List[BudgetMiss]:
+    """The budget misses of `variants` against the reference; stored on the report too."""
+    report.budget = budget
+    report.misses = [miss for label in variants for miss in budget.misses(label, report.rows[label], report.rows[REFERENCE])]
+    return report.misses
+
+
+# -- keeping the fewest layers in float -------------------------------------------------------------
+Make = Callable[[Dict[str, List[str]], int], List[Variant]]
+"""make(float layers by task, try number) -> the variants (one per backend scored) of an INT8 build
+that keeps those layers in float; each try writes its own files."""
+
+
+def float_search(
+    make: Make, scorer: Scorer, budget: Budget, ranked: Sequence[LayerError], progress: Progress = None
+) -> Tuple[FloatSearch, List[Variant], Dict[str, Dict[str, Any]]]:
+    """Keep the fewest of the `ranked` layers (most error added first) in float that bring every
+    variant `make` returns within `budget`: the top 1, 2, 4... until one passes, then bisection
+    between the last failing and the first passing count (Polygraphy's precision bisection; the
+    error a layer adds only shrinks when more layers are float, so the passing prefixes are the
+    longer ones). Returns the search, and the chosen try's variants with their rows: the first
+    passing try, else the one closest to the budget.
+    """
+    if not ranked:
+        raise ValueError("float_search needs at least one ranked layer")
+    tried: Dict[int, Tuple[Attempt, List[Variant], Dict[str, Dict[str, Any]]]] = {}
+
+    def attempt(count: int) -> bool:
+        chosen: Dict[str, List[str]] = {}
+        for layer in ranked[:count]:
+            chosen.setdefault(layer.task, []).append(layer.node)
+        variants = make(chosen, len(tried) + 1)
+        rows = {v.label: scorer.score(v, progress) for v in variants}
+        misses = [m for v in variants for m in budget.misses(v.label, rows[v.label], scorer.row)]
+        tried[count] = (Attempt(count, misses), variants, rows)
+        return not misses
+
+    failing, passing, count = 0, None, 1
+    while count <= len(ranked) and passing is None:
+        if attempt(count):
+            passing = count
+        else:
+            failing, count = count, (len(ranked) if count < len(ranked) < 2 * count else 2 * count)
+    while passing is not None and passing - failing > 1:
+        middle = (failing + passing) // 2
+        if attempt(middle):
+            passing = middle
+        else:
+            failing = middle
+    best = passing if passing is not None else min(tried, key=lambda k: (tried[k][0].worst_excess, k))
+    _, variants, rows = tried[best]
+    float_layers: Dict[str, List[str]] = {}
+    for layer in ranked[:best]:
+        float_layers.setdefault(layer.task, []).append(layer.node)
+    search = FloatSearch(variants[0].label if variants else "", list(ranked), [tried[k][0] for k in tried], float_layers)
+    return search, variants, rows
 
 
 # -- which layers lose the accuracy ---------------------------------------------------------------
 def blame_layers(
-    reference: PathLike, quantized: PathLike, batches: Iterable[np.ndarray], top: int = 5
+    reference: PathLike, quantized: PathLike, batches: Iterable[np.ndarray], top: Optional[int] = 5, task: str = ""
 ) -> List[LayerError]:
     """Rank layers (Conv/Gemm/MatMul) by the error they add: their output's relative L2 error
     against the FP32 model minus the largest error of the layers feeding them.
@@ -374,11 +525,12 @@ def blame_layers(
             op_type=node.op_type,
             relative_error=relative[node.output[0]],
             added_error=relative[node.output[0]] - max((relative[u] for u in upstream[node.output[0]]), default=0.0),
+            task=task,
         )
         for node in layers
     ]
     ranked.sort(key=lambda e: e.added_error, reverse=True)
-    return ranked[:top]
+    return ranked if top is None else ranked[:top]
 
 
 def _exposing_session(model: Any, names: Sequence[str]) -> Any:

@@ -20,11 +20,17 @@ qdq_quantizer.py, base_quantizer.py, calibrate.py) and listed in quantize_static
 except QuantizeBias, which qdq_quantizer.py reads (default True) and the documented
 static_quantize_runner exposes as --disable_quantize_bias.
 
-Not run: onnxruntime's quant_pre_process. Export already folded BatchNorm and constants
-(onnxslim). On edgeseg's graphs (ORT 1.32) its defaults fail ("Incomplete symbolic shape
-inference" on the dynamic batch), and its optimisation step, even when it adds no node, declares
-com.microsoft, com.microsoft.nchwc, org.pytorch.aten... opsets that TensorRT's parser has no use
-for. Shape inference happens inside quantize_static.
+Weights are 8-bit, except the `cpu` flavour's on an x86 CPU whose int8 dot products saturate
+(AVX2 without VNNI or AMX: `weight_bits`), where they take 7 bits (reduce_range) so that ONNX
+Runtime's and OpenVINO's u8 x s8 kernels compute them exactly; the card records which.
+
+BatchNormalization after a Conv is folded into it first (`fold_batchnorm`): quantize_static
+neither folds it nor leaves it alone (the `cpu` flavour quantises it, rel L2 0.23 on a
+DenseNet-style classifier). edgeseg's own export has folded it already (onnxslim); an outside
+ONNX may not have. Not run: onnxruntime's quant_pre_process. On edgeseg's graphs (ORT 1.32) its
+defaults fail ("Incomplete symbolic shape inference" on the dynamic batch), and its optimisation
+step, even when it adds no node, declares com.microsoft, com.microsoft.nchwc, org.pytorch.aten...
+opsets that TensorRT's parser has no use for. Shape inference happens inside quantize_static.
 """
 from __future__ import annotations
 
@@ -140,10 +146,21 @@ class _BatchReader:
         return item
 
 
-def quantize_options(flavour: str, op_types: Sequence[str]) -> Dict[str, Any]:
+def weight_bits(flavour: str) -> int:
+    """The weight range for a flavour made on this machine: 8 bits, but 7 for the `cpu` flavour
+    where x86 int8 dot products saturate (openvino.symmetric_int8_exact: AVX2 without VNNI/AMX).
+    The `trt` flavour keeps 8 bits: it is TensorRT's, whose GPUs do not saturate, and OpenVINO
+    refuses it on such a CPU (openvino.inexact_int8_reason)."""
+    from edgeseg.edge.backends import openvino
+
+    return 8 if flavour == "trt" or openvino.symmetric_int8_exact() else 7
+
+
+def quantize_options(flavour: str, op_types: Sequence[str], bits: int = 7) -> Dict[str, Any]:
     """quantize_static keyword arguments (besides model, reader, method) for a flavour.
 
-    op_types: every op type in the graph (the trt flavour quantises no op's output).
+    op_types: every op type in the graph (the trt flavour quantises no op's output). bits: the
+    `cpu` flavour's weight range (7: reduce_range), `weight_bits`; the trt flavour's is 8.
     """
     quant = require("onnxruntime.quantization", "INT8 quantisation")
     common: Dict[str, Any] = {"CalibStridedMinMax": 1}
@@ -172,7 +189,7 @@ def quantize_options(flavour: str, op_types: Sequence[str]) -> Dict[str, Any]:
         "quant_format": quant.QuantFormat.QDQ,
         "op_types_to_quantize": None,  # every op ONNX Runtime can run quantised
         "per_channel": True,
-        "reduce_range": True,
+        "reduce_range": bits == 7,
         "activation_type": quant.QuantType.QUInt8,
         "weight_type": quant.QuantType.QInt8,
         "extra_options": {**common, "ActivationSymmetric": False, "WeightSymmetric": True},
@@ -226,6 +243,58 @@ def cpu_float_nodes(model: Any) -> List[str]:
     return [node.name for node in decided if not int8[node.name]]
 
 
+def fold_batchnorm(model: Any) -> int:
+    """Fold every BatchNormalization that reads a Conv's output (read by nothing else) into that
+    Conv's weights and bias, in place; returns how many were folded. Conv(x, W, b) then BN(scale,
+    bias, mean, var, eps) is Conv(x, W * s, (b - mean) * s + bias) with s = scale / sqrt(var + eps)."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    readers: Dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {out.name for out in model.graph.output}
+    folded = []
+    for bn in model.graph.node:
+        conv = producers.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
+        if (
+            conv is None or conv.op_type != "Conv" or readers.get(conv.output[0]) != 1 or conv.output[0] in outputs
+            or len(bn.output) != 1 or not all(name in initializers for name in [*conv.input[1:], *bn.input[1:5]])
+        ):
+            continue
+        scale, beta, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64) for name in bn.input[1:5])
+        epsilon = next((attr.f for attr in bn.attribute if attr.name == "epsilon"), 1e-5)
+        factor = scale / np.sqrt(var + epsilon)
+        weight = numpy_helper.to_array(initializers[conv.input[1]])
+        bias = numpy_helper.to_array(initializers[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0])
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        names = (f"{conv.name}_bn_folded_weight", f"{conv.name}_bn_folded_bias")  # new names: a shared initializer stays intact
+        model.graph.initializer.extend([
+            numpy_helper.from_array((weight * factor.reshape(shape)).astype(weight.dtype), names[0]),
+            numpy_helper.from_array(((bias - mean) * factor + beta).astype(weight.dtype), names[1]),
+        ])
+        del conv.input[1:]
+        conv.input.extend(names)
+        conv.output[0] = bn.output[0]
+        folded.append(bn)
+    for bn in folded:
+        model.graph.node.remove(bn)
+    if folded:
+        _drop_dead_nodes(model)
+    return len(folded)
+
+
+@contextlib.contextmanager
+def _removed_after(path: Optional[Path]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
 def onnx_to_qdq(
     onnx_path: PathLike,
     calibration: Union[CalibrationSet, PathLike],
@@ -270,6 +339,7 @@ def onnx_to_qdq(
     from edgeseg.export.graph import load_onnx, opset_of
 
     model = load_onnx(source)
+    folded = fold_batchnorm(model)
     opset = opset_of(model)
     if opset < MIN_OPSET:
         raise EdgesegError(f"{source} is opset {opset}; per-channel INT8 needs opset >= {MIN_OPSET}", hint="re-export with `edgeseg export` (opset 17)")
@@ -278,7 +348,8 @@ def onnx_to_qdq(
     if unknown:
         sample = ", ".join(sorted(nodes)[:6])
         raise EdgesegError(f"--exclude names no node of {source.name}: {', '.join(unknown)}", hint=f"node names look like: {sample}, ...")
-    options = _tweaked(quantize_options(flavour, [node.op_type for node in model.graph.node]), tweaks or {})
+    options = _tweaked(quantize_options(flavour, [node.op_type for node in model.graph.node], weight_bits(flavour)), tweaks or {})
+    bits = 7 if options["reduce_range"] else 8  # what was asked for, tweaks included
     kept_float = [name for name in cpu_float_nodes(model) if name not in exclude] if flavour == "cpu" else []
     floats = list(exclude) + kept_float
     spec = card.preprocess
@@ -286,9 +357,13 @@ def onnx_to_qdq(
     batches = _counted(calib.batches(batch_size, spec), progress)
     reader = _BatchReader(batches, count, card.input.name)
     with atomic_output(out) as tmp:
-        with _quiet_quantizer():
+        unquantised = source
+        if folded:  # quantize_static reads a path: the folded model goes to a file beside the output
+            unquantised = tmp.with_name(f"{tmp.stem}.folded.onnx")
+            onnx.save(model, str(unquantised))
+        with _quiet_quantizer(), _removed_after(unquantised if folded else None):
             quant.quantize_static(
-                str(source),  # a path: given a ModelProto, quantize_static turns its weights into external-data references
+                str(unquantised),  # a path: given a ModelProto, quantize_static turns its weights into external-data references
                 str(tmp),
                 reader,
                 calibrate_method=_method(quant, method),
@@ -307,7 +382,7 @@ def onnx_to_qdq(
         onnx.save(quantized, str(tmp))
         first = next(calib.batches(batch_size, spec))
         rel = _relative_l2(_run(source, card.input.name, first), _run(tmp, card.input.name, first))
-    new_card = _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset)
+    new_card = _qdq_card(card, source, flavour, method, calib, list(exclude), kept_float, opset, bits)
     if tweaks:
         assert new_card.artifact.quantization is not None  # _qdq_card sets it
         new_card.artifact.quantization["tweaks"] = {k: str(v) for k, v in tweaks.items()}
@@ -489,7 +564,8 @@ def _relative_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def _qdq_card(
-    card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], kept_float: List[str], opset: int
+    card: ModelCard, source: Path, flavour: str, method: str, calib: CalibrationSet, exclude: List[str], kept_float: List[str], opset: int,
+    bits: int,
 ) -> ModelCard:
     artifact = Artifact(
         format="onnx",
@@ -499,9 +575,11 @@ def _qdq_card(
         calibration_sha256=calib.sha256,
         calibration_frames=len(calib),
         calibration_method=method,
+        weight_bits=bits,
+        float_layers=list(exclude) or None,
         quantization={
             "activations": "int8 symmetric" if flavour == "trt" else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel" if flavour == "trt" else "int8 symmetric per-channel, 7-bit range",
+            "weights": f"int8 symmetric per-channel{', 7-bit range' if bits == 7 else ''}",
             "excluded_nodes": exclude,
             "float_nodes": kept_float,
         },

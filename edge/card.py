@@ -162,6 +162,8 @@ class Artifact:
     calibration_frames: Optional[int] = None  # QDQ
     calibration_method: Optional[str] = None  # QDQ
     quantization: Optional[Dict[str, Any]] = None  # QDQ: activation / weight form, excluded nodes, tweaks
+    weight_bits: Optional[int] = None  # INT8: 8, or 7 (reduce_range) for x86 CPUs whose int8 dot products saturate
+    float_layers: Optional[List[str]] = None  # INT8: nodes kept in float for accuracy (--exclude, the accuracy search)
     optimized_by: Optional[str] = None  # ONNX Runtime-optimised ONNX: "onnxruntime <version>"
     graph_optimization: Optional[str] = None
     providers: Optional[List[str]] = None
@@ -207,6 +209,8 @@ class Artifact:
             calibration_frames=_number(g("calibration_frames"), "artifact.calibration_frames", 0, 1e9, integer=True, optional=True),
             calibration_method=_text(g("calibration_method"), "artifact.calibration_method", optional=True),
             quantization=_plain(_mapping(g("quantization"), "artifact.quantization"), "artifact.quantization"),
+            weight_bits=_number(g("weight_bits"), "artifact.weight_bits", 7, 8, integer=True, optional=True),
+            float_layers=_texts(g("float_layers"), "artifact.float_layers", optional=True),
             optimized_by=_text(g("optimized_by"), "artifact.optimized_by", optional=True),
             graph_optimization=_text(g("graph_optimization"), "artifact.graph_optimization", optional=True),
             providers=_texts(g("providers"), "artifact.providers", optional=True),

@@ -15,8 +15,10 @@ optional `progress` hook, so a caller can draw bars or stay silent.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from edgeseg.edge.registry import AUTO, auto_backend
 from edgeseg.layout import DATA_DIR, MODELS_DIR
 
 if TYPE_CHECKING:  # the steps import these where they run (torch, onnx and ONNX Runtime load there)
-    from edgeseg.calibration.accuracy import AccuracyReport
+    from edgeseg.calibration.accuracy import AccuracyReport, Budget
     from edgeseg.calibration.calibration_set import CalibrationSet
     from edgeseg.calibration.qdq import QdqResult
     from edgeseg.export.contract import ExportReport
@@ -49,7 +51,8 @@ MAX_PARITY_IMAGES = 8
 CALIBRATION_NAME = "calibration.npz"
 REPORT_NAME = "accuracy.json"
 DEFAULT_MAX_DICE_DROP = 0.02
-DEFAULT_MAX_RECALL_DROP = 0.02
+DEFAULT_MAX_GATE_DISAGREEMENT = 0.02
+DEFAULT_MAX_FLOAT_LAYERS = 16  # the accuracy-aware search tries at most this many layers in float
 
 
 @contextlib.contextmanager
@@ -258,29 +261,37 @@ def _parity_images(folder: Path) -> List[Path]:
 # -- calibrate ------------------------------------------------------------------------------------
 @dataclass
 class Calibrated:
-    """What `calibrate` made: the calibration set, one QDQ model per model and flavour, and with a
-    validation set the accuracy of every precision (also written to out_dir/accuracy.json)."""
+    """What `calibrate` made: the calibration set, one QDQ model per model and flavour, with a
+    validation set the accuracy of every precision (also written to out_dir/accuracy.json), and
+    with a build target the artifacts built from the QDQ models (the ones the gate scored)."""
 
     calibration: CalibrationSet
     models: List[QdqResult]
     accuracy: Optional[AccuracyReport] = None
-    removed: List[Path] = field(default_factory=list)  # INT8 models deleted for missing the budget
+    removed: List[Path] = field(default_factory=list)  # INT8 models not written: beyond the budget
+    built: Optional[Built] = None
 
     def to_dict(self) -> Dict[str, Any]:
         summary: Dict[str, Any] = {"calibration": self.calibration.describe(), "models": [r.to_dict() for r in self.models]}
+        if self.built is not None:
+            summary["built"] = self.built.to_dict()
         if self.accuracy is not None:
             summary["accuracy"] = dict(self.accuracy.to_dict(), removed=[str(p) for p in self.removed])
         return summary
 
 
 class BudgetMissed(EdgesegError):
-    """INT8 lost more accuracy than allowed; `result` holds the report (the failing models are removed)."""
+    """INT8 lost more accuracy than the budget allows, even with the layers the search kept in
+    float; `report` holds the accuracy table, `result` what the step made (nothing beyond the
+    budget is left in the output folder)."""
 
-    def __init__(self, result: Calibrated, misses: Sequence[Any]) -> None:
+    def __init__(self, report: AccuracyReport, result: Any, hint: Optional[str] = None) -> None:
         super().__init__(
-            f"INT8 accuracy budget missed ({len(misses)}): " + " | ".join(m.describe() for m in misses),
-            hint="the failing INT8 models were removed; --exclude the layers named, try --method entropy/percentile, or relax the budget",
+            f"INT8 accuracy budget missed ({len(report.misses)}): " + " | ".join(m.describe() for m in report.misses),
+            hint=hint or "nothing beyond the budget was written; allow more --max-float-layers, --exclude the layers named, "
+            "try --method entropy/percentile, or relax the budget",
         )
+        self.report = report
         self.result = result
 
 
@@ -296,7 +307,9 @@ def calibrate(
     validation: Optional[PathLike] = None,
     validation_count: Optional[int] = None,
     max_dice_drop: Optional[float] = None,
-    max_recall_drop: Optional[float] = None,
+    max_gate_disagreement: Optional[float] = None,
+    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS,
+    backend: Optional[str] = None,
     seed: int = 0,
     progress: Progress = silent,
 ) -> Calibrated:
@@ -304,33 +317,266 @@ def calibrate(
 
     source: image folder, Severstal folder or its train.csv, a video, or a calibration .npz to
     reuse (out_dir/calibration.npz otherwise). Each FP32 ONNX in `models` becomes
-    out_dir/<name>.int8.<flavour>.qdq.onnx for each flavour ("trt", "cpu"; default both). With a
-    `validation` folder, FP32, FP16 and each INT8 flavour are scored on it (ONNX Runtime, and
-    OpenVINO when installed); a budget (`max_dice_drop`, `max_recall_drop`) that INT8 misses
-    removes those models and raises BudgetMissed, which carries the result.
+    out_dir/<name>.int8.<flavour>.qdq.onnx for each flavour ("trt", "cpu"; default both).
+    backend: also build each INT8 model for this backend (what `build` writes for it, into
+    out_dir; `built` holds them) from one flavour (default the backend's own). With a `validation` folder FP32 and INT8 are scored on it as a
+    cascade (accuracy_report): with a backend, the built artifacts on that backend (what ships);
+    without, each QDQ model as it runs (ONNX Runtime, and OpenVINO where installed and exact),
+    plus FP16 for comparison. A flavour that misses the budget (`max_dice_drop` per class of the
+    cascade, `max_gate_disagreement`: the share of gate decisions that differ from FP32's) goes
+    through the accuracy-aware search (`float_search`: at most `max_float_layers` layers kept in
+    float, 0: no search); one still beyond the budget is not written and BudgetMissed carries the
+    result. Everything is made in a staging folder inside out_dir and moved out when it passes.
     """
+    from edgeseg.calibration.accuracy import Budget
     from edgeseg.calibration.qdq import FLAVOURS, check_flavour, check_method
+    from edgeseg.files import ensure_writable_dir
 
-    chosen = list(dict.fromkeys(flavours or FLAVOURS))
+    from edgeseg.edge.registry import BACKEND_FLAVOURS
+
+    chosen = list(dict.fromkeys(flavours or (BACKEND_FLAVOURS[backend][:1] if backend else FLAVOURS)))
     for flavour in chosen:
         check_flavour(flavour)
     check_method(method)
+    if backend is not None and len(chosen) > 1:
+        raise UsageError(f"--backend builds one INT8 artifact per model, but {len(chosen)} flavours were asked", hint="choose one --flavour")
     paths = [Path(m) for m in models]
     source, out = Path(source), Path(out_dir)
-    if (max_dice_drop is not None or max_recall_drop is not None) and validation is None:
-        raise UsageError("--max-dice-drop / --max-recall-drop need --validation")
+    budget = Budget(max_dice_drop, max_gate_disagreement)
+    if budget != Budget() and validation is None:
+        raise UsageError("--max-dice-drop / --max-gate-disagreement need --validation")
+    if max_float_layers < 0:
+        raise UsageError(f"--max-float-layers must be >= 0 (0: no search), got {max_float_layers}")
     if validation is not None and not paths:
         raise UsageError("--validation compares models: give them with --model")
     if validation is not None and Path(validation).resolve() == source.resolve():
         log.warning("note: --validation is the calibration data itself: the accuracy figures will be optimistic")
     cards = _fp32_cards(paths)
     calibration = _calibration_set(source, out, cards, count, seed, progress)
-    result = Calibrated(calibration, _quantise(paths, calibration, chosen, method, list(exclude), out, progress))
-    if validation is not None:
-        report = _score(result, paths, out, Path(validation), validation_count, seed, max_dice_drop, max_recall_drop, progress)
-        if report.misses:
-            raise BudgetMissed(result, report.misses)
+    with tempfile.TemporaryDirectory(prefix=".edgeseg-int8-", dir=str(ensure_writable_dir(out))) as stage:
+        maker = _Int8Maker(paths, calibration, method, list(exclude), Path(stage), backend, progress)
+        made = {flavour: maker.make(flavour, {}, 0) for flavour in sorted(chosen, key=lambda f: f != "cpu")}  # cpu first: its ranges serve trt
+        result = Calibrated(calibration, [])
+        passed = list(made)
+        if validation is not None:
+            passed = _gate(result, maker, made, out, Path(validation), validation_count, seed, budget, max_float_layers, progress)
+        for flavour in chosen:
+            _promote(made[flavour], out, result, keep=flavour in passed)
+    if result.accuracy is not None:
+        from edgeseg.files import write_json
+
+        write_json(out / REPORT_NAME, result.to_dict()["accuracy"])
+        if result.accuracy.misses:
+            raise BudgetMissed(result.accuracy, result)
     return result
+
+
+@dataclass
+class _Made:
+    """One flavour's INT8 models as made by one try (and the artifacts built from them)."""
+
+    folder: Path
+    models: List[QdqResult]
+    built: List[BuildResult]
+
+    @property
+    def qdq(self) -> Dict[str, Path]:
+        from edgeseg.edge.card import read_card
+
+        return {read_card(r.path).task: r.path for r in self.models}
+
+
+@dataclass
+class _Int8Maker:
+    """Makes one flavour's INT8 models, keeping given layers in float, and with a backend the
+    artifacts built from them, each try in a folder of its own inside the staging folder."""
+
+    models: List[Path]
+    calibration: Any
+    method: str
+    exclude: List[str]
+    stage: Path
+    backend: Optional[str]
+    progress: Progress
+
+    def make(self, flavour: str, float_layers: Dict[str, List[str]], attempt: int) -> _Made:
+        folder = self.stage / f"{flavour}-{attempt}"
+        folder.mkdir()
+        with _named_as_output(folder, self.stage.parent):
+            results = self._quantise(flavour, float_layers, folder)
+            return _Made(folder, results, self._build(results, folder))
+
+    def _quantise(self, flavour: str, float_layers: Dict[str, List[str]], folder: Path) -> List[QdqResult]:
+        from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
+        from edgeseg.edge.card import read_card
+
+        results = []
+        for index, model in enumerate(self.models):
+            card = read_card(model)
+            # minmax ranges are measured once per model (cpu first: it records every tensor) and reused
+            cache = self.stage / f"ranges-{index}.json" if self.method == "minmax" else None
+            reused = cache is not None and cache.is_file()
+            extra = float_layers.get(card.task, [])
+            label = f"INT8 {flavour} {model.name} ({self.method}{', ranges reused' if reused else ''}{f', {len(extra)} layers float' if extra else ''})"
+            with self.progress(label, None if reused else self.calibration.batch_count(1, card.preprocess)) as advance:
+                results.append(
+                    onnx_to_qdq(
+                        model, self.calibration, folder / qdq_path(model, flavour).name, flavour=flavour, method=self.method,
+                        exclude=[*self.exclude, *extra], ranges_cache=cache, progress=advance,
+                    )
+                )
+        return results
+
+    def _build(self, results: List[QdqResult], folder: Path) -> List[BuildResult]:
+        if self.backend is None:
+            return []
+        from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort
+
+        make = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[self.backend]
+        built = []
+        for r in results:
+            with self.progress(f"building {r.path.name} -> int8 ({self.backend})", None):
+                built.append(make(r.path, folder, BuildOptions(precision="int8")))
+        return built
+
+    def variants(self, flavour: str, made: _Made, unavailable: Dict[str, str]) -> List[Any]:
+        """What the gate scores: the built artifacts on the backend, or each QDQ model as it runs."""
+        from edgeseg.calibration.accuracy import Variant
+
+        label = f"int8-{flavour}"
+        if self.backend is not None:
+            return [Variant(label, {r.task: r.artifact for r in made.built}, self.backend)]
+        return _with_openvino([Variant(label, made.qdq)], unavailable)
+
+
+@contextlib.contextmanager
+def _named_as_output(folder: Path, out_dir: Path) -> Iterator[None]:
+    """An error about a staged file (a full disk, say) names the file it would have become."""
+    try:
+        yield
+    except EdgesegError as exc:
+        renamed = copy.copy(exc)  # same type and exit code, whatever its constructor takes
+        renamed.message = exc.message.replace(str(folder), str(out_dir))
+        renamed.args = (renamed.message,)
+        raise renamed from exc
+
+
+def _with_openvino(variants: List[Any], unavailable: Dict[str, str]) -> List[Any]:
+    """The variants, and the same files through OpenVINO where installed and it computes them right."""
+    from edgeseg.lazy import available
+
+    if not available("openvino"):
+        return variants
+    from edgeseg.edge.backends.openvino import inexact_int8_reason
+    from edgeseg.edge.card import read_card
+
+    found = list(variants)
+    for variant in variants:
+        reasons = [reason for reason in (inexact_int8_reason(read_card(path)) for path in variant.models.values()) if reason]
+        if reasons:
+            unavailable[f"openvino {variant.precision}"] = reasons[0]
+        else:
+            found.append(dataclasses.replace(variant, backend="openvino"))
+    return found
+
+
+def _gate(
+    result: Calibrated, maker: _Int8Maker, made: Dict[str, _Made], out_dir: Path, validation: Path, validation_count: Optional[int],
+    seed: int, budget: Budget, max_float_layers: int, progress: Progress,
+) -> List[str]:
+    """Score FP32 and every flavour on `validation` into result.accuracy; a flavour beyond the
+    budget goes through the float-layer search (made[flavour] becomes its chosen try). Returns
+    the flavours within the budget."""
+    from edgeseg.calibration.accuracy import REFERENCE, Scorer, Variant, check_budget, float_search, load_validation
+    from edgeseg.edge.card import read_card
+
+    reference = Variant(REFERENCE, {read_card(m).task: m for m in maker.models})
+    unavailable: Dict[str, str] = {}
+    others: List[Variant] = []
+    if maker.backend is None:  # the other precisions, for comparison
+        try:
+            others.append(Variant("fp16", {task: _fp16(path, out_dir) for task, path in reference.models.items()}))
+        except (ImportError, EdgesegError) as exc:
+            unavailable["fp16"] = str(exc)
+        others += _with_openvino([reference], unavailable)[1:]
+    int8 = {flavour: maker.variants(flavour, m, unavailable) for flavour, m in made.items()}
+    data = load_validation(validation, validation_count, seed)
+    total = len(data) * sum(len(v.models) for v in [reference, *others, *(v for vs in int8.values() for v in vs)])
+    with progress(f"scoring {len(others) + len(made) + 1} precisions on {len(data)} strips", total) as advance:
+        scorer = Scorer(reference, data, advance)
+        report = scorer.report([*others, *(v for vs in int8.values() for v in vs)], unavailable, advance)
+    result.accuracy = report
+    labels = {flavour: [v.label for v in variants] for flavour, variants in int8.items()}
+    check_budget(report, [label for group in labels.values() for label in group], budget)
+    for flavour in made:
+        if not any(m.variant in labels[flavour] for m in report.misses):
+            continue
+        ranked = _sensitivity(reference.models, made[flavour].qdq, data, maker.exclude + [n for r in made[flavour].models for n in r.kept_float])
+        if max_float_layers and ranked:
+            tries: List[Tuple[_Made, List[Variant]]] = []
+
+            def attempt(float_layers: Dict[str, List[str]], number: int, flavour: str = flavour) -> List[Variant]:
+                tried = maker.make(flavour, float_layers, number)
+                tries.append((tried, maker.variants(flavour, tried, unavailable)))
+                return tries[-1][1]
+
+            with progress(f"keeping int8-{flavour} layers in float ({len(ranked[:max_float_layers])} candidates)", None) as advance:
+                search, variants, rows = float_search(attempt, scorer, budget, ranked[:max_float_layers], advance)
+            made[flavour] = next(tried for tried, returned in tries if returned is variants)
+            report.searches.append(search)
+            for variant in variants:
+                report.rows[variant.label] = rows[variant.label]
+                report.models[variant.label] = {task: str(path) for task, path in variant.models.items()}
+        check_budget(report, [label for group in labels.values() for label in group], budget)
+        for miss in report.misses:
+            if miss.variant in labels[flavour]:
+                miss.layers = [e for e in ranked if miss.task in ("cascade", e.task)][:5]
+    return [flavour for flavour in made if not any(m.variant in labels[flavour] for m in report.misses)]
+
+
+SENSITIVITY_STRIPS = 8  # validation strips the layer ranking runs on (it runs every layer's output)
+
+
+def _sensitivity(fp32: Dict[str, Path], qdq: Dict[str, Path], data: Any, already_float: Sequence[str]) -> List[Any]:
+    """The layers of every model ranked by the error they add to INT8 on the validation strips,
+    those already float left out (blame_layers, most added error first)."""
+    from edgeseg.calibration.accuracy import blame_layers
+    from edgeseg.edge.card import read_card
+    from edgeseg.edge.preprocess import preprocess
+
+    ranked = []
+    for task, model in fp32.items():
+        spec = read_card(model).preprocess
+        batches = [preprocess(frame, spec) for frame in data.frames[:SENSITIVITY_STRIPS]]
+        ranked += blame_layers(model, qdq[task], batches, top=None, task=task)
+    return sorted((e for e in ranked if e.added_error > 0 and e.node not in already_float), key=lambda e: e.added_error, reverse=True)
+
+
+def _promote(made: _Made, out_dir: Path, result: Calibrated, keep: bool) -> None:
+    """Move a try's files into out_dir (keep), or record its models as not written and remove
+    what an earlier run left under their names (nothing beyond the budget stays deployable); the
+    paths in the result and its report become the out_dir ones."""
+
+    def moved(path: Path) -> Path:
+        return out_dir / path.name
+
+    for file in sorted(made.folder.iterdir()):
+        if file.is_file():
+            if keep:
+                os.replace(file, moved(file))
+            else:
+                moved(file).unlink(missing_ok=True)
+    if not keep:
+        result.removed += [moved(r.path) for r in made.models]
+    kept = [dataclasses.replace(r, path=moved(r.path), card=moved(r.card)) for r in made.models] if keep else []
+    result.models = sorted(result.models + kept, key=lambda r: r.path.name.split(".")[0])  # stable: flavours in the order asked
+    if keep and made.built:
+        artifacts = [dataclasses.replace(b, source=moved(b.source), artifact=moved(b.artifact), card=moved(b.card)) for b in made.built]
+        result.built = Built(made.built[0].backend, "int8", artifacts)
+    if result.accuracy is not None:
+        staged = str(made.folder)
+        for label, models in result.accuracy.models.items():
+            result.accuracy.models[label] = {t: str(moved(Path(p))) if p.startswith(staged) else p for t, p in models.items()}
 
 
 def _fp32_cards(models: List[Path]) -> Dict[Path, Any]:
@@ -373,83 +619,6 @@ def _calibration_set(source: Path, out_dir: Path, cards: Dict[Path, Any], count:
     return calibration
 
 
-def _quantise(
-    models: List[Path], calibration: Any, flavours: List[str], method: str, exclude: List[str], out_dir: Path, progress: Progress
-) -> List[Any]:
-    """Each model in each flavour. With minmax, the cpu flavour goes first and leaves the activation
-    ranges in a cache that the trt flavour reuses: one calibration pass per model."""
-    from edgeseg.calibration.qdq import onnx_to_qdq, qdq_path
-    from edgeseg.edge.card import read_card
-
-    order = sorted(flavours, key=lambda f: f != "cpu")
-    results = []
-    with tempfile.TemporaryDirectory(prefix="edgeseg-ranges-") as scratch:
-        for index, model in enumerate(models):
-            batches = calibration.batch_count(1, read_card(model).preprocess)
-            cache = Path(scratch) / f"{index}.json" if method == "minmax" else None
-            for flavour in order:
-                reused = cache is not None and cache.is_file()
-                label = f"INT8 {flavour} {model.name} ({method}{', ranges reused' if reused else ''})"
-                with progress(label, None if reused else batches) as advance:
-                    results.append(
-                        onnx_to_qdq(
-                            model, calibration, out_dir / qdq_path(model, flavour).name, flavour=flavour, method=method,
-                            exclude=exclude, ranges_cache=cache, progress=advance,
-                        )
-                    )
-    return sorted(results, key=lambda r: (str(r.path.parent), r.path.name.split(".")[0], flavours.index(r.flavour)))
-
-
-def _score(
-    result: Calibrated, models: List[Path], out_dir: Path, validation: Path, validation_count: Optional[int], seed: int,
-    max_dice_drop: Optional[float], max_recall_drop: Optional[float], progress: Progress,
-) -> AccuracyReport:
-    """Score every precision on `validation` into result.accuracy and out_dir/accuracy.json;
-    remove the INT8 models that miss the budget, naming the layers most responsible."""
-    from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, blame_layers, check_budget, load_validation
-    from edgeseg.edge.card import card_path, read_card
-    from edgeseg.files import write_json
-    from edgeseg.lazy import available
-
-    reference = Variant(REFERENCE, {read_card(m).task: m for m in models})
-    variants = [reference]
-    unavailable: Dict[str, str] = {}
-    try:
-        variants.append(Variant("fp16", {task: _fp16(path, out_dir) for task, path in reference.models.items()}))
-    except (ImportError, EdgesegError) as exc:
-        unavailable["fp16"] = str(exc)
-    int8: Dict[str, Variant] = {}
-    for r in result.models:
-        int8.setdefault(r.flavour, Variant(f"int8-{r.flavour}", {})).models[read_card(r.path).task] = r.path
-    variants += int8.values()
-    if available("openvino"):  # the same files through the other CPU runtime, where it computes them right
-        from edgeseg.edge.backends.openvino import inexact_int8_reason
-
-        for variant in [v for v in variants if v.precision != "fp16"]:
-            reasons = [reason for reason in (inexact_int8_reason(read_card(path)) for path in variant.models.values()) if reason]
-            if reasons:
-                unavailable[f"openvino {variant.precision}"] = reasons[0]
-            else:
-                variants.append(dataclasses.replace(variant, backend="openvino"))
-    data = load_validation(validation, validation_count, seed)
-    total = len(data) * sum(len(v.models) for v in variants)
-    with progress(f"scoring {len(variants)} precisions on {len(data)} strips", total) as advance:
-        report = accuracy_report(variants, data, unavailable, progress=advance)
-    by_label = {v.label: v for v in variants}
-    misses = check_budget(report, [v.label for v in variants if v.precision.startswith("int8-")], max_dice_drop, max_recall_drop)
-    for miss in misses:
-        source = reference.models[miss.task]
-        few = [batch for batch, _ in zip(result.calibration.batches(1, read_card(source).preprocess), range(4))]
-        miss.layers = blame_layers(source, by_label[miss.variant].models[miss.task], few)
-    result.removed = sorted({by_label[m.variant].models[m.task] for m in misses})
-    for path in result.removed:
-        path.unlink(missing_ok=True)
-        card_path(path).unlink(missing_ok=True)
-    result.accuracy = report
-    write_json(out_dir / REPORT_NAME, result.to_dict()["accuracy"])
-    return report
-
-
 def _fp16(path: Path, out_dir: Path) -> Path:
     from edgeseg.export.fp16 import fp16_path, onnx_to_fp16
 
@@ -459,11 +628,13 @@ def _fp16(path: Path, out_dir: Path) -> Path:
 # -- build ----------------------------------------------------------------------------------------
 @dataclass
 class Built:
-    """What `build` wrote: one artifact (engine, CPU ONNX or OpenVINO IR) per model."""
+    """What `build` wrote: one artifact (engine, CPU ONNX or OpenVINO IR) per model, and with a
+    validation set their accuracy against FP32."""
 
     backend: str
     precision: str
     artifacts: List[BuildResult]
+    accuracy: Optional[AccuracyReport] = None
 
     @property
     def run_command(self) -> Optional[str]:
@@ -493,6 +664,11 @@ def build(
     backend: str = "auto",
     precision: Optional[str] = None,
     options: Optional[BuildOptions] = None,
+    validation: Optional[PathLike] = None,
+    validation_count: Optional[int] = None,
+    max_dice_drop: Optional[float] = None,
+    max_gate_disagreement: Optional[float] = None,
+    seed: int = 0,
     progress: Progress = silent,
 ) -> Built:
     """Build the artifact each model runs fastest as on `backend`.
@@ -502,6 +678,11 @@ def build(
     Runtime-optimised ONNX), "openvino" (the IR) or "auto" (edge.registry.auto_backend: the one rule). precision: default
     `fastest_precision`; int8 builds from the QDQ model `calibrate` wrote beside each FP32 ONNX.
     options: an edgeseg.export.engine.BuildOptions for the rest (batch profile, workspace, ...).
+    validation: a Severstal-layout folder: the built artifacts are scored on it, on `backend`,
+    against their FP32 ONNX (accuracy_report, as a cascade when both models are built) and kept
+    only within the budget (`max_dice_drop` per class, `max_gate_disagreement`); BudgetMissed
+    otherwise, with nothing written. (`calibrate --backend` and `deploy` also search for layers
+    to keep in float.)
     """
     from edgeseg.edge.registry import BACKEND_FLAVOURS
     from edgeseg.export.engine import BuildOptions, onnx_to_engine, onnx_to_openvino, onnx_to_ort, tensorrt_or_advice
@@ -526,14 +707,64 @@ def build(
 
         paths = assets.models(flavour)
     make = {"tensorrt": onnx_to_engine, "onnxruntime": onnx_to_ort, "openvino": onnx_to_openvino}[target]
-    artifacts = []
+    sources = []
     for model in paths:
         onnx = _as_onnx(model, Path(out_dir), progress)
-        if qdq:
-            onnx = int8_source(onnx, str(flavour), target)
-        with progress(f"building {onnx.name} -> {chosen} ({target})", None):
-            artifacts.append(make(onnx, out_dir, chosen_options))
-    return Built(target, chosen, artifacts)
+        sources.append((_fp32_of(onnx), int8_source(onnx, str(flavour), target) if qdq else onnx))
+    if validation is None:
+        artifacts = []
+        for _, onnx in sources:
+            with progress(f"building {onnx.name} -> {chosen} ({target})", None):
+                artifacts.append(make(onnx, out_dir, chosen_options))
+        return Built(target, chosen, artifacts)
+    from edgeseg.calibration.accuracy import Budget
+    from edgeseg.files import ensure_writable_dir
+
+    out = ensure_writable_dir(out_dir)
+    with tempfile.TemporaryDirectory(prefix=".edgeseg-build-gate-", dir=str(out)) as stage:
+        artifacts = []
+        for _, onnx in sources:
+            with progress(f"building {onnx.name} -> {chosen} ({target})", None):
+                artifacts.append(make(onnx, stage, chosen_options))
+        built = Built(target, chosen, artifacts)
+        report = _score_built(built, [fp32 for fp32, _ in sources], Path(validation), validation_count, seed, Budget(max_dice_drop, max_gate_disagreement), progress)
+        if report.misses:
+            raise BudgetMissed(report, built, hint="nothing was written; `edgeseg calibrate --backend` / `edgeseg deploy` keep the most sensitive layers in float, or relax the budget")
+        for file in sorted(Path(stage).iterdir()):
+            if file.is_file():
+                os.replace(file, out / file.name)
+    moved = [dataclasses.replace(r, artifact=out / r.artifact.name, card=out / r.card.name) for r in artifacts]
+    for label, scored in report.models.items():  # the staged artifacts were scored: name them where they are now
+        report.models[label] = {task: str(out / Path(path).name) if Path(path).parent == Path(stage) else path for task, path in scored.items()}
+    return Built(target, chosen, moved, report)
+
+
+def _fp32_of(onnx: Path) -> Path:
+    """The FP32 ONNX a model comes from: itself, or the one its derived card names beside it."""
+    from edgeseg.edge.card import read_card
+
+    if not onnx.is_file():
+        return onnx  # the builder says so
+    made = read_card(onnx)
+    if made.artifact.precision == "fp32":
+        return onnx
+    name = made.source.fp32_onnx or made.source.onnx
+    return onnx.parent / name if name else onnx
+
+
+def _score_built(
+    built: Built, fp32: List[Path], validation: Path, validation_count: Optional[int], seed: int, budget: Budget, progress: Progress
+) -> AccuracyReport:
+    """The built artifacts on their backend against their FP32 models, with the budget checked."""
+    from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, check_budget, load_validation
+
+    reference = Variant(REFERENCE, {r.task: path for r, path in zip(built.artifacts, fp32)})
+    shipped = Variant(f"{built.precision} built", {r.task: r.artifact for r in built.artifacts}, built.backend)
+    data = load_validation(validation, validation_count, seed)
+    with progress(f"scoring {built.precision} ({built.backend}) against {REFERENCE} on {len(data)} strips", 2 * len(data) * len(fp32)) as advance:
+        report = accuracy_report([reference, shipped], data, progress=advance)
+    check_budget(report, [shipped.label], budget)
+    return report
 
 
 def _calibrated(models: List[Path], flavour: str) -> bool:
@@ -611,15 +842,18 @@ def deploy(
     validation: Optional[PathLike] = None,
     count: int = 512,
     max_dice_drop: float = DEFAULT_MAX_DICE_DROP,
-    max_recall_drop: float = DEFAULT_MAX_RECALL_DROP,
+    max_gate_disagreement: float = DEFAULT_MAX_GATE_DISAGREEMENT,
+    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS,
     backend: str = "auto",
     classes: Optional[Sequence[str]] = None,
     seed: int = 0,
     progress: Progress = silent,
 ) -> Deployed:
     """Classifier and segmenter checkpoints -> the artifacts this machine runs fastest: `export`,
-    `calibrate` (INT8 only: on `data`, with the accuracy gate on `validation`, default `data`) and
-    `build` for `backend`. precision: default `fastest_precision` (INT8 on CPU when `data` is given)."""
+    `calibrate` and `build` for `backend`. INT8 calibrates on `data` and builds in the calibrate
+    step, so that the accuracy gate (on `validation`, default `data`) scores the built artifacts
+    on the backend that runs them, searching for layers to keep in float when the budget is
+    missed. precision: default `fastest_precision` (INT8 on CPU when `data` is given)."""
     target = auto_backend(build=True) if backend == AUTO else backend
     chosen = precision or fastest_precision(target, data is not None)
     if chosen == "int8" and data is None:
@@ -635,15 +869,22 @@ def deploy(
     if chosen == "int8":
         from edgeseg.edge.registry import BACKEND_FLAVOURS
 
-        log.info("2/3 calibrate on %s, gate: Dice drop <= %s, recall drop <= %s", data, max_dice_drop, max_recall_drop)
+        log.info(
+            "2/3 calibrate on %s and build for %s; gate on the built artifacts: Dice drop per class <= %s, gate disagreement <= %s",
+            data, target, max_dice_drop, max_gate_disagreement,
+        )
         calibrated = calibrate(
             str(data), exported.onnx, out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]], validation=validation or data,
-            max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed, progress=progress,
+            max_dice_drop=max_dice_drop, max_gate_disagreement=max_gate_disagreement, max_float_layers=max_float_layers,
+            backend=target, seed=seed, progress=progress,
         )
-        seconds["calibrate"], started = time.perf_counter() - started, time.perf_counter()
+        seconds["calibrate"] = time.perf_counter() - started
+        log.info("3/3 build-engine int8 for %s: built and scored in step 2", target)
+        assert calibrated.built is not None  # calibrate with a backend builds, or raises BudgetMissed
+        built = calibrated.built
     else:
         log.info("2/3 calibrate skipped (%s needs no calibration)", chosen)
-    log.info("3/3 build-engine %s for %s", chosen, target)
-    built = build(exported.onnx, out_dir, backend=target, precision=chosen, progress=progress)
-    seconds["build"] = time.perf_counter() - started
+        log.info("3/3 build-engine %s for %s", chosen, target)
+        built = build(exported.onnx, out_dir, backend=target, precision=chosen, progress=progress)
+        seconds["build"] = time.perf_counter() - started
     return Deployed(exported, calibrated, built, seconds)

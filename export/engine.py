@@ -250,10 +250,12 @@ def derived_card(card: ModelCard, source: Path, profile: Profile, output_shape: 
 
 
 def _int8_origin(card: ModelCard, options: BuildOptions) -> Dict[str, Any]:
-    """What an INT8 CPU artifact keeps from its QDQ source's card: the flavour and calibration set."""
+    """What an INT8 CPU artifact keeps from its QDQ source's card: the flavour, calibration set,
+    weight range and the layers kept in float."""
     if options.precision != "int8":
         return {}
-    return {"flavour": card.artifact.flavour, "calibration_sha256": card.artifact.calibration_sha256}
+    made = card.artifact
+    return {"flavour": made.flavour, "calibration_sha256": made.calibration_sha256, "weight_bits": made.weight_bits, "float_layers": made.float_layers}
 
 
 def _write(target: Path, payload: Any, card: ModelCard) -> Path:

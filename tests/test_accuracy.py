@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from edgeseg.calibration.accuracy import REFERENCE, Variant, accuracy_report, blame_layers, check_budget, load_validation
+from edgeseg.calibration.accuracy import REFERENCE, Budget, Variant, accuracy_report, blame_layers, check_budget, load_validation
 from edgeseg.calibration.calibration_set import severstal_to_calibration_set
 from edgeseg.calibration.qdq import onnx_to_qdq
 from edgeseg.cli import app
@@ -89,12 +89,17 @@ def test_report_numbers_match_an_independent_computation(variants, strips, repor
     json.dumps(summary)  # the report is JSON as it is
 
 
-def test_budget_gate(report):
-    assert check_budget(report, ["int8-trt", "int8-cpu"], max_dice_drop=1.0, max_recall_drop=1.0) == []
-    # Impossible: INT8 would have to beat FP32 by more than the whole Dice range.
-    misses = check_budget(report, ["int8-trt", "int8-cpu"], max_dice_drop=-1.01)
-    assert [(m.variant, m.task, m.metric) for m in misses] == [("int8-trt", "segmenter", "mean_dice"), ("int8-cpu", "segmenter", "mean_dice")]
+def test_budget_gate_is_per_class_of_the_cascade_and_on_gate_decisions(report):
+    assert check_budget(report, ["int8-trt", "int8-cpu"], Budget(max_dice_drop=1.0, max_gate_disagreement=1.0)) == []
+    # Impossible: INT8 would have to beat FP32 by more than the whole Dice range, in every class.
+    misses = check_budget(report, ["int8-trt", "int8-cpu"], Budget(max_dice_drop=-1.01))
+    classes = list(report.rows[REFERENCE]["cascade"]["dice_per_class"])
+    assert [(m.variant, m.task, m.metric) for m in misses] == [(v, "cascade", f"dice {c}") for v in ("int8-trt", "int8-cpu") for c in classes]
     assert report.to_dict()["within_budget"] is False and "budget -1.0100" in misses[0].describe()
+    # a gate that may flip nothing: a miss exactly where INT8 changed a decision
+    misses = check_budget(report, ["int8-trt", "int8-cpu"], Budget(max_gate_disagreement=0.0))
+    flipped = [label for label in ("int8-trt", "int8-cpu") if report.rows[label]["classifier"]["decision_flips"]]
+    assert [m.variant for m in misses] == flipped and all(m.metric == "decision_agreement" for m in misses)
 
 
 def test_blame_finds_a_sabotaged_layer(variants, tiny_models, tmp_path):
@@ -123,7 +128,7 @@ def test_cli_end_to_end_pass_then_missed_budget(tiny_models, strips, tmp_path):
     out = tmp_path / "out"
     args = ["calibrate", str(strips[0]), "-m", str(tiny_models["classifier"]), "-m", str(tiny_models["segmenter"])]
     result = runner.invoke(app, args + ["--out", str(out), "--count", "12", "--validation", str(strips[1]),
-                                        "--max-dice-drop", "1", "--max-recall-drop", "1", "--json"])
+                                        "--max-dice-drop", "1", "--max-gate-disagreement", "1", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["accuracy"]["within_budget"] is True
@@ -148,7 +153,8 @@ def test_cli_end_to_end_pass_then_missed_budget(tiny_models, strips, tmp_path):
 
     failing = tmp_path / "failing"
     result = runner.invoke(app, ["calibrate", str(out / "calibration.npz"), "-m", str(tiny_models["segmenter"]), "--flavour", "trt",
-                                 "--out", str(failing), "--validation", str(strips[1]), "--max-dice-drop", "-1.01"])
+                                 "--out", str(failing), "--validation", str(strips[1]), "--max-dice-drop", "-1.01",
+                                 "--max-float-layers", "0"])
     assert result.exit_code == 1
     assert "accuracy budget missed" in result.output and "layers most responsible: /" in result.output
     assert not (failing / "segmenter.int8.trt.qdq.onnx").exists() and not (failing / "segmenter.int8.trt.qdq.json").exists()

@@ -14,7 +14,7 @@ def test_deploy_int8_builds_the_cascade_and_prints_a_command_that_runs(tiny_chec
     write_synthetic(data, 10, seed=3)
     out = tmp_path / "models"
     args = ["deploy", str(tiny_checkpoints["classifier"]), str(tiny_checkpoints["segmenter"]), "--precision", "int8",
-            "--data", str(data), "--count", "8", "--backend", "onnxruntime", "--max-dice-drop", "1", "--max-recall-drop", "1", "--out", str(out)]
+            "--data", str(data), "--count", "8", "--backend", "onnxruntime", "--max-dice-drop", "1", "--max-gate-disagreement", "1", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for stage in ("1/3 export", "2/3 calibrate", "3/3 build-engine"):

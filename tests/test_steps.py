@@ -75,7 +75,7 @@ def test_a_missed_budget_raises_with_the_report_and_removes_the_int8_model(tiny_
     write_synthetic(tmp_path / "val", 6, seed=5)
     with pytest.raises(BudgetMissed) as missed:
         calibrate(tiny_calibration.path, [tiny_models["segmenter"]], tmp_path / "out", flavours=["trt"],
-                          validation=tmp_path / "val", max_dice_drop=-1.01)
+                          validation=tmp_path / "val", max_dice_drop=-1.01, max_float_layers=0)
     result = missed.value.result
     assert result.removed == [tmp_path / "out" / "segmenter.int8.trt.qdq.onnx"] and not result.removed[0].exists()
     assert result.accuracy.misses[0].variant == "int8-trt" and (tmp_path / "out" / "accuracy.json").is_file()

@@ -216,9 +216,9 @@ def slow_flavour_note(artifact: Path, made_as: Artifact) -> str:
     faster = flavour_sibling(artifact, "cpu")
     instead = f"run {faster.name} beside it" if faster != artifact and faster.is_file() else "make the `cpu` flavour with `edgeseg calibrate --flavour cpu`"
     if available("openvino"):
-        from edgeseg.edge.backends.openvino import symmetric_int8_exact
+        from edgeseg.edge.backends.openvino import saturates_here
 
-        if symmetric_int8_exact():  # OpenVINO runs it fast and right only where int8 does not saturate
+        if not saturates_here(made_as):  # OpenVINO runs it fast, but right only where its int8 products do not saturate
             instead += ", or use --backend openvino"
     return f"{artifact.name} is the TensorRT form of INT8, slower than FP32 on ONNX Runtime's CPU provider: {instead}"
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeseg.edge.backends.base import Backend
 from edgeseg.edge.artifacts import weights_path
-from edgeseg.edge.card import ModelCard, TensorSpec
+from edgeseg.edge.card import Artifact, ModelCard, TensorSpec
 from edgeseg.edge.registry import OPENVINO
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike
@@ -91,14 +91,16 @@ def devices() -> List[Dict[str, str]]:
 
 
 def symmetric_int8_exact(simd: Optional[Sequence[str]] = None) -> bool:
-    """Whether OpenVINO's CPU plugin computes the `trt` INT8 flavour (symmetric int8
-    activations) right on this CPU; `simd` defaults to this machine's flags (envinfo.cpu_info).
+    """Whether this CPU's int8 dot products are exact for 8-bit weights, i.e. OpenVINO computes
+    the `trt` INT8 flavour (symmetric int8 activations) right, and 8-bit `cpu` weights need no
+    7-bit range; `simd` defaults to this machine's flags (envinfo.cpu_info).
 
-    An x86 CPU without VNNI or AMX multiplies int8 with AVX2's vpmaddubsw, whose int16 pair sums
-    saturate. OpenVINO shifts s8 activations to u8 (+128) to use it, so large products clip: on
-    an AVX2 EPYC the demo classifier's `trt` QDQ was rel L2 0.39 from ONNX Runtime, the tests'
-    tiny model 0.73 (the `cpu` flavour, u8 activations: 0.017). ARM CPUs and x86 CPUs with
-    AVX512-VNNI, AVX-VNNI or AMX are exact (rel L2 < 0.02 on the AMX Xeon).
+    An x86 CPU without VNNI or AMX multiplies int8 with AVX2's vpmaddubsw (u8 x s8), whose int16
+    pair sums saturate past 255 x 127 x 2. OpenVINO shifts s8 activations to u8 (+128) to use it,
+    so large products clip: on an AVX2 EPYC the demo classifier's `trt` QDQ was rel L2 0.39 from
+    ONNX Runtime, the tests' tiny model 0.73 (the `cpu` flavour, u8 activations and 7-bit
+    weights: 0.017). ARM CPUs and x86 CPUs with AVX512-VNNI, AVX-VNNI or AMX are exact (rel L2 <
+    0.02 on the AMX Xeon).
     """
     if simd is None:
         from edgeseg.envinfo import cpu_info
@@ -107,16 +109,26 @@ def symmetric_int8_exact(simd: Optional[Sequence[str]] = None) -> bool:
     return "avx2" not in simd or any(flag in simd for flag in _EXACT_INT8_FLAGS)
 
 
+def weight_bits(artifact: Artifact) -> int:
+    """The weight range an INT8 artifact was quantised to: its card's, else its flavour's
+    before cards recorded it (`trt` 8, `cpu` 7)."""
+    return artifact.weight_bits or (8 if artifact.flavour == "trt" else 7)
+
+
+def saturates_here(artifact: Artifact, device: str = "CPU") -> bool:
+    """Whether OpenVINO on `device` computes this INT8 artifact wrongly here: 8-bit weights on a
+    CPU whose int8 products saturate (7-bit weights cannot: 255 x 64 x 2 fits in int16)."""
+    if not device.upper().startswith("CPU") or artifact.precision != "int8" or weight_bits(artifact) < 8:
+        return False
+    return not symmetric_int8_exact()
+
+
 def inexact_int8_reason(card: ModelCard, device: str = "CPU") -> str:
-    """Why OpenVINO on `device` would compute this model wrongly here; "" when it will not."""
-    if not device.upper().startswith("CPU") or card.artifact.precision != "int8" or card.artifact.flavour != "trt":
+    """Why OpenVINO on `device` would compute this model wrongly here (`saturates_here`); "" when it will not."""
+    if not saturates_here(card.artifact, device):
         return ""
-    if symmetric_int8_exact():
-        return ""
-    return (
-        "its `trt` INT8 flavour (symmetric int8 activations) saturates in OpenVINO's int8 kernels on a CPU "
-        "without VNNI or AMX, such as this one (AVX2): the outputs would be wrong"
-    )
+    form = "its `trt` INT8 flavour (symmetric int8 activations, 8-bit weights)" if card.artifact.flavour == "trt" else "its 8-bit INT8 weights"
+    return f"{form}: the int8 dot product saturates in OpenVINO's kernels on a CPU without VNNI or AMX, such as this one (AVX2): the outputs would be wrong"
 
 
 class OpenVINOBackend(Backend):
@@ -211,7 +223,7 @@ class OpenVINOBackend(Backend):
         if reason:
             raise EdgesegError(
                 f"OpenVINO cannot run {self.artifact} on this CPU: {reason}",
-                hint="make the `cpu` flavour (`edgeseg calibrate --flavour cpu`) for OpenVINO, or run this model with --backend onnxruntime",
+                hint="calibrate on this machine for OpenVINO (`edgeseg calibrate --flavour cpu`: 7-bit weights here), or run this model with --backend onnxruntime",
             )
         if self.cache_dir is not None:
             try:

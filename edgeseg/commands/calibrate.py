@@ -29,7 +29,22 @@ from edgeseg.commands.common import (
     print_json,
     progress_steps,
 )
+from edgeseg.edge.registry import LOCAL_BACKENDS
 from edgeseg.edge.tables import Fit
+from edgeseg.steps import DEFAULT_MAX_FLOAT_LAYERS
+
+MAX_DICE_DROP_HELP = (
+    "Budget per class: fail (exit 1, INT8 not written) if any class's Dice of the whole cascade (gate included; "
+    "a segmenter alone: its own) drops more than this below FP32's."
+)
+MAX_GATE_DISAGREEMENT_HELP = (
+    "Gate budget: fail (exit 1, INT8 not written) if more than this share of validation strips get the opposite "
+    "defect/clean decision from FP32's (0.02: 2 in 100; bounds classifier recall and precision changes alike)."
+)
+MAX_FLOAT_LAYERS_HELP = (
+    "When INT8 misses a budget, keep up to this many of the layers adding the most error in float (fewest first), "
+    "rebuild and rescore; 0: no search."
+)
 
 
 @cli_errors
@@ -65,11 +80,12 @@ def calibrate(
     validation_count: Annotated[
         Optional[int], typer.Option("--validation-count", min=1, help="Use this many validation strips (seeded choice); default all.")
     ] = None,
-    max_dice_drop: Annotated[
-        Optional[float], typer.Option("--max-dice-drop", help="Fail (exit 1, INT8 model removed) if segmenter mean Dice drops more than this.")
-    ] = None,
-    max_recall_drop: Annotated[
-        Optional[float], typer.Option("--max-recall-drop", help="Fail (exit 1, INT8 model removed) if classifier recall drops more than this.")
+    max_dice_drop: Annotated[Optional[float], typer.Option("--max-dice-drop", help=MAX_DICE_DROP_HELP)] = None,
+    max_gate_disagreement: Annotated[Optional[float], typer.Option("--max-gate-disagreement", help=MAX_GATE_DISAGREEMENT_HELP)] = None,
+    max_float_layers: Annotated[int, typer.Option("--max-float-layers", min=0, help=MAX_FLOAT_LAYERS_HELP)] = DEFAULT_MAX_FLOAT_LAYERS,
+    backend: Annotated[
+        Optional[Literal[LOCAL_BACKENDS]],  # type: ignore[valid-type]
+        typer.Option("--backend", "-b", help="Also build each INT8 model for this backend (build-engine's artifact, in OUT); --validation then scores those on it."),
     ] = None,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -83,15 +99,20 @@ def calibrate(
     sha256 goes into every INT8 model card. Each --model gives OUT/<name>.int8.trt.qdq.onnx (for
     `edgeseg build-engine --precision int8`) and OUT/<name>.int8.cpu.qdq.onnx (ONNX Runtime).
     With --validation, FP32, FP16 and each INT8 flavour are scored on it through ONNX Runtime, and
-    through OpenVINO too when it is installed ("openvino ..." rows; classifier accuracy/recall,
-    segmenter Dice per class, cascade gate recall) into OUT/accuracy.json;
-    --max-dice-drop / --max-recall-drop turn that into a gate that names the layers to --exclude.
+    through OpenVINO too when it is installed ("openvino ..." rows), as a cascade: the Dice of each
+    class through the gate, gate decisions flipped against FP32, classifier recall and precision,
+    and the ungated segmenter's Dice as a diagnostic, into OUT/accuracy.json. With --backend, the
+    artifacts built for it are scored instead (what ships). --max-dice-drop (per class) and
+    --max-gate-disagreement turn that into a gate: a flavour that misses it keeps its most
+    sensitive layers in float (at most --max-float-layers), and is not written if still beyond.
 
     Examples:
 
       edgeseg calibrate data/train -m models/classifier.onnx -m models/segmenter.onnx
 
       edgeseg calibrate models/calibration.npz -m models/segmenter.onnx --flavour trt --validation data/test --max-dice-drop 0.01
+
+      edgeseg calibrate data/train -m models/classifier.onnx -m models/segmenter.onnx --flavour cpu --backend openvino --validation data/val --max-dice-drop 0.01 --max-gate-disagreement 0
     """
     from edgeseg.steps import REPORT_NAME, BudgetMissed
     from edgeseg.steps import calibrate as calibrate_models
@@ -99,8 +120,8 @@ def calibrate(
     try:
         done = calibrate_models(
             source, models or [], out_dir, count=count, flavours=flavours, method=method, exclude=exclude or [], validation=validation,
-            validation_count=validation_count, max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed,
-            progress=progress_steps(json_output),
+            validation_count=validation_count, max_dice_drop=max_dice_drop, max_gate_disagreement=max_gate_disagreement,
+            max_float_layers=max_float_layers, backend=backend, seed=seed, progress=progress_steps(json_output),
         )
     except BudgetMissed as missed:
         print_calibrated(missed.result, out_dir / REPORT_NAME, json_output)
@@ -132,43 +153,63 @@ def print_calibrated(done: Any, report_path: Path, json_output: bool = False) ->
         out.print(models_table(done.models))
     if done.accuracy is not None:
         out.print(accuracy_table(done.accuracy))
+        for search in done.accuracy.searches:
+            out.print(float_search_table(search))
         out.print(f"accuracy report: {report_path}")
 
 
 def models_table(results: List[Any]) -> Any:
     """The INT8 models written, for people (Fit: folded under the model where narrow)."""
     table = Table(title="INT8 QDQ models")
-    for column in ("model", "flavour", "method", "quantised ops", "rel. L2 vs FP32 (1st batch)", "seconds"):
+    for column in ("model", "flavour", "method", "quantised ops", "float layers", "rel. L2 vs FP32 (1st batch)", "seconds"):
         table.add_column(column)
     for r in results:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(r.quantized.items()))
-        table.add_row(str(r.path), r.flavour, r.method, ops, f"{r.first_batch_rel_l2:.4f}", f"{r.seconds:.1f}")
+        table.add_row(str(r.path), r.flavour, r.method, ops, str(len(r.excluded)), f"{r.first_batch_rel_l2:.4f}", f"{r.seconds:.1f}")
     return Fit(table)
 
 
 def accuracy_table(report: Any) -> Any:
-    """FP32, FP16 and INT8 scored on the validation strips, for people (Fit: folded under the precision where narrow)."""
+    """FP32 and the other precisions scored as a cascade on the validation strips, for people
+    (Fit: folded under the precision where narrow). Changes against FP32 in brackets."""
     from edgeseg.calibration.accuracy import REFERENCE
 
-    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective), ONNX Runtime CPU (openvino rows: OpenVINO CPU)")
-    columns = ["precision", "cls accuracy", "cls recall", "seg mean Dice", "Dice per class", "vs FP32 masks", "gate recall", "cascade Dice"]
+    table = Table(title=f"accuracy on {report.images} validation strips ({report.defective} defective); rows: backend and precision (no backend: ONNX Runtime CPU)")
+    columns = ["precision", "cascade Dice per class", "cascade Dice", "gate flips", "cls recall", "cls precision", "seg Dice (ungated)", "vs FP32 masks"]
     for column in columns:
         table.add_column(column)
     for label, row in report.rows.items():
         cls, seg, cas = row.get("classifier", {}), row.get("segmenter", {}), row.get("cascade", {})
-        dice_drop = report.delta(label, "segmenter", "mean_dice") if label != REFERENCE else None
+        other = label != REFERENCE
+        drops = report.class_drops(label) if other else {}
+        per_class = cas.get("dice_per_class") or seg.get("dice_per_class") or {}
+        flips = cls.get("decision_flips")
         table.add_row(
             label,
-            _num(cls.get("accuracy")),
-            _num(cls.get("recall"), report.delta(label, "classifier", "recall") if label != REFERENCE else None),
-            _num(seg.get("mean_dice"), dice_drop),
-            " ".join(f"{v:.3f}" for v in seg.get("dice_per_class", {}).values()),
+            " ".join(_num(v, drops.get(name)) for name, v in per_class.items()),
+            _num(cas.get("mean_dice"), report.delta(label, "cascade", "mean_dice") if other else None),
+            f"{flips} ({1 - cls['decision_agreement']:.1%})" if flips is not None else "",
+            _num(cls.get("recall"), report.delta(label, "classifier", "recall") if other else None),
+            _num(cls.get("precision"), report.delta(label, "classifier", "precision") if other else None),
+            _num(seg.get("mean_dice"), report.delta(label, "segmenter", "mean_dice") if other else None),
             _num(seg.get("mask_agreement")),
-            _num(cas.get("gate_recall")),
-            _num(cas.get("mean_dice")),
         )
     for label, reason in report.unavailable.items():
         table.add_row(label, f"[dim]unavailable: {reason}[/]", *[""] * (len(columns) - 2))
+    return Fit(table)
+
+
+def float_search_table(search: Any, top: int = 8) -> Any:
+    """The accuracy-aware search of one INT8 variant: the layers ranked by the error they add,
+    which were kept in float, and each try."""
+    chosen = {(task, node) for task, nodes in search.float_layers.items() for node in nodes}
+    verdict = "within the budget" if search.within_budget else "still beyond the budget (best try shown)"
+    tries = ", ".join(f"{a.float_layers} float: {'pass' if not a.misses else 'miss'}" for a in search.attempts)
+    table = Table(title=f"{search.variant}: {len(chosen)} layer(s) kept in float, {verdict}; tries: {tries}")
+    for column in ("layer (most error added first)", "model", "op", "added rel. L2", "rel. L2", "kept float"):
+        table.add_column(column)
+    for e in search.sensitivity[:top]:
+        table.add_row(e.node, e.task, e.op_type, f"{e.added_error:.4f}", f"{e.relative_error:.4f}", "yes" if (e.task, e.node) in chosen else "")
     return Fit(table)
 
 

@@ -25,7 +25,8 @@ from edgeseg.commands.common import (
     out,
     progress_steps,
 )
-from edgeseg.steps import DEFAULT_MAX_DICE_DROP, DEFAULT_MAX_RECALL_DROP
+from edgeseg.commands.calibrate import MAX_DICE_DROP_HELP, MAX_FLOAT_LAYERS_HELP, MAX_GATE_DISAGREEMENT_HELP
+from edgeseg.steps import DEFAULT_MAX_DICE_DROP, DEFAULT_MAX_FLOAT_LAYERS, DEFAULT_MAX_GATE_DISAGREEMENT
 
 
 @cli_errors
@@ -39,8 +40,11 @@ def deploy(
         Optional[Path], typer.Option("--validation", help="int8: folder the accuracy gate scores FP32 vs INT8 on (default: --data).")
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", min=8, help="int8: frames in the calibration set.")] = 512,
-    max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help="int8: refuse a segmenter losing more mean Dice.")] = DEFAULT_MAX_DICE_DROP,
-    max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="int8: refuse a classifier losing more recall.")] = DEFAULT_MAX_RECALL_DROP,
+    max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help=f"int8, on the built artifacts. {MAX_DICE_DROP_HELP}")] = DEFAULT_MAX_DICE_DROP,
+    max_gate_disagreement: Annotated[
+        float, typer.Option("--max-gate-disagreement", help=f"int8, on the built artifacts. {MAX_GATE_DISAGREEMENT_HELP}")
+    ] = DEFAULT_MAX_GATE_DISAGREEMENT,
+    max_float_layers: Annotated[int, typer.Option("--max-float-layers", min=0, help=f"int8. {MAX_FLOAT_LAYERS_HELP}")] = DEFAULT_MAX_FLOAT_LAYERS,
     backend: Annotated[Backend, typer.Option("--backend", "-b", help="Build target (auto: TensorRT where it imports, else onnxruntime with CUDA, else openvino where installed, else onnxruntime).")] = "auto",
     classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated segmenter class names for the cards.")] = None,
     out_dir: OutDirOption = MODELS_DIR,
@@ -59,14 +63,18 @@ def deploy(
     from edgeseg.commands.calibrate import print_calibrated
     from edgeseg.commands.engine import print_built
     from edgeseg.commands.export import print_exported
-    from edgeseg.steps import REPORT_NAME
+    from edgeseg.steps import REPORT_NAME, BudgetMissed
     from edgeseg.steps import deploy as deploy_models
 
-    done = deploy_models(
-        checkpoints, out_dir, precision=precision, data=data, validation=validation, count=count, max_dice_drop=max_dice_drop,
-        max_recall_drop=max_recall_drop, backend=backend, classes=classes.split(",") if classes is not None else None, seed=seed,
-        progress=progress_steps(),
-    )
+    try:
+        done = deploy_models(
+            checkpoints, out_dir, precision=precision, data=data, validation=validation, count=count, max_dice_drop=max_dice_drop,
+            max_gate_disagreement=max_gate_disagreement, max_float_layers=max_float_layers, backend=backend,
+            classes=classes.split(",") if classes is not None else None, seed=seed, progress=progress_steps(),
+        )
+    except BudgetMissed as missed:
+        print_calibrated(missed.result, out_dir / REPORT_NAME)
+        raise
     print_exported(done.exported)
     if done.calibrated is not None:
         print_calibrated(done.calibrated, out_dir / REPORT_NAME)

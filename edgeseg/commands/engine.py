@@ -26,6 +26,7 @@ from edgeseg.commands.common import (
     print_json,
     progress_steps,
 )
+from edgeseg.commands.calibrate import MAX_DICE_DROP_HELP, MAX_GATE_DISAGREEMENT_HELP
 from edgeseg.errors import UsageError
 
 
@@ -83,6 +84,13 @@ def build_engine(
         Literal["basic", "extended", "all"],
         typer.Option("--ort-optimization", help="onnxruntime backend: extended is portable; all adds layouts tied to this CPU."),
     ] = "extended",
+    validation: Annotated[
+        Optional[Path],
+        typer.Option("--validation", help="Severstal-layout folder: score the built artifacts on this backend against their FP32 ONNX; keep them only within the budget."),
+    ] = None,
+    validation_count: Annotated[Optional[int], typer.Option("--validation-count", min=1, help="Use this many validation strips (seeded choice); default all.")] = None,
+    max_dice_drop: Annotated[Optional[float], typer.Option("--max-dice-drop", help=MAX_DICE_DROP_HELP)] = None,
+    max_gate_disagreement: Annotated[Optional[float], typer.Option("--max-gate-disagreement", help=MAX_GATE_DISAGREEMENT_HELP)] = None,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -104,9 +112,12 @@ def build_engine(
     edgeseg build-engine --backend onnxruntime --precision fp32
 
     edgeseg build-engine --backend openvino --precision int8
+
+    edgeseg build-engine models/classifier.onnx models/segmenter.onnx --backend openvino --precision int8 --validation data/val --max-dice-drop 0.01 --max-gate-disagreement 0
     """
+    from edgeseg.commands.calibrate import accuracy_table
     from edgeseg.export.engine import BuildOptions
-    from edgeseg.steps import build
+    from edgeseg.steps import BudgetMissed, build
 
     options = BuildOptions(
         batch=(min_batch, opt_batch, max_batch),
@@ -122,11 +133,25 @@ def build_engine(
         calibrator=calibrator,
         ort_level=ort_optimization,
     )
-    built = build(models or [], out_dir, backend=backend, precision=precision, options=options, progress=progress_steps(json_output))
+    if (max_dice_drop is not None or max_gate_disagreement is not None) and validation is None:
+        raise UsageError("--max-dice-drop / --max-gate-disagreement need --validation")
+    try:
+        built = build(
+            models or [], out_dir, backend=backend, precision=precision, options=options, validation=validation, validation_count=validation_count,
+            max_dice_drop=max_dice_drop, max_gate_disagreement=max_gate_disagreement, progress=progress_steps(json_output),
+        )
+    except BudgetMissed as missed:
+        if json_output:
+            print_json(missed.report.to_dict())
+        else:
+            out.print(accuracy_table(missed.report))
+        raise
     if json_output:
-        print_json(built.to_dict())
+        print_json(built.to_dict() if built.accuracy is None else {"artifacts": built.to_dict(), "accuracy": built.accuracy.to_dict()})
     else:
         print_built(built)
+        if built.accuracy is not None:
+            out.print(accuracy_table(built.accuracy))
         if built.run_command:
             out.print(f"next: {built.run_command}", highlight=False, soft_wrap=True)
 
