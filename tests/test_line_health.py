@@ -264,3 +264,27 @@ def test_a_taken_port_is_one_error_naming_it(tiny_models, tmp_path):
     finally:
         taken.close()
         source.close()
+
+
+def test_an_output_backlog_and_its_drops_are_scraped_while_the_broker_is_away():
+    pytest.importorskip("paho.mqtt.client")
+    from edgeseg.edge.mqtt import MqttSink
+    from edgeseg.edge.postprocess import FrameResult, Segmentation
+    from edgeseg.edge.sources import Frame
+    from services import free_port
+
+    mqtt = MqttSink(f"mqtt://127.0.0.1:{free_port()}/line1", queue_limit=3, heartbeat_s=0, flush_timeout=0)  # nothing listens there
+    metrics = MetricsSink("127.0.0.1:0", Health([]), [mqtt])
+    try:
+        for index in range(5):  # defective frames: each one a record to publish
+            frame = Frame(index=index, image=np.zeros((8, 40), np.uint8), timestamp=time.perf_counter(), source="line1")
+            result = FrameResult(index, "line1", frame.timestamp, 8, 40, 0.9, True, Segmentation(areas={"1": 12}), gate=0.5)
+            mqtt.write(frame, result)
+            metrics.write(frame, result)
+        samples = scrape(metrics.url)
+        assert value(samples, "edgeseg_output_backlog", output="mqtt") == 3.0  # the queue bound
+        assert value(samples, "edgeseg_output_dropped_total", output="mqtt") == 2.0
+        assert value(samples, "edgeseg_defect_frames_total", camera="0", defect_class="1") == 5.0
+    finally:
+        metrics.close()
+        mqtt.close()
