@@ -65,7 +65,7 @@ class MetricsSink(Sink):
 
     address: where to listen ("HOST:PORT", parse_address). health: the run's Health (its
     sources are the cameras). outputs: the run's other sinks, whose `backlog` and `dropped`
-    are read at each scrape (give the live list: sinks added later are seen).
+    are read at each scrape.
     """
 
     kind = "metrics"
@@ -160,10 +160,9 @@ class _Live:
         yield from [up, *counters.values(), gap_s]
         backlog = core.GaugeMetricFamily("edgeseg_output_backlog", "Records an output took and has not delivered yet", labels=["output"])
         dropped = core.CounterMetricFamily("edgeseg_output_dropped", "Records an output could not keep (its queue was full)", labels=["output"])
-        for sink in list(self.sink.outputs):
-            if sink is not self.sink:
-                backlog.add_metric([sink.kind], float(sink.backlog))
-                dropped.add_metric([sink.kind], float(sink.dropped))
+        for sink in self.sink.outputs:
+            backlog.add_metric([sink.kind], float(sink.backlog))
+            dropped.add_metric([sink.kind], float(sink.dropped))
         yield from [backlog, dropped]
         yield core.GaugeMetricFamily("edgeseg_ready", "1 once the models are active and every camera delivers", value=float(health.ready().ok))
         yield core.GaugeMetricFamily("edgeseg_live", "1 while no frame waits longer than the stall limit", value=float(health.live().ok))

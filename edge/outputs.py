@@ -201,7 +201,7 @@ def _watchers(metrics: Optional[str], sources: Sequence[Source], sinks: Sequence
         if metrics is not None:
             from edgeseg.edge.metrics import MetricsSink
 
-            watchers.append(MetricsSink(metrics, health, sinks))
+            watchers.append(MetricsSink(metrics, health, list(sinks)))
         if os.environ.get("NOTIFY_SOCKET"):
             watchers.append(ServiceNotifier(health))
     except BaseException:
