@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 from edgeseg.edge.health import Health, Status, not_delivering
 from edgeseg.edge.postprocess import FrameResult
@@ -55,7 +57,7 @@ def parse_address(text: str) -> Tuple[str, int]:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            if not all(part.isalnum() or part == "-" for part in host.replace(".", "-").split("-")):
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
                 raise UsageError(f"--metrics {text!r}: {host!r} is not a host name or address") from None
     return host or DEFAULT_HOST, int(port)
 
@@ -89,7 +91,8 @@ class MetricsSink(Sink):
         registry.register(_Live(self, prometheus.metrics_core))
         self._children: Dict[Any, Any] = {}  # label values -> metric child, made once
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(self, prometheus))
+            server = _IPv6Server if ":" in host else ThreadingHTTPServer
+            self._server = server((host, port), _handler(self, prometheus))
         except OSError as exc:
             raise EdgesegError(f"cannot serve --metrics on {host}:{port}: {exc.strerror}", hint="pick another port, e.g. --metrics 127.0.0.1:9109") from exc
         self._server.daemon_threads = True
@@ -136,6 +139,10 @@ class MetricsSink(Sink):
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Live:
@@ -196,4 +203,4 @@ def _handler(sink: MetricsSink, prometheus: Any) -> Any:
     return Handler
 
 
-__all__: List[str] = ["BUCKETS", "DEFAULT_HOST", "MetricsSink", "parse_address"]
+__all__ = ["BUCKETS", "DEFAULT_HOST", "MetricsSink", "parse_address"]

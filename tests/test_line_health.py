@@ -288,3 +288,16 @@ def test_an_output_backlog_and_its_drops_are_scraped_while_the_broker_is_away():
     finally:
         metrics.close()
         mqtt.close()
+
+
+def test_an_ipv6_address_is_served_on_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    metrics = MetricsSink("[::1]:0", Health([]))
+    try:
+        assert metrics.url.startswith("http://[::1]:") and get(metrics.url + "/healthz") == (200, "ok\n")
+    finally:
+        metrics.close()
