@@ -32,11 +32,13 @@ def systemd_unit(
     working_directory: Optional[Path] = None,
     user: Optional[str] = None,
     executable: Optional[str] = None,
+    user_unit: bool = False,
 ) -> str:
     """The unit text running `edgeseg run <run_args>` (e.g. ["--source", "rtsp://cam/stream",
     "--metrics", "9108"]). working_directory: where relative paths in run_args resolve (default:
     the current directory); user: the account it runs as (system units only); executable: the
-    edgeseg command (default: the one of this Python environment)."""
+    edgeseg command (default: the one of this Python environment); user_unit: for a user's
+    own systemd (started with their session: default.target) instead of the system's."""
     if watchdog_s < 1:
         raise UsageError(f"the watchdog needs at least 1 s, got {watchdog_s}")
     for arg in run_args:
@@ -64,7 +66,7 @@ def systemd_unit(
         "RestartSec=5",
         "",
         "[Install]",
-        "WantedBy=multi-user.target",
+        f"WantedBy={'default.target' if user_unit else 'multi-user.target'}",
         "",
     ]
     return "\n".join(lines)

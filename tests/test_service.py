@@ -48,7 +48,7 @@ def test_install_writes_a_user_unit_and_says_how_to_start_it(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["service", "install", "--user", "--name", "edgeseg-line1", "--", *RUN_ARGS])
     assert result.exit_code == 0, result.output
     path = tmp_path / ".config/systemd/user/edgeseg-line1.service"
-    assert path.read_text() == systemd_unit(RUN_ARGS)
+    assert path.read_text() == systemd_unit(RUN_ARGS, user_unit=True) and "WantedBy=default.target" in path.read_text()
     assert "systemctl --user daemon-reload && systemctl --user enable --now edgeseg-line1.service" in result.stderr
 
 
