@@ -68,6 +68,8 @@ def install(
     """
     from edgeseg.service import install_unit, systemd_unit
 
+    if user and run_as:
+        raise typer.BadParameter("a --user unit runs as you: drop --run-as, or install a system unit")
     path = install_unit(name, systemd_unit(run_args, watchdog_s=watchdog, description=description, user=run_as, user_unit=user), user=user)
     scope = "systemctl --user" if user else "systemctl"
     err.print(f"wrote {escape(str(path))}; start it with: {scope} daemon-reload && {scope} enable --now {path.name}", highlight=False, soft_wrap=True)
