@@ -253,6 +253,14 @@ class MqttSink(Sink):
         if counters.dropped + counters.unsent:
             self.warning = f"{counters.dropped} MQTT record(s) dropped beyond --mqtt-queue {self.queue_limit}, {counters.unsent} unsent at exit"
 
+    @property
+    def backlog(self) -> int:
+        return self._unacknowledged()
+
+    @property
+    def dropped(self) -> int:
+        return self.counters.dropped
+
     def summary(self) -> Dict[str, Any]:
         return self.stats()
 

@@ -9,6 +9,7 @@ for the run report, `failures()` (the run failed), `warnings()`, and `lines()` f
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -35,6 +36,7 @@ class OutputOptions:
     mqtt: Optional[str] = None
     mqtt_queue: int = 1000
     show: bool = False
+    metrics: Optional[str] = None  # HOST:PORT of /metrics, /healthz and /readyz (edgeseg.edge.metrics)
 
     def __post_init__(self) -> None:
         if self.append and self.jsonl is None:
@@ -43,6 +45,10 @@ class OutputOptions:
             from edgeseg.edge.mqtt import parse_mqtt_url
 
             parse_mqtt_url(self.mqtt)  # a bad URL is a usage error before anything is opened
+        if self.metrics is not None:
+            from edgeseg.edge.metrics import parse_address
+
+            parse_address(self.metrics)
 
     def paths(self) -> Dict[str, Optional[PathLike]]:
         """Option name -> path of every file or folder output (None: not asked for)."""
@@ -132,6 +138,7 @@ def open_outputs(
     inputs: Iterable[PathLike] = (),
     header: Optional[RunHeader] = None,
     on_quit: Optional[Callable[[], None]] = None,
+    models_ready: Optional[Callable[[], bool]] = None,
 ) -> Outputs:
     """Open the outputs `options` asks for, for a run over `sources` with the segmenter `card`
     (classes, and the minimum areas the annotated video and window draw with).
@@ -139,6 +146,8 @@ def open_outputs(
     inputs: every other file the run reads (edgeseg.files.model_files of each model, a list of
     sources); with the sources' own files no output may overwrite one (UsageError).
     on_quit: what `q` / Esc in the --show window calls (the pipeline's stop).
+    models_ready: whether the models are verified and active, for readiness (--metrics' /readyz,
+    systemd's READY=1 when $NOTIFY_SOCKET is set; default: once the first frame went through).
     Nothing is written before the first frame. Raises UsageError / EdgesegError before any
     output is left open.
     """
@@ -168,7 +177,35 @@ def open_outputs(
             add(MqttSink(options.mqtt, queue_limit=options.mqtt_queue, sources=sources))
         if options.show:
             add(WindowSink(card.classes, on_quit=on_quit or (lambda: None), annotator=annotator))
+        outputs.sinks += _watchers(options.metrics, sources, outputs.sinks, models_ready)
     except BaseException:
         outputs.close()
         raise
     return outputs
+
+
+def _watchers(metrics: Optional[str], sources: Sequence[Source], sinks: Sequence[Sink], models_ready: Optional[Callable[[], bool]]) -> List[Sink]:
+    """The run's health (edgeseg.edge.health) and what reports it: --metrics, and systemd's
+    notifications when systemd started the run (it sets $NOTIFY_SOCKET). Health comes last, so
+    its progress means every output took the frame."""
+    import os
+
+    if metrics is None and not os.environ.get("NOTIFY_SOCKET"):
+        return []
+    from edgeseg.edge.health import Health
+    from edgeseg.edge.sdnotify import ServiceNotifier
+
+    health = Health(sources, models_ready)
+    watchers: List[Sink] = []
+    try:
+        if metrics is not None:
+            from edgeseg.edge.metrics import MetricsSink
+
+            watchers.append(MetricsSink(metrics, health, list(sinks)))
+        if os.environ.get("NOTIFY_SOCKET"):
+            watchers.append(ServiceNotifier(health))
+    except BaseException:
+        for watcher in watchers:
+            watcher.close()
+        raise
+    return [*watchers, health]

@@ -67,6 +67,17 @@ class Sink(abc.ABC):
     def kept(self) -> int:
         return self.frames if self.written is not None else 0
 
+    @property
+    def backlog(self) -> int:
+        """Records taken and not delivered yet (e.g. a broker's unacknowledged queue); read
+        by other threads while the run goes on (edgeseg.edge.metrics)."""
+        return 0
+
+    @property
+    def dropped(self) -> int:
+        """Records this output could not keep (its bounded queue was full)."""
+        return 0
+
     def summary(self) -> Dict[str, Any]:
         """Figures for the run report beyond where it went and how many frames it kept."""
         return {}

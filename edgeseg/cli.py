@@ -44,6 +44,7 @@ with _quiet_interrupt():
     from edgeseg.commands import info as _info
     from edgeseg.commands import run as _run
     from edgeseg.commands import serve as _serve
+    from edgeseg.commands import service as _service
     from edgeseg.commands import train as _train
 
 app = typer.Typer(
@@ -89,6 +90,7 @@ app.command("build-engine", cls=Command)(_engine.build_engine)
 app.command("deploy", cls=Command)(_deploy.deploy)
 app.command("run", cls=Command)(_run.run)
 app.command("serve", cls=Command)(_serve.serve)
+app.add_typer(_service.app, name="service")
 app.command("bench", cls=Command)(_bench.bench)
 
 

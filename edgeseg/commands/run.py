@@ -151,6 +151,10 @@ def run(
         int, typer.Option("--mqtt-queue", min=1, help="MQTT messages kept unacknowledged while the broker is away; beyond, new ones are dropped (counted).")
     ] = 1000,
     show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
+    metrics: Annotated[
+        Optional[str],
+        typer.Option("--metrics", help="Serve Prometheus /metrics, /healthz and /readyz at [HOST:]PORT (loopback unless HOST is given, e.g. 0.0.0.0:9108)."),
+    ] = None,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
     rate: Annotated[
@@ -201,7 +205,8 @@ def run(
         raise typer.BadParameter("--url is for --backend triton")
     _check_usage(gate, threads)
     wanted = OutputOptions(
-        jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show
+        jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show,
+        metrics=metrics,
     )
     demo = not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton")
     classifier, segmenter = _model_files(backend, classifier, segmenter)
@@ -215,7 +220,10 @@ def run(
         streams = [stack.enter_context(open_source(uri, source_options, required=required)) for uri in uris]
         reads = [*([sources_file] if sources_file is not None else []), *(path for model in models for path in model_files(model))]
         outputs = stack.enter_context(
-            open_outputs(wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"))
+            open_outputs(
+                wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"),
+                models_ready=lambda: inspector.cascade.is_active,
+            )
         )
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
