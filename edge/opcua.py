@@ -47,7 +47,7 @@ from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError, UsageError
 
 _log = logging.getLogger("edgeseg")
-URL_FORM = "opc.tcp://[user:password@]host[:port][/path]"
+URL_FORM = "opc.tcp://host[:port][/path] (user:password@host for a login)"
 DEFAULT_PORT = 4840
 DEFAULT_OBJECT = "edgeseg"
 FIXED = ("defect", "frame", "source", "captured_at", "defect_probability")
