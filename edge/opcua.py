@@ -217,6 +217,7 @@ class OpcUaSink(Sink):
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # before the Event: Python < 3.10 binds it to this thread's loop
         self._loop = loop
         self._wake = asyncio.Event()
         self._ready.set()

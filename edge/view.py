@@ -9,7 +9,8 @@ It never slows inference: the sink's `write` (on the pipeline's output thread) o
 reference to the newest frame and result per camera, bumps counters and copies the few small
 crops of a defective frame. The server's threads (stdlib ThreadingHTTPServer, one per client)
 annotate and JPEG-encode the newest frame, at most `fps` times a second per camera whatever the
-number of clients; a slow or stalled client holds only its own thread.
+number of clients; a slow or stalled client holds only its own thread (and is let go after
+`_Handler.timeout`).
 
 Binds 127.0.0.1 unless a host is given; `token` makes every request show it (`?token=` or an
 `X-Edgeseg-Token` header), compared in constant time. GET only.
@@ -219,7 +220,10 @@ class ViewSink(Sink):
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
             raise EdgesegError(f"--view cannot listen on {host}:{port}: {exc.strerror}", hint="choose another port, or stop what uses it") from exc
-        self._server.daemon_threads = True
+        # close() joins every client's thread: none is left encoding while the process exits
+        # (OpenCV aborts then); a stalled client's write gives up after the handler's timeout.
+        self._server.daemon_threads = False
+        self._server.block_on_close = True
         bound_host, bound_port = self._server.server_address[:2]
         self.url = f"http://{'[%s]' % bound_host if ':' in str(bound_host) else bound_host}:{bound_port}/"
         if not token and not str(bound_host).startswith(LOOPBACK):
@@ -254,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
     state: ViewState
     token: Optional[str]
     server_version = "edgeseg-view"
+    timeout = 5.0  # seconds a client may leave a read or write of ours hanging
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         parts = urlsplit(self.path)
@@ -309,8 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(head + jpeg + b"\r\n")
                 self.wfile.flush()
                 time.sleep(max(0.0, self.state.interval - (time.monotonic() - sent)))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the page went away
+        except OSError:
+            pass  # the page went away, or stopped reading for `timeout`
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         _log.debug("view: " + format, *args)
