@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Deque, Dict, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
+from edgeseg.edge.delivery import DeliveryStats
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.records import frame_record, iso_utc, to_json
@@ -121,20 +122,12 @@ def _paho() -> Any:
 
 
 @dataclass
-class MqttStats:
-    """published: defect messages handed to the queue; acknowledged: PUBACKs received;
-    dropped: messages refused because `queue_limit` were unacknowledged; unsent: still queued
-    at close; heartbeats: heartbeats sent; connects / disconnects: broker sessions made / lost;
-    refused: the broker's reason for refusing the connection (then it is not retried)."""
+class MqttStats(DeliveryStats):
+    """DeliveryStats of the defect messages (published: handed to paho's queue; acknowledged:
+    PUBACKs received; dropped: refused because `queue_limit` were unacknowledged; refused: the
+    broker's reason for refusing the connection); heartbeats: heartbeats sent."""
 
-    published: int = 0
-    acknowledged: int = 0
-    dropped: int = 0
-    unsent: int = 0
     heartbeats: int = 0
-    connects: int = 0
-    disconnects: int = 0
-    refused: str = ""
 
 
 class MqttSink(Sink):
@@ -248,10 +241,9 @@ class MqttSink(Sink):
         self.frames = counters.acknowledged
         self.written = self.target.url if counters.acknowledged else None
         if not counters.connects:
-            why = f"it refused the connection: {counters.refused}" if counters.refused else "no connection"
-            self.problem = f"MQTT broker {self.target.url} never reached ({why}): {counters.published} defect record(s) not delivered"
-        if counters.dropped + counters.unsent:
-            self.warning = f"{counters.dropped} MQTT record(s) dropped beyond --mqtt-queue {self.queue_limit}, {counters.unsent} unsent at exit"
+            self.problem = counters.never_reached(f"MQTT broker {self.target.url}", "defect record(s)")
+        if counters.lost:
+            self.warning = counters.loss_line("MQTT record(s)", "--mqtt-queue", self.queue_limit)
 
     @property
     def backlog(self) -> int:
@@ -305,8 +297,7 @@ class MqttSink(Sink):
     def _unacknowledged(self) -> int:
         with self._lock:
             self._settle()
-            counters = self.counters
-            return counters.published - counters.dropped - counters.acknowledged
+            return self.counters.pending
 
     def _beat(self, interval: float) -> None:
         while not self._closed.wait(interval):

@@ -25,7 +25,10 @@ from edgeseg.files import PathLike, check_output_paths
 @dataclass(frozen=True)
 class OutputOptions:
     """What a run writes or sends (None / False: not that output); named as `edgeseg run`'s
-    options. mqtt: a broker URL (edgeseg.edge.mqtt), checked on construction."""
+    options. mqtt: a broker URL (edgeseg.edge.mqtt), checked on construction; so are view
+    (`[host:]port` of the live view, edgeseg.edge.view) and opcua (a server URL,
+    edgeseg.edge.opcua). save_uncertain: a folder (edgeseg.edge.uncertain) with its band,
+    pixel share and frames per minute."""
 
     jsonl: Optional[PathLike] = None
     append: bool = False
@@ -37,6 +40,15 @@ class OutputOptions:
     mqtt_queue: int = 1000
     show: bool = False
     metrics: Optional[str] = None  # HOST:PORT of /metrics, /healthz and /readyz (edgeseg.edge.metrics)
+    view: Optional[str] = None
+    view_token: Optional[str] = None
+    opcua: Optional[str] = None
+    opcua_node: Optional[str] = None
+    opcua_queue: int = 1000
+    save_uncertain: Optional[PathLike] = None
+    uncertain_band: float = 0.1
+    uncertain_pixels: float = 0.25
+    uncertain_rate: float = 6.0
 
     def __post_init__(self) -> None:
         if self.append and self.jsonl is None:
@@ -49,10 +61,21 @@ class OutputOptions:
             from edgeseg.edge.metrics import parse_address
 
             parse_address(self.metrics)
+        if self.view_token is not None and self.view is None:
+            raise UsageError("--view-token protects the --view page: give --view too")
+        if self.view is not None:
+            from edgeseg.edge.view import parse_address
+
+            parse_address(self.view)
+        if self.opcua is not None:
+            from edgeseg.edge.opcua import parse_opcua_url
+
+            parse_opcua_url(self.opcua)
 
     def paths(self) -> Dict[str, Optional[PathLike]]:
         """Option name -> path of every file or folder output (None: not asked for)."""
-        return {"--jsonl": self.jsonl, "--video": self.video, "--submission": self.submission, "--save-defects": self.save_defects}
+        return {"--jsonl": self.jsonl, "--video": self.video, "--submission": self.submission, "--save-defects": self.save_defects,
+                "--save-uncertain": self.save_uncertain}
 
 
 class Outputs(Sink):
@@ -175,6 +198,18 @@ def open_outputs(
             from edgeseg.edge.mqtt import MqttSink
 
             add(MqttSink(options.mqtt, queue_limit=options.mqtt_queue, sources=sources))
+        if options.save_uncertain is not None:
+            from edgeseg.edge.uncertain import UncertainSink
+
+            add(UncertainSink(options.save_uncertain, card, options.uncertain_band, options.uncertain_pixels, options.uncertain_rate))
+        if options.opcua is not None:
+            from edgeseg.edge.opcua import OpcUaSink
+
+            add(OpcUaSink(options.opcua, card.classes, node=options.opcua_node, queue_limit=options.opcua_queue))
+        if options.view is not None:
+            from edgeseg.edge.view import ViewSink
+
+            add(ViewSink(options.view, annotator, token=options.view_token))
         if options.show:
             add(WindowSink(card.classes, on_quit=on_quit or (lambda: None), annotator=annotator))
         outputs.sinks += _watchers(options.metrics, sources, outputs.sinks, models_ready)

@@ -120,6 +120,7 @@ class MaskPostprocess:
             latency=stages,
             gate=gate,
             error=error,
+            maps=maps,
         )
 
     def __call__(self, maps: np.ndarray, frame_shape: Tuple[int, int]) -> Segmentation:
@@ -191,7 +192,9 @@ class FrameResult:
     threshold `defect_probability` was compared with; `completed` the perf_counter time the
     result was made, i.e. when it was ready for the sinks; `error` why the frame could not be
     inspected (a model output that is not a number; "" when it was): such a frame is counted,
-    not taken for a clean one."""
+    not taken for a clean one. `maps`: the segmenter's output for the frame as it came (model
+    resolution, per tile; None when not segmented), for a sink that judges how sure the model
+    was (edgeseg.edge.uncertain) without the post-processing paying for it on every run."""
 
     index: int
     source: str
@@ -205,3 +208,4 @@ class FrameResult:
     gate: float = math.nan
     completed: float = field(default_factory=time.perf_counter)
     error: str = ""
+    maps: Optional[np.ndarray] = None

@@ -24,6 +24,7 @@ from rich.markup import escape
 from typing_extensions import Annotated
 
 from edgeseg import assets
+from edgeseg.commands import line_options as line
 from edgeseg.commands.common import (
     Codec, JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
     stop_on_signals,
@@ -155,6 +156,15 @@ def run(
         Optional[str],
         typer.Option("--metrics", help="Serve Prometheus /metrics, /healthz and /readyz at [HOST:]PORT (loopback unless HOST is given, e.g. 0.0.0.0:9108)."),
     ] = None,
+    view: line.ViewOption = None,
+    view_token: line.ViewTokenOption = None,
+    opcua: line.OpcuaOption = None,
+    opcua_node: line.OpcuaNodeOption = None,
+    opcua_queue: line.OpcuaQueueOption = 1000,
+    save_uncertain: line.SaveUncertainOption = None,
+    uncertain_band: line.UncertainBandOption = 0.1,
+    uncertain_pixels: line.UncertainPixelsOption = 0.25,
+    uncertain_rate: line.UncertainRateOption = 6.0,
     loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
     rate: Annotated[
@@ -207,6 +217,8 @@ def run(
     wanted = OutputOptions(
         jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show,
         metrics=metrics,
+        view=view, view_token=view_token, opcua=opcua, opcua_node=opcua_node, opcua_queue=opcua_queue,
+        save_uncertain=save_uncertain, uncertain_band=uncertain_band, uncertain_pixels=uncertain_pixels, uncertain_rate=uncertain_rate,
     )
     demo = not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton")
     classifier, segmenter = _model_files(backend, classifier, segmenter)
