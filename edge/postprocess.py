@@ -191,7 +191,8 @@ class FrameResult:
     threshold `defect_probability` was compared with; `completed` the perf_counter time the
     result was made, i.e. when it was ready for the sinks; `error` why the frame could not be
     inspected (a model output that is not a number; "" when it was): such a frame is counted,
-    not taken for a clean one."""
+    not taken for a clean one. `models`: the sha256 per role of the pair that produced it
+    (`Cascade.finish` sets it; None for a result made outside a cascade)."""
 
     index: int
     source: str
@@ -205,3 +206,4 @@ class FrameResult:
     gate: float = math.nan
     completed: float = field(default_factory=time.perf_counter)
     error: str = ""
+    models: Optional[Dict[str, str]] = None
