@@ -99,6 +99,7 @@ class Cascade(abc.ABC):
         self.post = post
         self.gate = check_gate(gate if gate is not None else classifier_card.thresholds.get("defect", 0.5))
         self._active = False
+        self._sha256: Optional[Dict[str, str]] = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -136,9 +137,11 @@ class Cascade(abc.ABC):
         backends' threading contract holds (edgeseg.edge.backends.base)."""
 
     def finish(self, item: Inferred) -> FrameResult:
-        """The frame's result (masks, areas, RLE, boxes); the time it took is its "postprocess"
-        stage."""
-        return self.post.frame_result(item.frame, item.output, item.probability, item.gated, item.stages, item.gate)
+        """The frame's result (masks, areas, RLE, boxes), naming this pair's `model_sha256`; the
+        time it took is its "postprocess" stage."""
+        result = self.post.frame_result(item.frame, item.output, item.probability, item.gated, item.stages, item.gate)
+        result.models = self.model_sha256
+        return result
 
     def results(self, frames: Sequence[Frame], gate: Optional[float] = None) -> List[FrameResult]:
         """All three steps for a batch of frames on this thread (activate first)."""
@@ -158,6 +161,14 @@ class Cascade(abc.ABC):
     @abc.abstractmethod
     def models(self) -> Dict[str, Dict[str, Any]]:
         """Per role, the header record's model entry (edgeseg.edge.records.model_entry)."""
+
+    @property
+    def model_sha256(self) -> Dict[str, str]:
+        """Per role, the sha256 of the model (its header entry's), which every frame record
+        names; read once (valid once active)."""
+        if self._sha256 is None:
+            self._sha256 = {role: entry["sha256"] for role, entry in self.models().items()}
+        return self._sha256
 
     def counters(self) -> Dict[str, Any]:
         """Figures for a run's report beside the pipeline's own (e.g. a remote's reconnects)."""

@@ -10,10 +10,11 @@ for the run report, `failures()` (the run failed), `warnings()`, and `lines()` f
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from edgeseg.edge.card import ModelCard
+from edgeseg.edge.cascade import Cascade
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.records import RunHeader
 from edgeseg.edge.sinks import Sink
@@ -82,6 +83,7 @@ class Outputs(Sink):
     """The sinks of a run, written as one: the pipeline gets this set as its sink.
 
     header: what the header record says (set before the first frame); the record is made at the first frame and given to every sink (`Sink.start`).
+    A model pair swapped in mid-run (`restart`) gets its own header record the same way.
     """
 
     kind = "outputs"
@@ -89,6 +91,7 @@ class Outputs(Sink):
     def __init__(self, sinks: Sequence[Sink], header: Optional[RunHeader] = None) -> None:
         self.sinks = list(sinks)
         self.header = header
+        self._run_header = header
         self.frame_errors = 0  # frames whose model output was not a number
         self._first_error = ""
         self._closed = False
@@ -96,6 +99,12 @@ class Outputs(Sink):
     def start(self, header: Dict[str, Any]) -> None:
         for sink in self.sinks:
             sink.start(header)
+
+    def restart(self, cascade: Cascade) -> None:
+        """Give the sinks a header record naming `cascade` before the next frame: the pair
+        swapped in mid-run (edgeseg.edge.swap) produced it. Nothing for a set without a header."""
+        if self._run_header is not None:
+            self.header = replace(self._run_header, cascade=cascade)
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         if self.header is not None:

@@ -19,6 +19,10 @@ Threading contract (backends/base.py): a cascade is constructed by the caller bu
 and deactivated by the inference thread, which therefore owns any CUDA context. A cascade the
 caller activated already (an Inspector used as a context manager) stays active after the run.
 
+Model updates (edgeseg.edge.swap): inference goes through a ModelSlot, which may swap a new pair
+in between two batches (loaded and verified on another thread); each result is finished by the
+pair that inferred it and `on_swap` announces a new pair before its first result.
+
 Cameras are independent: a stalled live camera reconnects inside its Source while the others
 keep going; an ended file, or a camera whose reconnects failed, ends only that camera; the run
 ends when every camera has. Each frame carries its camera (`Frame.camera`, the source's position
@@ -56,6 +60,7 @@ from edgeseg.edge.muxer import Entry, StreamMuxer
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Source
+from edgeseg.edge.swap import ModelSlot
 from edgeseg.errors import EdgesegError
 
 _END = object()  # end-of-stream marker passed down the results queue
@@ -109,18 +114,21 @@ class Pipeline:
     """Run `sources` through `cascade` into `sinks`, once.
 
     sources: one Source, or a sequence of them (one camera each; results carry the index).
-    cascade: the models, gate and post-processing (edgeseg.edge.cascade).
+    cascade: the models, gate and post-processing (edgeseg.edge.cascade), or the ModelSlot
+    (edgeseg.edge.swap) that holds them and may swap in a new pair between two batches.
     max_frames: stop each camera after this many frames (None: until it ends or `stop()`).
     max_batch: most frames per inference batch (default: the number of cameras).
     batch_timeout: seconds a batch waits for cameras that have not given it a frame yet.
     on_result: called with each FrameResult after the sinks (e.g. a progress display).
     stop: the Stop that ends this run (default: its own; `stop()` calls it).
+    on_swap: called on the output thread with a pair swapped in mid-run, before its first
+    result reaches the sinks (Inspector.stream: `Outputs.restart`, a header record first).
     """
 
     def __init__(
         self,
         sources: Union[Source, Sequence[Source]],
-        cascade: Cascade,
+        cascade: Union[Cascade, ModelSlot],
         sinks: Sequence[Sink] = (),
         max_frames: Optional[int] = None,
         queue_size: int = 2,
@@ -128,6 +136,7 @@ class Pipeline:
         max_batch: Optional[int] = None,
         batch_timeout: float = BATCH_TIMEOUT,
         stop: Optional[Stop] = None,
+        on_swap: Optional[Callable[[Cascade], None]] = None,
     ) -> None:
         sources = [sources] if isinstance(sources, Source) else list(sources)
         if not sources:
@@ -143,7 +152,8 @@ class Pipeline:
         if batch_timeout < 0:
             raise EdgesegError(f"batch timeout must be >= 0 s, got {batch_timeout}")
         self.cameras = [_Camera(index, source) for index, source in enumerate(sources)]
-        self.cascade = cascade
+        self.slot = cascade if isinstance(cascade, ModelSlot) else ModelSlot(cascade)
+        self.on_swap = on_swap
         self.sinks = list(sinks)
         self.max_frames = max_frames
         self.max_batch = max_batch or len(sources)
@@ -161,6 +171,13 @@ class Pipeline:
         self._errors: List[BaseException] = []
         self._stopped_by = "end of source"
         self._backends: Dict[str, str] = {}
+        self._producer: Optional[Cascade] = None  # the pair that made the last result written
+        self._first_event = len(self.slot.events)
+
+    @property
+    def cascade(self) -> Cascade:
+        """The pair in use (a model update may replace it between two batches)."""
+        return self.slot.active
 
     @property
     def gate(self) -> float:
@@ -236,6 +253,7 @@ class Pipeline:
                     "sizes": {str(k): v for k, v in sorted(self._batch_sizes.items())},
                 },
                 "cameras": cameras,
+                "model_updates": [event.to_dict() for event in self.slot.events[self._first_event :]],
             }
         )
         report.update(self.cascade.counters())
@@ -316,6 +334,7 @@ class Pipeline:
             try:
                 self._put(results_q, _END)
             finally:
+                self.slot.settle()
                 if owned:
                     self.cascade.deactivate()
 
@@ -331,11 +350,11 @@ class Pipeline:
             camera = self.cameras[entry.camera]
             camera.waited_max = max(camera.waited_max, entry.waited)
         self._batch_sizes[len(batch)] += 1
-        inferred = self.cascade.infer([c.prepared for c in captured])
+        producer, inferred = self.slot.infer([c.prepared for c in captured])
         self._fit_batch_limit()
         for c, item in zip(captured, inferred):
             item.stages = {"capture": c.prepared.frame.decode, "queue": taken - c.queued, **item.stages}
-            if not self._put(results_q, (item, time.perf_counter())):
+            if not self._put(results_q, (item, time.perf_counter(), producer)):
                 return False
         return True
 
@@ -345,9 +364,15 @@ class Pipeline:
             if entry is _END:
                 return
             item: Inferred
-            item, queued = entry
+            item, queued, producer = entry
             item.stages["queue"] += time.perf_counter() - queued
-            result = self.cascade.finish(item)
+            if producer is not self._producer:
+                if self._producer is not None:  # a pair swapped in: its first result
+                    self._backends = producer.describe()
+                    if self.on_swap is not None:
+                        self.on_swap(producer)
+                self._producer = producer
+            result = producer.finish(item)
             frame, stages = item.frame, item.stages
             started = time.perf_counter()
             for sink in self.sinks:

@@ -194,7 +194,9 @@ class FrameResult:
     inspected (a model output that is not a number; "" when it was): such a frame is counted,
     not taken for a clean one. `maps`: the segmenter's output for the frame as it came (model
     resolution, per tile; None when not segmented), for a sink that judges how sure the model
-    was (edgeseg.edge.uncertain) without the post-processing paying for it on every run."""
+    was (edgeseg.edge.uncertain) without the post-processing paying for it on every run.
+    `models`: the sha256 per role of the pair that produced it (`Cascade.finish` sets it; None
+    for a result made outside a cascade)."""
 
     index: int
     source: str
@@ -209,3 +211,4 @@ class FrameResult:
     completed: float = field(default_factory=time.perf_counter)
     error: str = ""
     maps: Optional[np.ndarray] = None
+    models: Optional[Dict[str, str]] = None

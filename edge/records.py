@@ -2,9 +2,11 @@
 
 A run's output starts with one *header* record (what produced the results: models and their
 sha256, backends, source, gate, host, edgeseg version, start time) followed by one *frame*
-record per processed frame (where the frame came from, when it was captured, what the models
-said about it and how long each stage took). Every producer builds its records here, so a
-consumer parses one format; `SCHEMA` changes whenever a field changes meaning or goes away.
+record per processed frame (where the frame came from, when it was captured, which models
+(`model_sha256`) said what about it and how long each stage took). A model pair swapped in
+mid-run (edgeseg.edge.swap) gets a header record of its own before its first frame. Every
+producer builds its records here, so a consumer parses one format; `SCHEMA` changes whenever a
+field changes meaning or goes away.
 
 Clocks: `captured_at` / `started_at` are wall-clock (ISO 8601, UTC, milliseconds) for joining
 with the line's other systems; `monotonic_s` is the host's monotonic clock (time.perf_counter)
@@ -136,6 +138,7 @@ def frame_record(frame: "Frame", result: "FrameResult") -> Dict[str, Any]:
         "defect_probability": round(result.defect_probability, 6) if math.isfinite(result.defect_probability) else None,
         "gated": bool(result.gated),
         "error": result.error or None,
+        "model_sha256": None if result.models is None else dict(result.models),
         "latency_ms": latency,
         "classes": classes,
     }
@@ -175,6 +178,7 @@ _FRAME_FIELDS: Dict[str, Any] = {
     "defect_probability": (int, float, type(None)),
     "gated": bool,
     "error": (str, type(None)),
+    "model_sha256": (dict, type(None)),
     "latency_ms": dict,
     "classes": dict,
 }
@@ -217,6 +221,9 @@ def _check_frame(record: Dict[str, Any]) -> None:
         raise EdgesegError("frame.defect_probability is null but the frame has no error")
     if probability is not None and not 0.0 <= probability <= 1.0:
         raise EdgesegError(f"frame.defect_probability {probability} is outside [0, 1]")
+    models = record["model_sha256"]
+    if models is not None:
+        _check_fields(models, {"classifier": "sha256", "segmenter": "sha256"}, "frame.model_sha256")
     latency = record["latency_ms"]
     if GLASS_TO_GLASS not in latency:
         raise EdgesegError("frame.latency_ms has no glass_to_glass")

@@ -4,11 +4,14 @@
         record = inspector(image)              # one HxW / HxWx3 uint8 frame -> its record
         records = inspector([image1, image2])  # a batch -> a list, in order
         report = inspector.stream(["line.mp4"], [JsonlSink("out.jsonl")])  # header record first
+        inspector.update("new/classifier.onnx", "new/segmenter.onnx")  # any thread, also mid-stream
 
 A record is the `edgeseg.record/1` frame record (edgeseg.edge.records, the README) that
 `edgeseg run --jsonl` writes. `stream` is the streaming run `edgeseg run` itself calls (sources ->
-cascade -> sinks -> report). The models run on any backend (`open_backend`: "auto" picks by
-artifact and machine), or on a Triton server (backend="triton"). Torch-free, Python 3.8-compatible.
+cascade -> sinks -> report). `update` loads a new pair beside the running one, verifies it and
+swaps it in between two frames, or rolls it back (edgeseg.edge.swap). The models run on any
+backend (`open_backend`: "auto" picks by artifact and machine), or on a Triton server
+(backend="triton"). Torch-free, Python 3.8-compatible.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.records import RunHeader, frame_record, header_record
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame, Source, open_source
+from edgeseg.edge.swap import ModelSlot, UpdateEvent, Verify
 from edgeseg.errors import UsageError
 from edgeseg.files import PathLike
 
@@ -48,7 +52,8 @@ class Inspector:
     (0: one per core).
 
     The models load on first use (or on entering `with`) and are freed by `close` (or leaving
-    `with`). Calls are not thread-safe: one caller at a time.
+    `with`). Calls are not thread-safe: one caller at a time; `update` and `stop` may come from
+    any thread.
     """
 
     def __init__(
@@ -61,9 +66,15 @@ class Inspector:
         gate: Optional[float] = None,
         threads: int = 0,
     ) -> None:
-        self.cascade: Cascade = _open_cascade(classifier, segmenter, backend, url, gate, threads)
+        self._slot = ModelSlot(_open_cascade(classifier, segmenter, backend, url, gate, threads))
+        self._backend, self._threads, self._gate = backend, threads, gate  # how `update` opens a pair
         self._count = 0  # index of the next frame given as an array
         self._stop = Stop()  # ends the stream in progress, or the next one
+
+    @property
+    def cascade(self) -> Cascade:
+        """The pair in use (`update` may replace it)."""
+        return self._slot.active
 
     @property
     def gate(self) -> float:
@@ -71,7 +82,35 @@ class Inspector:
 
     @gate.setter
     def gate(self, value: float) -> None:
-        self.cascade.gate = check_gate(value)
+        self._gate = self.cascade.gate = check_gate(value)  # a pair swapped in later keeps it
+
+    @property
+    def ready(self) -> bool:
+        """The pair in use is loaded (and, when it came through `update`, verified): frames
+        are inferred at once."""
+        return self.cascade.is_active
+
+    @property
+    def model_sha256(self) -> Dict[str, str]:
+        """Per role, the sha256 of the model in use: what the frame records name."""
+        return self.cascade.model_sha256
+
+    @property
+    def updates(self) -> List[UpdateEvent]:
+        """Every step of every `update` so far, in order (edgeseg.edge.swap.UpdateEvent)."""
+        return list(self._slot.events)
+
+    @property
+    def verify(self) -> Verify:
+        """How `update` verifies a new pair on this machine before use: called with the
+        activated pair and the newest live frame, it raises to refuse it (default
+        edgeseg.edge.swap.verify_on_frame: one live frame through both models, answers must be
+        numbers). Assign another, e.g. a golden-frame check, to replace it."""
+        return self._slot.verify
+
+    @verify.setter
+    def verify(self, check: Verify) -> None:
+        self._slot.verify = check
 
     # -- lifecycle --------------------------------------------------------------------------------
     def open(self) -> "Inspector":
@@ -80,8 +119,29 @@ class Inspector:
         return self
 
     def close(self) -> None:
-        """Free the models; safe to call twice."""
-        self.cascade.deactivate()
+        """Free the models (and any pair an update left loaded); safe to call twice."""
+        self._slot.close()
+
+    def update(
+        self, classifier: PathLike, segmenter: PathLike, *, shadow: int = 0, on_event: Optional[Callable[[UpdateEvent], None]] = None
+    ) -> UpdateEvent:
+        """Replace the models without stopping: open the new pair on the same backend choice,
+        load it beside the running one and verify it (`verify`) on this thread, while frames
+        go on; the stream in progress (or the next call) then runs its next batch on it, after
+        running it beside the old pair on `shadow` frames and reporting their agreement. Frame
+        records name the pair that made them; a stream writes a header record at the swap.
+        A pair that cannot be opened, takes other input or classes, fails verification or
+        fails on its first frames is rolled back: the old pair goes on.
+
+        Returns the "verified" or "rolled_back" event; later ones (swapped, rolled back) go to
+        `on_event` (on the inference thread), all to `updates` and the "edgeseg" logger."""
+        if self._backend == "triton":
+            raise UsageError("with backend 'triton' the models come from the server", hint="update them in the server's model repository")
+        try:
+            candidate = _open_cascade(classifier, segmenter, self._backend, None, self._gate, self._threads)
+        except Exception as exc:  # noqa: B902 - a bad new pair is a rollback, not an error of the caller
+            return self._slot.reject({"classifier": classifier, "segmenter": segmenter}, f"could not be opened: {exc}", on_event)
+        return self._slot.offer(candidate, shadow, on_event)
 
     def __enter__(self) -> "Inspector":
         return self.open()
@@ -111,7 +171,8 @@ class Inspector:
         if not frames:
             return []
         self.cascade.activate()
-        return list(zip(frames, self.cascade.results(frames, gate)))
+        producer, inferred = self._slot.infer([self.cascade.prepare(frame) for frame in frames], gate)
+        return list(zip(frames, (producer.finish(item) for item in inferred)))
 
     def _frame(self, image: Image) -> Frame:
         if isinstance(image, Frame):
@@ -156,9 +217,10 @@ class Inspector:
             opened = [s if isinstance(s, Source) else stack.enter_context(open_source(s)) for s in listed]
             name = source_name if source_name is not None else ", ".join(source.uri for source in opened)
             header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()))
+            outputs = Outputs(sinks, header)
             settings: Dict[str, Any] = dict(max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout, on_result=on_result)
             try:
-                return Pipeline(opened, self.cascade, [Outputs(sinks, header)], stop=self._stop, **settings).run()
+                return Pipeline(opened, self._slot, [outputs], stop=self._stop, on_swap=outputs.restart, **settings).run()
             finally:
                 self._stop = Stop()  # one Stop per run
 

@@ -184,6 +184,11 @@ def run(
     ] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
+    models_from: Annotated[
+        Optional[Path],
+        typer.Option("--models-from", help="Watch this folder for a new model pair (named as --classifier / --segmenter, cards beside): verified, then swapped in between two frames without stopping; SIGHUP reloads."),
+    ] = None,
+    shadow: Annotated[int, typer.Option("--shadow", min=0, help="Run a new model pair beside the running one on this many live frames first and report their agreement.")] = 0,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -199,6 +204,7 @@ def run(
       edgeseg run --source rtsp://top/stream --source rtsp://bottom/stream --jsonl line.jsonl\n
       edgeseg run --source rtsp://cam/stream --classifier models/classifier.fp16.engine --segmenter models/segmenter.fp16.engine
     """
+    from edgeseg.commands.updates import model_updates
     from edgeseg.edge.outputs import OutputOptions, open_outputs
     from edgeseg.edge.sources import SourceOptions, open_source
     from edgeseg.files import model_files
@@ -238,6 +244,7 @@ def run(
             )
         )
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
+        stack.enter_context(model_updates(inspector, classifier, segmenter, models_from, shadow))
         task = progress.add_task("frames", total=max_frames * len(streams) if max_frames else None)
         with stop_on_signals(inspector.stop, received, "finishing the queued frames (again to skip them)", "skipping the queued frames"):
             report = inspector.stream(
