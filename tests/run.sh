@@ -32,6 +32,7 @@ command -v ffmpeg >/dev/null || packages+=(ffmpeg)
 /usr/bin/python3.11 -c "import ensurepip" 2>/dev/null || packages+=(python3.11 python3.11-venv)
 command -v gcc >/dev/null || packages+=(gcc)
 command -v readelf >/dev/null || packages+=(binutils)
+command -v chromedriver >/dev/null || packages+=(chromium chromium-driver)  # tests/test_view.py (headless)
 if [ ${#packages[@]} -gt 0 ]; then
   say "apt: ${packages[*]}"
   apt-get update -qq

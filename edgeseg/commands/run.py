@@ -240,7 +240,7 @@ def run(
         outputs = stack.enter_context(
             open_outputs(
                 wanted, streams, inspector.cascade.segmenter_card, reads, on_quit=lambda: inspector.stop("window closed"),
-                models_ready=lambda: inspector.cascade.is_active,
+                models_ready=lambda: inspector.ready,
             )
         )
         progress = stack.enter_context(progress_bar(json_output or not err.is_terminal, transient=True))
