@@ -45,7 +45,9 @@ class Inspector:
     "openvino", "tensorrt", or "triton" (the cascade on the Triton server at `url`).
     gate: defect probability from which a frame is segmented (default: the classifier card's;
     0 segments every frame, above 1 none). threads: ONNX Runtime / OpenVINO threads per model
-    (0: one per core).
+    (0: one per core). verify: run each model on its golden set here first
+    (edgeseg.edge.verify.verify_models; `edgeseg run` does unless --skip-verify): a model that
+    computes differently here raises GoldenMismatch; the outcome goes into the header record.
 
     The models load on first use (or on entering `with`) and are freed by `close` (or leaving
     `with`). Calls are not thread-safe: one caller at a time.
@@ -60,8 +62,16 @@ class Inspector:
         url: Optional[str] = None,
         gate: Optional[float] = None,
         threads: int = 0,
+        verify: bool = False,
     ) -> None:
         self.cascade: Cascade = _open_cascade(classifier, segmenter, backend, url, gate, threads)
+        self.verified: Dict[str, str] = {}  # per role: the golden-set check's outcome (none: skipped)
+        if verify and backend != "triton":  # a Triton server's models are not in this process
+            from edgeseg.edge.backends import BackendOptions
+            from edgeseg.edge.verify import verify_models
+
+            models = {"classifier": cast(PathLike, classifier), "segmenter": cast(PathLike, segmenter)}
+            self.verified = verify_models(models, backend, BackendOptions.with_threads(threads))
         self._count = 0  # index of the next frame given as an array
         self._stop = Stop()  # ends the stream in progress, or the next one
 
@@ -127,7 +137,7 @@ class Inspector:
     def header(self, source: str, started: Optional[Tuple[float, float]] = None) -> Record:
         """The header record of a run over `source` (what sinks write first): models, sha256,
         backends, gate. `started`: (time.time(), time.perf_counter()) of the run's start."""
-        return header_record(self.cascade, source, started)
+        return header_record(self.cascade, source, started, self.verified)
 
     def stream(
         self,
@@ -155,7 +165,7 @@ class Inspector:
         with contextlib.ExitStack() as stack:
             opened = [s if isinstance(s, Source) else stack.enter_context(open_source(s)) for s in listed]
             name = source_name if source_name is not None else ", ".join(source.uri for source in opened)
-            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()))
+            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()), self.verified)
             settings: Dict[str, Any] = dict(max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout, on_result=on_result)
             try:
                 return Pipeline(opened, self.cascade, [Outputs(sinks, header)], stop=self._stop, **settings).run()

@@ -137,6 +137,11 @@ def export(
         for report in list(reports):
             with progress(f"converting {report.onnx} to FP16", None):
                 reports.append(onnx_to_fp16(report.onnx, seed=seed, images=parity_images))
+    from edgeseg.export.golden import add_golden_from_images
+
+    for report in reports:
+        with progress(f"recording {Path(report.onnx).name}'s golden set", None):
+            add_golden_from_images(report.onnx, parity_images)
     return Exported(reports)
 
 
@@ -330,7 +335,17 @@ def calibrate(
         report = _score(result, paths, out, Path(validation), validation_count, seed, max_dice_drop, max_recall_drop, progress)
         if report.misses:
             raise BudgetMissed(result, report.misses)
+    _golden_from_calibration(result)
     return result
+
+
+def _golden_from_calibration(result: Calibrated) -> None:
+    """Each INT8 model's golden set, from the calibration frames (the user's data)."""
+    from edgeseg.export.golden import add_golden
+
+    frames = result.calibration
+    for model in result.models:
+        add_golden(model.path, list(frames.frames), frames.names)
 
 
 def _fp32_cards(models: List[Path]) -> Dict[Path, Any]:

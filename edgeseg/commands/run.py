@@ -171,6 +171,9 @@ def run(
     ] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
+    skip_verify: Annotated[
+        bool, typer.Option("--skip-verify", help="Do not check the models on their golden sets first (`edgeseg verify`); the header record says so.")
+    ] = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -206,7 +209,7 @@ def run(
     )
     demo = not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton")
     classifier, segmenter = _model_files(backend, classifier, segmenter)
-    inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
+    inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads, verify=not skip_verify)
     models = [path for path in (classifier, segmenter) if path is not None]
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout, reconnects=reconnect)
 
