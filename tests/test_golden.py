@@ -167,3 +167,16 @@ def test_a_card_written_for_another_artifact_drops_the_golden_set(models, tmp_pa
     shutil.copy(models["classifier"], other)
     write_card(other, card)
     assert read_card(other).golden is None and read_card(other).measured is None
+
+
+def test_export_and_calibrate_record_golden_sets(tiny_checkpoints, tiny_calibration, tmp_path):
+    from edgeseg.steps import calibrate, export
+
+    onnx_path = export([tiny_checkpoints["classifier"]], tmp_path).onnx[0]
+    card = read_card(onnx_path)
+    assert card.golden is not None and all(name.startswith("synthetic strip") for name in card.golden.frames)  # no --images
+    qdq = calibrate(tiny_calibration.path, [onnx_path], tmp_path, flavours=["cpu"]).models[0].path
+    card = read_card(qdq)
+    assert card.golden is not None and set(card.golden.frames) <= set(tiny_calibration.names)
+    assert card.golden.tolerance["probability"] > read_card(onnx_path).golden.tolerance["probability"]  # INT8's
+    assert verify_artifact(qdq).status == PASSED
