@@ -470,14 +470,15 @@ def _thresholds(data: Any, task: str, classes: int) -> Dict[str, Any]:
 
 def write_card(artifact: PathLike, card: ModelCard) -> Path:
     """Write the card beside `artifact` atomically, stamping the artifact's name and sha256 and
-    the current schema. A card derived from another artifact's (a build, a QDQ model) drops that
-    artifact's golden set and measurement: they describe the other file."""
+    the current schema. A card that described other bytes (a build's or QDQ model's source, a
+    changed model) drops its golden set and measurement: they were measured on the other file."""
     artifact = Path(artifact)
-    card.artifact.path = artifact.name
-    card.artifact.sha256 = sha256(artifact)
-    card.schema = CARD_SCHEMA
-    if card.golden is not None and card.golden.file != golden_path(artifact).name:
+    digest = sha256(artifact)
+    if card.golden is not None and (card.artifact.sha256 != digest or card.golden.file != golden_path(artifact).name):
         card.golden = card.measured = None
+    card.artifact.path = artifact.name
+    card.artifact.sha256 = digest
+    card.schema = CARD_SCHEMA
     target = card_path(artifact)
     with atomic_output(target) as tmp:
         tmp.write_text(card_json(card) + "\n")

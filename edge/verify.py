@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -93,7 +93,8 @@ def verify_artifact(artifact: PathLike, backend: str = AUTO, options: Optional[B
     try:
         result = _verify(path, backend, options)
     except EdgesegError as exc:
-        result = VerifyResult(path, FAILED, f"{path}: {exc.message}", exc.hint or "")
+        message = exc.message if str(path) in exc.message else f"{path}: {exc.message}"
+        result = VerifyResult(path, FAILED, message, exc.hint or "")
     result.seconds = time.perf_counter() - started
     return result
 
@@ -120,7 +121,7 @@ def _verify(path: Path, backend: str, options: Optional[BackendOptions]) -> Veri
             found = run_golden(model, list(frames))
         except NotFinite as exc:
             return _failed(path, card, f"{path}: {exc.message} on its golden frames", here, tolerance)
-    worst, probability, mask = _compare(expected, found, card, frames.shape[1:3])
+    worst, probability, mask = _compare(expected, found, card, (int(frames.shape[1]), int(frames.shape[2])))
     result = VerifyResult(
         path, PASSED, "", frames=len(frames), frame=card.golden.frames[worst], probability=probability, mask=mask,
         tolerance=tolerance, measured=card.measured, here=here,
@@ -141,7 +142,7 @@ def _verify(path: Path, backend: str, options: Optional[BackendOptions]) -> Veri
     return result
 
 
-def _compare(expected: GoldenOutputs, found: GoldenOutputs, card: ModelCard, shape: Any) -> Any:
+def _compare(expected: GoldenOutputs, found: GoldenOutputs, card: ModelCard, shape: Tuple[int, int]) -> Tuple[int, float, float]:
     """(worst frame index, largest probability difference, largest fraction of differing mask
     pixels); the worst frame is the one closest to (or furthest past) its tolerance."""
     tolerance = card.golden.tolerance if card.golden else {"probability": 1.0, "mask": 1.0}

@@ -14,14 +14,14 @@ from typer.testing import CliRunner
 
 from edge_media import frames, write_video
 from edgeseg.cli import app
-from edgeseg.edge.artifacts import golden_path
+from edgeseg.edge.artifacts import card_path, golden_path
 from edgeseg.edge.card import CARD_SCHEMA, read_card, write_card
 from edgeseg.edge.golden import MAX_GOLDEN_BYTES, read_golden
 from edgeseg.edge.registry import LOCAL_BACKENDS
 from edgeseg.edge.rle import decode
 from edgeseg.edge.verify import FAILED, NO_GOLDEN, PASSED, GoldenMismatch, verify_artifact
 from edgeseg.export.golden import add_golden
-from edgeseg.files import model_files
+from edgeseg.files import model_files, sha256
 from edgeseg.inspector import Inspector
 
 ROLES = ("classifier", "segmenter")
@@ -32,7 +32,7 @@ def golden_folder(tiny_models, tiny_calibration, tmp_path_factory):
     """The tiny models copied into a folder, each with a golden set from the calibration strips."""
     folder = tmp_path_factory.mktemp("golden")
     for role in ROLES:
-        for file in model_files(tiny_models[role]):
+        for file in (f for f in model_files(tiny_models[role]) if f.is_file()):
             shutil.copy(file, folder / file.name)
         add_golden(folder / tiny_models[role].name, list(tiny_calibration.frames), tiny_calibration.names)
     return folder
@@ -53,7 +53,7 @@ def clip(tmp_path_factory):
 
 def _perturb(model, delta=2.0):
     """Add `delta` to the bias of the model's output layer and rewrite the ONNX, refreshing the
-    card's sha256: only the golden check can notice."""
+    sha256 in its card (as a tampered copy would): only the golden check can notice."""
     graph = onnx.load(str(model))
     names = {init.name: i for i, init in enumerate(graph.graph.initializer)}
     bias = next(name for name in reversed(graph.graph.node[-1].input) if name in names)
@@ -61,7 +61,9 @@ def _perturb(model, delta=2.0):
     values = numpy_helper.to_array(graph.graph.initializer[index]) + np.float32(delta)
     graph.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, bias))
     onnx.save(graph, str(model))
-    write_card(model, read_card(model, verify=False))
+    card = json.loads(card_path(model).read_text())
+    card["artifact"]["sha256"] = sha256(model)
+    card_path(model).write_text(json.dumps(card))
 
 
 def _models(paths):
@@ -107,11 +109,16 @@ def test_verify_passes_unmodified_models_and_names_the_frame_of_a_perturbed_one(
     assert len(lines) == 1 and str(models["segmenter"]) in lines[0] and "golden frame" in lines[0] and "re-export" in lines[0]
 
 
-def test_verify_warns_about_a_model_without_golden_set(tiny_models):
-    result = CliRunner().invoke(app, ["verify", str(tiny_models["classifier"])])
+def test_verify_warns_about_a_model_without_golden_set(models):
+    card = read_card(models["classifier"])
+    card.golden = card.measured = None
+    write_card(models["classifier"], card)
+    result = CliRunner().invoke(app, ["verify", str(models["classifier"])])
     assert result.exit_code == 0, result.output
     assert "no golden set" in result.output
-    assert verify_artifact(tiny_models["classifier"]).status == NO_GOLDEN
+    golden_path(models["segmenter"]).unlink()  # the card names it: copied without it
+    result = verify_artifact(models["segmenter"])
+    assert result.status == NO_GOLDEN and "missing" in result.message
 
 
 def test_a_changed_golden_file_or_artifact_fails_verify(models):
@@ -161,12 +168,17 @@ def test_a_build_records_its_own_golden_set_from_its_source_frames(models, tmp_p
     assert verify_artifact(built).status == PASSED
 
 
-def test_a_card_written_for_another_artifact_drops_the_golden_set(models, tmp_path):
+def test_a_card_written_for_other_bytes_drops_the_golden_set(models, tmp_path):
     card = read_card(models["classifier"])
     other = tmp_path / "other.onnx"
     shutil.copy(models["classifier"], other)
-    write_card(other, card)
+    write_card(other, card)  # another artifact's name
     assert read_card(other).golden is None and read_card(other).measured is None
+    write_card(models["classifier"], read_card(models["classifier"]))  # the same bytes: kept
+    assert read_card(models["classifier"]).golden is not None
+    models["segmenter"].write_bytes(models["classifier"].read_bytes())  # swapped
+    write_card(models["segmenter"], read_card(models["segmenter"], verify=False))  # changed bytes: dropped
+    assert read_card(models["segmenter"]).golden is None
 
 
 def test_export_and_calibrate_record_golden_sets(tiny_checkpoints, tiny_calibration, tmp_path):
