@@ -49,7 +49,10 @@ TOLERANCES: Dict[str, Dict[str, float]] = {
 }
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
-__all__ = ["GoldenMissing", "GoldenOutputs", "MAX_GOLDEN_BYTES", "TOLERANCES", "golden_frames", "measured_here", "read_golden", "record_golden", "run_golden"]
+__all__ = [
+    "GoldenMissing", "GoldenOutputs", "MAX_GOLDEN_BYTES", "TOLERANCES", "golden_frames", "measured_here", "model_frame", "read_golden", "record_golden",
+    "run_golden",
+]
 
 
 @dataclass
@@ -71,7 +74,7 @@ def run_golden(backend: Backend, frames: Sequence[np.ndarray]) -> GoldenOutputs:
     for frame in frames:
         output = backend.infer({card.input.name: preprocess(frame, card.preprocess)})[card.output.name]
         if post is None:
-            probabilities.append(np.float32(defect_probability(output, card.output_activation)))
+            probabilities.append(np.asarray(defect_probability(output, card.output_activation), dtype=np.float32))
             continue
         probabilities.append(_pooled(output, card.output_activation))
         rle = post(output, frame.shape[:2]).rle  # raises NotFinite on NaN maps
@@ -165,7 +168,7 @@ def _pack(frames: List[np.ndarray], outputs: GoldenOutputs) -> bytes:
         arrays["maps"] = np.round(outputs.probabilities * 255.0).astype(np.uint8)
         arrays["masks"] = np.array(outputs.masks, dtype=str)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle
     return buffer.getvalue()
 
 

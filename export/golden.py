@@ -67,7 +67,8 @@ def add_golden_from_images(artifact: PathLike, images: Sequence[Path]) -> Option
     import cv2
 
     chosen = list(images[:CANDIDATES])
-    frames = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in chosen]
-    if not chosen or any(frame is None for frame in frames):
+    read = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in chosen]
+    frames = [frame for frame in read if frame is not None]
+    if not chosen or len(frames) != len(chosen):
         return add_golden(artifact)
     return add_golden(artifact, frames, [path.name for path in chosen])
