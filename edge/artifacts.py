@@ -7,6 +7,7 @@
   <name>.<precision>.ort.onnx     ONNX Runtime-optimised ONNX (build-engine --backend onnxruntime)
   <name>.<precision>.xml + .bin   OpenVINO IR (build-engine --backend openvino)
   <artifact stem>.json            the model card beside each of them
+  <artifact stem>.golden.npz      its golden set (frames and the outputs it gave: edge.golden)
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ _VARIANT_PARTS = {"fp32", "fp16", "int8", "qdq", "trt", "cpu", "ort"}
 def card_path(artifact: PathLike) -> Path:
     """`model.onnx` -> `model.json`; `model.fp16.engine` -> `model.fp16.json`."""
     return Path(artifact).with_suffix(".json")
+
+
+def golden_path(artifact: PathLike) -> Path:
+    """`model.onnx` -> `model.golden.npz`; `model.fp16.engine` -> `model.fp16.golden.npz`."""
+    return Path(artifact).with_suffix(".golden.npz")
 
 
 def weights_path(ir: PathLike) -> Path:

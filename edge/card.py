@@ -3,8 +3,10 @@
 
 The card is the contract between export, calibrate, build-engine and the runtime: input/output
 tensors, preprocessing, classes and thresholds, what the artifact is (`Artifact`: an ONNX, an
-OpenVINO IR or a TensorRT engine, with its hashes and build facts) and what it came from
-(`Source`). Metadata lives here, never in a header prepended to the plan (that breaks trtexec
+OpenVINO IR or a TensorRT engine, with its hashes and build facts), what it came from
+(`Source`), where its outputs were measured (`Measured`: backend, version, device) and its
+golden set (`Golden`: a few frames with the outputs it gave, which it must reproduce on the
+target before the first frame: edgeseg.edge.golden, edgeseg.edge.verify). Metadata lives here, never in a header prepended to the plan (that breaks trtexec
 and C++ loaders).
 
 Every field is checked on load (type, finiteness, range, size): a card whose thresholds are NaN
@@ -22,14 +24,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgeseg import __version__
-from edgeseg.edge.artifacts import card_path
+from edgeseg.edge.artifacts import card_path, golden_path
 from edgeseg.edge.preprocess import GEOMETRIES, Preprocess
-from edgeseg.edge.registry import FLAVOURS, FORMATS, PRECISIONS
+from edgeseg.edge.registry import FLAVOURS, FORMATS, LOCAL_BACKENDS, PRECISIONS
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
 
-CARD_SCHEMA = "edgeseg.card/1"
-KNOWN_SCHEMAS = (CARD_SCHEMA,)
+CARD_SCHEMA = "edgeseg.card/2"  # 2: `measured` and `golden` (a /1 reader refuses them)
+KNOWN_SCHEMAS = (CARD_SCHEMA, "edgeseg.card/1")
 TASKS = ("classifier", "segmenter")
 ACTIVATIONS = ("sigmoid", "none")  # what turns `output` into probabilities ("none": already are)
 MAX_CARD_BYTES = 1 << 20  # a real card is ~2 KB; bigger is not a card
@@ -39,7 +41,9 @@ MAX_MIN_AREA = 1 << 28  # pixels: above a 16384 x 16384 frame, a min_area would 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FIX = "correct it in the card (or the checkpoint or export flag it came from), or rewrite the card with `edgeseg export` / `edgeseg build-engine`"
 
-__all__ = ["Artifact", "CARD_SCHEMA", "Contract", "ModelCard", "Source", "TASKS", "TensorSpec", "card_path", "read_card", "write_card"]
+__all__ = [
+    "Artifact", "CARD_SCHEMA", "Contract", "Golden", "Measured", "ModelCard", "Source", "TASKS", "TensorSpec", "card_path", "read_card", "write_card",
+]
 
 
 class CardFieldError(EdgesegError):
@@ -269,6 +273,61 @@ class Source:
         return cls(**values)
 
 
+@dataclass
+class Measured:
+    """Where an artifact's outputs were measured: the backend ("onnxruntime", "openvino",
+    "tensorrt"), its version, the device (CPU model or GPU name) and, on a CPU, its ISA class
+    (envinfo.isa_class: "avx2", "avx512_vnni", "amx", "neon"...), which INT8 kernels differ by."""
+
+    backend: str
+    version: str
+    device: str
+    isa: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Measured":
+        data = _object(data, "measured")
+        _known(data, "measured", [f.name for f in fields(cls)])
+        return cls(
+            backend=_text(data.get("backend"), "measured.backend", LOCAL_BACKENDS),
+            version=_text(data.get("version"), "measured.version"),
+            device=_text(data.get("device"), "measured.device"),
+            isa=_text(data.get("isa"), "measured.isa", optional=True),
+        )
+
+
+@dataclass
+class Golden:
+    """The artifact's golden set: `file` (`<artifact stem>.golden.npz`, sha256 `sha256`) holds
+    the `frames` (named here) and the outputs the artifact gave on them (probabilities; a
+    segmenter's masks as RLE). `tolerance`: the largest probability difference and the largest
+    fraction of mask pixels that may differ on any frame when the artifact runs them again."""
+
+    file: str
+    sha256: str
+    frames: List[str]
+    tolerance: Dict[str, float]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Golden":
+        data = _object(data, "golden")
+        _known(data, "golden", [f.name for f in fields(cls)])
+        tolerance = _object(data.get("tolerance"), "golden.tolerance")
+        _known(tolerance, "golden.tolerance", ("probability", "mask"))
+        return cls(
+            file=_text(data.get("file"), "golden.file"),
+            sha256=str(_digest(_text(data.get("sha256"), "golden.sha256"), "golden.sha256")),
+            frames=_texts(data.get("frames"), "golden.frames") or [],
+            tolerance={key: float(_number(tolerance.get(key), f"golden.tolerance.{key}", 0, 1)) for key in ("probability", "mask")},
+        )
+
+
 @dataclass(frozen=True)
 class Contract:
     """The deployment meaning of a model, the part of its card no ONNX graph says: the task, how
@@ -324,6 +383,8 @@ class ModelCard:
     source: Source = field(default_factory=Source)
     edgeseg_version: str = __version__
     schema: str = CARD_SCHEMA
+    measured: Optional[Measured] = None  # where `golden` was measured
+    golden: Optional[Golden] = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -346,6 +407,8 @@ class ModelCard:
             "source": self.source.to_dict(),
             "edgeseg_version": self.edgeseg_version,
             "schema": self.schema,
+            **({"measured": self.measured.to_dict()} if self.measured is not None else {}),
+            **({"golden": self.golden.to_dict()} if self.golden is not None else {}),
         }
 
     @classmethod
@@ -373,6 +436,8 @@ class ModelCard:
             source=Source.from_dict(data.get("source", {})),
             edgeseg_version=_text(data.get("edgeseg_version", "unknown"), "edgeseg_version"),
             schema=schema,
+            measured=Measured.from_dict(data["measured"]) if data.get("measured") is not None else None,
+            golden=Golden.from_dict(data["golden"]) if data.get("golden") is not None else None,
         )
 
 
@@ -408,10 +473,16 @@ def _thresholds(data: Any, task: str, classes: int) -> Dict[str, Any]:
 
 
 def write_card(artifact: PathLike, card: ModelCard) -> Path:
-    """Write the card beside `artifact` atomically, stamping the artifact's name and sha256."""
+    """Write the card beside `artifact` atomically, stamping the artifact's name and sha256 and
+    the current schema. A card that described other bytes (a build's or QDQ model's source, a
+    changed model) drops its golden set and measurement: they were measured on the other file."""
     artifact = Path(artifact)
+    digest = sha256(artifact)
+    if card.golden is not None and (card.artifact.sha256 != digest or card.golden.file != golden_path(artifact).name):
+        card.golden = card.measured = None
     card.artifact.path = artifact.name
-    card.artifact.sha256 = sha256(artifact)
+    card.artifact.sha256 = digest
+    card.schema = CARD_SCHEMA
     target = card_path(artifact)
     with atomic_output(target) as tmp:
         tmp.write_text(card_json(card) + "\n")

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
@@ -64,11 +64,17 @@ def model_entry(card: "ModelCard", artifact: Path, backend: str) -> Dict[str, An
     }
 
 
-def header_record(cascade: "Cascade", source: str, started: Optional[Tuple[float, float]] = None) -> Dict[str, Any]:
+def header_record(
+    cascade: "Cascade", source: str, started: Optional[Tuple[float, float]] = None, verify: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
     """The run's first record: `cascade`'s models and gate. `started`: (time.time(),
-    time.perf_counter()) of the run start (default: now). Call it once the cascade is active,
-    so `backend` names the providers."""
+    time.perf_counter()) of the run start (default: now). `verify`: per role, what checking the
+    model against its golden set gave (edgeseg.edge.verify: "passed", "no golden set"; a role
+    not named: "skipped"). Call it once the cascade is active, so `backend` names the providers."""
     wall, mono = started if started is not None else (time.time(), time.perf_counter())
+    models = cascade.models()
+    for role, entry in models.items():
+        entry["verify"] = (verify or {}).get(role, "skipped")
     return {
         "schema": SCHEMA,
         "type": "header",
@@ -79,7 +85,7 @@ def header_record(cascade: "Cascade", source: str, started: Optional[Tuple[float
         "source": str(source),
         "gate": float(cascade.gate),
         "classes": list(cascade.segmenter_card.classes),
-        "models": cascade.models(),
+        "models": models,
     }
 
 
@@ -92,9 +98,10 @@ class RunHeader:
     cascade: "Cascade"
     source: str
     started: Tuple[float, float] = field(default_factory=lambda: (time.time(), time.perf_counter()))
+    verify: Mapping[str, str] = field(default_factory=dict)  # header_record's
 
     def record(self) -> Dict[str, Any]:
-        return header_record(self.cascade, self.source, self.started)
+        return header_record(self.cascade, self.source, self.started, self.verify)
 
 
 def to_json(record: Dict[str, Any]) -> str:
@@ -162,7 +169,7 @@ _HEADER_FIELDS: Dict[str, Any] = {
     "classes": list,
     "models": dict,
 }
-_MODEL_FIELDS: Dict[str, Any] = {"path": str, "sha256": "sha256", "format": str, "precision": str, "backend": str}
+_MODEL_FIELDS: Dict[str, Any] = {"path": str, "sha256": "sha256", "format": str, "precision": str, "backend": str, "verify": str}
 _FRAME_FIELDS: Dict[str, Any] = {
     "schema": str,
     "type": str,

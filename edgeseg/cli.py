@@ -46,6 +46,7 @@ with _quiet_interrupt():
     from edgeseg.commands import serve as _serve
     from edgeseg.commands import service as _service
     from edgeseg.commands import train as _train
+    from edgeseg.commands import verify as _verify
 
 app = typer.Typer(
     name="edgeseg",
@@ -88,6 +89,7 @@ app.command("export", cls=Command)(_export.export)
 app.command("calibrate", cls=Command)(_calibrate.calibrate)
 app.command("build-engine", cls=Command)(_engine.build_engine)
 app.command("deploy", cls=Command)(_deploy.deploy)
+app.command("verify", cls=Command)(_verify.verify)
 app.command("run", cls=Command)(_run.run)
 app.command("serve", cls=Command)(_serve.serve)
 app.add_typer(_service.app, name="service")

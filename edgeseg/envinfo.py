@@ -88,6 +88,26 @@ def cpu_info(cpuinfo: str = "") -> Dict[str, Any]:
     return {"model": model, "logical_cores": os.cpu_count(), "simd": simd}
 
 
+# The CPU classes INT8 and FP32 kernels differ by (best first): oneDNN / MLAS pick their kernels by
+# these, so an artifact measured on one class may compute differently on another.
+ISA_CLASSES = (
+    ("amx", ("amx_int8", "amx_tile")),
+    ("avx512_vnni", ("avx512_vnni", "avx512vnni")),
+    ("avx_vnni", ("avx_vnni",)),
+    ("avx512", ("avx512f",)),
+    ("avx2", ("avx2",)),
+    ("sve", ("sve",)),
+    ("neon_dotprod", ("asimddp",)),
+    ("neon", ("asimd", "neon")),
+)
+
+
+def isa_class(simd: List[str]) -> str:
+    """The best CPU class of ISA_CLASSES that `simd` (cpu_info()["simd"]) has, e.g. "avx2";
+    "generic" when none."""
+    return next((name for name, flags in ISA_CLASSES if any(flag in simd for flag in flags)), "generic")
+
+
 def _opencv() -> Dict[str, Any]:
     import cv2
 

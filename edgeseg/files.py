@@ -333,13 +333,13 @@ _EXTERNAL_LOCATION = re.compile(rb"\n\x08location\x12")
 
 
 def model_files(artifact: PathLike) -> List[Path]:
-    """The files a model is read from: the artifact, its card, an OpenVINO IR's .bin and an
-    ONNX's external data files (found in the protobuf without the onnx package, which the
-    runtime does not need). What a run's outputs must never overwrite."""
-    from edgeseg.edge.card import card_path  # the card module writes through this one
+    """The files a model is read from: the artifact, its card, its golden set, an OpenVINO IR's
+    .bin and an ONNX's external data files (found in the protobuf without the onnx package,
+    which the runtime does not need). What a run's outputs must never overwrite."""
+    from edgeseg.edge.artifacts import card_path, golden_path
 
     path = Path(artifact)
-    files = [path, card_path(path)]
+    files = [path, card_path(path), golden_path(path)]
     if path.suffix == ".xml":
         files.append(path.with_suffix(".bin"))
     elif path.suffix == ".onnx" and path.is_file() and path.stat().st_size:

@@ -49,7 +49,9 @@ class Inspector:
     "openvino", "tensorrt", or "triton" (the cascade on the Triton server at `url`).
     gate: defect probability from which a frame is segmented (default: the classifier card's;
     0 segments every frame, above 1 none). threads: ONNX Runtime / OpenVINO threads per model
-    (0: one per core).
+    (0: one per core). verify: run each model on its golden set here first
+    (edgeseg.edge.verify.verify_models; `edgeseg run` does unless --skip-verify): a model that
+    computes differently here raises GoldenMismatch; the outcome goes into the header record.
 
     The models load on first use (or on entering `with`) and are freed by `close` (or leaving
     `with`). Calls are not thread-safe: one caller at a time; `update` and `stop` may come from
@@ -65,9 +67,14 @@ class Inspector:
         url: Optional[str] = None,
         gate: Optional[float] = None,
         threads: int = 0,
+        verify: bool = False,
     ) -> None:
         self._slot = ModelSlot(_open_cascade(classifier, segmenter, backend, url, gate, threads))
         self._backend, self._threads, self._gate = backend, threads, gate  # how `update` opens a pair
+        self._golden = verify and backend != "triton"  # a Triton server's models are not in this process
+        self.verified: Dict[str, str] = {}  # per role: the golden-set check's outcome (none: skipped)
+        if self._golden:
+            self.verified = self._verify_golden({"classifier": cast(PathLike, classifier), "segmenter": cast(PathLike, segmenter)})
         self._count = 0  # index of the next frame given as an array
         self._stop = Stop()  # ends the stream in progress, or the next one
 
@@ -137,11 +144,24 @@ class Inspector:
         `on_event` (on the inference thread), all to `updates` and the "edgeseg" logger."""
         if self._backend == "triton":
             raise UsageError("with backend 'triton' the models come from the server", hint="update them in the server's model repository")
+        paths = {"classifier": classifier, "segmenter": segmenter}
+        if self._golden:  # the new pair proves itself on its golden sets, as the first one did
+            try:
+                self._verify_golden(paths)
+            except Exception as exc:  # noqa: B902 - a mismatch is a rollback
+                return self._slot.reject(paths, f"failed verification: {exc}", on_event)
         try:
             candidate = _open_cascade(classifier, segmenter, self._backend, None, self._gate, self._threads)
         except Exception as exc:  # noqa: B902 - a bad new pair is a rollback, not an error of the caller
-            return self._slot.reject({"classifier": classifier, "segmenter": segmenter}, f"could not be opened: {exc}", on_event)
+            return self._slot.reject(paths, f"could not be opened: {exc}", on_event)
         return self._slot.offer(candidate, shadow, on_event)
+
+    def _verify_golden(self, models: Dict[str, PathLike]) -> Dict[str, str]:
+        """Each model on its golden set here (edgeseg.edge.verify): GoldenMismatch on a difference."""
+        from edgeseg.edge.backends import BackendOptions
+        from edgeseg.edge.verify import verify_models
+
+        return verify_models(models, self._backend, BackendOptions.with_threads(self._threads))
 
     def __enter__(self) -> "Inspector":
         return self.open()
@@ -188,7 +208,7 @@ class Inspector:
     def header(self, source: str, started: Optional[Tuple[float, float]] = None) -> Record:
         """The header record of a run over `source` (what sinks write first): models, sha256,
         backends, gate. `started`: (time.time(), time.perf_counter()) of the run's start."""
-        return header_record(self.cascade, source, started)
+        return header_record(self.cascade, source, started, self.verified)
 
     def stream(
         self,
@@ -216,7 +236,7 @@ class Inspector:
         with contextlib.ExitStack() as stack:
             opened = [s if isinstance(s, Source) else stack.enter_context(open_source(s)) for s in listed]
             name = source_name if source_name is not None else ", ".join(source.uri for source in opened)
-            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()))
+            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()), self.verified)
             outputs = Outputs(sinks, header)
             settings: Dict[str, Any] = dict(max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout, on_result=on_result)
             try:

@@ -140,6 +140,11 @@ def export(
         for report in list(reports):
             with progress(f"converting {report.onnx} to FP16", None):
                 reports.append(onnx_to_fp16(report.onnx, seed=seed, images=parity_images))
+    from edgeseg.export.golden import add_golden_from_images
+
+    for report in reports:
+        with progress(f"recording {Path(report.onnx).name}'s golden set", None):
+            add_golden_from_images(report.onnx, parity_images)
     return Exported(reports)
 
 
@@ -368,7 +373,17 @@ def calibrate(
         write_json(out / REPORT_NAME, result.to_dict()["accuracy"])
         if result.accuracy.misses:
             raise BudgetMissed(result.accuracy, result)
+    _golden_from_calibration(result)
     return result
+
+
+def _golden_from_calibration(result: Calibrated) -> None:
+    """Each INT8 model's golden set, from the calibration frames (the user's data)."""
+    from edgeseg.export.golden import add_golden
+
+    frames = result.calibration
+    for model in result.models:
+        add_golden(model.path, list(frames.frames), frames.names)
 
 
 @dataclass

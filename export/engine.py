@@ -33,6 +33,7 @@ import numpy as np
 from edgeseg.edge import trt_compat
 from edgeseg.edge.artifacts import base_name, built_path, fp16_path, weights_path
 from edgeseg.edge.card import Artifact, ModelCard, TensorSpec, read_card, write_card
+from edgeseg.export.golden import add_golden
 from edgeseg.edge.cuda_context import GpuIdentity, gpu_identity, host_platform
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.registry import LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
@@ -258,8 +259,9 @@ def _int8_origin(card: ModelCard, options: BuildOptions) -> Dict[str, Any]:
     return {"flavour": made.flavour, "calibration_sha256": made.calibration_sha256, "weight_bits": made.weight_bits, "float_layers": made.float_layers}
 
 
-def _write(target: Path, payload: Any, card: ModelCard) -> Path:
-    """Artifact first (atomic), then its card; no card, no artifact."""
+def _write(target: Path, payload: Any, card: ModelCard, source: Path) -> Path:
+    """Artifact first (atomic), then its card (no card, no artifact), then its golden set, run
+    on the frames of `source`'s (edgeseg.export.golden)."""
     with atomic_output(target) as tmp:
         if isinstance(payload, Path):
             tmp.write_bytes(payload.read_bytes())
@@ -267,10 +269,12 @@ def _write(target: Path, payload: Any, card: ModelCard) -> Path:
             with open(tmp, "wb") as handle:
                 handle.write(payload)
     try:
-        return write_card(target, card)
+        written = write_card(target, card)
     except BaseException:
         target.unlink()
         raise
+    add_golden(target, source=source)
+    return written
 
 
 @contextlib.contextmanager
@@ -331,7 +335,7 @@ def onnx_to_ort(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> Bui
             **_int8_origin(card, options),
         )
         new_card = derived_card(card, source, profile, output_shape, artifact)
-        card_file = _write(target, optimised, new_card)
+        card_file = _write(target, optimised, new_card, source)
     return BuildResult(card.task, source, target, card_file, ONNXRUNTIME, options.precision, time.perf_counter() - started)
 
 
@@ -368,7 +372,7 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
         new_card = derived_card(card, source, profile, output_shape, artifact)
         with atomic_output(target.with_suffix(".bin")) as tmp:
             tmp.write_bytes(weights.read_bytes())
-        card_file = _write(target, xml, new_card)
+        card_file = _write(target, xml, new_card, source)
     return BuildResult(card.task, source, target, card_file, OPENVINO, options.precision, time.perf_counter() - started)
 
 
@@ -452,7 +456,7 @@ def onnx_to_engine(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -> 
             parsed_onnx_sha256=sha256(model),
         )
         new_card = derived_card(card, source, profile, output_shape, artifact)
-        card_file = _write(target, plan_bytes, new_card)
+        card_file = _write(target, plan_bytes, new_card, source)
     notes = [f"timing cache: {options.timing_cache}"] if options.timing_cache else []
     return BuildResult(card.task, source, target, card_file, TENSORRT, options.precision, time.perf_counter() - started, notes)
 

@@ -92,11 +92,16 @@ def tiny_checkpoints(tmp_path_factory) -> Dict[str, Path]:
 def tiny_models(tiny_checkpoints, tmp_path_factory) -> Dict[str, Path]:
     """{"classifier": Path, "segmenter": Path} to FP32 ONNX files (input "image" NCHW float32 with
     dynamic batch, output "logits"), each with its model card beside it (`read_card(path)`),
-    exported with edgeseg.export.torch_onnx.torch_to_onnx."""
+    exported with edgeseg.export.torch_onnx.torch_to_onnx, and its golden set (synthetic strips)
+    as `edgeseg export` writes it, so runs verify them silently."""
+    from edgeseg.export.golden import add_golden
     from edgeseg.export.torch_onnx import torch_to_onnx
 
     folder = tmp_path_factory.mktemp("tiny_models")
-    return {task: torch_to_onnx(path, folder / f"{task}.onnx").onnx for task, path in tiny_checkpoints.items()}
+    models = {task: torch_to_onnx(path, folder / f"{task}.onnx").onnx for task, path in tiny_checkpoints.items()}
+    for model in models.values():
+        add_golden(model)
+    return models
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_ort_build_writes_optimised_models_and_cards(tiny_models, tmp_path):
         assert card.source.onnx == f"{task}.onnx" and card.source.onnx_sha256 == sha256(tiny_models[task])
         assert artifact_backend(artifact, card) == "onnxruntime"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{t}.fp32.ort.{ext}" for t in ("classifier", "segmenter") for ext in ("onnx", "json")
+        f"{t}.fp32.ort.{ext}" for t in ("classifier", "segmenter") for ext in ("onnx", "json", "golden.npz")
     )
 
 

@@ -40,7 +40,7 @@ def test_exported_model_matches_pytorch_at_any_batch(tiny_models, tiny_checkpoin
     assert card.input.shape[0] == "batch" and card.artifact.opset == 17
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
-    assert sorted(os.listdir(path.parent)) == sorted(f"{t}.{ext}" for t in tiny_models for ext in ("onnx", "json"))
+    assert sorted(os.listdir(path.parent)) == sorted(f"{t}.{ext}" for t in tiny_models for ext in ("onnx", "json", "golden.npz"))
     assert card.source.checkpoint_sha256 == load_checkpoint(tiny_checkpoints[task])[1].sha256
     # Fresh inputs, a batch size never seen at export: independent of the export's own parity check.
     torch_model, meta = load_checkpoint(tiny_checkpoints[task])

@@ -11,6 +11,7 @@ RUNTIME_MODULES = [
     "edgeseg.edge.preprocess",
     "edgeseg.edge.rle",
     "edgeseg.edge.card",
+    "edgeseg.edge.verify",
 ]
 
 

@@ -189,6 +189,9 @@ def run(
         typer.Option("--models-from", help="Watch this folder for a new model pair (named as --classifier / --segmenter, cards beside): verified, then swapped in between two frames without stopping; SIGHUP reloads."),
     ] = None,
     shadow: Annotated[int, typer.Option("--shadow", min=0, help="Run a new model pair beside the running one on this many live frames first and report their agreement.")] = 0,
+    skip_verify: Annotated[
+        bool, typer.Option("--skip-verify", help="Do not check the models on their golden sets first (`edgeseg verify`); the header record says so.")
+    ] = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -228,7 +231,7 @@ def run(
     )
     demo = not (classifier or segmenter or source or sources_file or camera is not None or backend == "triton")
     classifier, segmenter = _model_files(backend, classifier, segmenter)
-    inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads)
+    inspector = Inspector(classifier, segmenter, backend=backend, url=url, gate=gate, threads=threads, verify=not skip_verify)
     models = [path for path in (classifier, segmenter) if path is not None]
     source_options = SourceOptions(loop=loop, rate=rate, live=True if rate else None, timeout=source_timeout, reconnects=reconnect)
 
