@@ -245,7 +245,7 @@ class Source:
     onnx_sha256: Optional[str] = None
     fp32_onnx: Optional[str] = None
     fp32_onnx_sha256: Optional[str] = None
-    layout: Optional[str] = None  # an outside ONNX's input layout: "NCHW" | "NHWC"
+    layout: Optional[str] = None  # read from older cards; the input layout is preprocess.layout
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

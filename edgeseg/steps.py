@@ -61,13 +61,15 @@ def silent(_description: str, _total: Optional[int]) -> Iterator[Advance]:
 # -- export ---------------------------------------------------------------------------------------
 @dataclass
 class Exported:
-    """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models)."""
+    """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models); for
+    `deploy`, also the ONNX models it took as they are (they came with their cards)."""
 
     reports: List[ExportReport]
+    taken: List[Path] = field(default_factory=list)
 
     @property
     def onnx(self) -> List[Path]:
-        return [Path(report.onnx) for report in self.reports]
+        return [Path(report.onnx) for report in self.reports] + self.taken
 
     def to_dict(self) -> List[Dict[str, Any]]:
         return [report.to_dict() for report in self.reports]
@@ -661,7 +663,7 @@ def deploy(
     seconds: Dict[str, float] = {}
     started = time.perf_counter()
     log.info("1/3 export %s -> %s", ", ".join([*map(str, models), *factories]), out_dir)
-    exported, onnx = _deployable([Path(m) for m in models], pairs, Path(out_dir), contract, seed, progress)
+    exported = _deployable([Path(m) for m in models], pairs, Path(out_dir), contract, seed, progress)
     seconds["export"], started = time.perf_counter() - started, time.perf_counter()
     calibrated = None
     if chosen == "int8":
@@ -669,14 +671,14 @@ def deploy(
 
         log.info("2/3 calibrate on %s, gate: Dice drop <= %s, recall drop <= %s", data, max_dice_drop, max_recall_drop)
         calibrated = calibrate(
-            str(data), onnx, out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]], validation=validation or data,
+            str(data), exported.onnx, out_dir, count=count, flavours=[BACKEND_FLAVOURS[target][0]], validation=validation or data,
             max_dice_drop=max_dice_drop, max_recall_drop=max_recall_drop, seed=seed, progress=progress,
         )
         seconds["calibrate"], started = time.perf_counter() - started, time.perf_counter()
     else:
         log.info("2/3 calibrate skipped (%s needs no calibration)", chosen)
     log.info("3/3 build-engine %s for %s", chosen, target)
-    built = build(onnx, out_dir, backend=target, precision=chosen, progress=progress)
+    built = build(exported.onnx, out_dir, backend=target, precision=chosen, progress=progress)
     seconds["build"] = time.perf_counter() - started
     return Deployed(exported, calibrated, built, seconds)
 
@@ -684,10 +686,10 @@ def deploy(
 def _deployable(
     models: List[Path], factories: List[Tuple[str, Optional[PathLike]]], out_dir: Path, contract: Dict[str, Any], seed: int,
     progress: Progress,
-) -> Tuple[Exported, List[Path]]:
-    """The FP32 ONNX models (classifier, segmenter) in out_dir that deploy builds from, and the
-    reports of those it exported: checkpoints and factories are exported, an ONNX with a card is
-    taken as it is (copied into out_dir with its card), one without is described."""
+) -> Exported:
+    """The FP32 ONNX models in out_dir that deploy builds from, one per task: checkpoints and
+    factories are exported, an ONNX with a card is taken as it is (copied into out_dir with its
+    card), one without is described."""
     from edgeseg.files import ensure_writable_dir
 
     folder = ensure_writable_dir(out_dir)
@@ -698,6 +700,7 @@ def _deployable(
     from edgeseg.edge.card import card_path
 
     reports: List[Any] = []
+    taken: List[Path] = []
     ready: Dict[str, Path] = {}
 
     def add(task: str, path: Path, given: str) -> None:
@@ -712,6 +715,7 @@ def _deployable(
         if card_path(model).is_file():
             path, task = _carded_onnx(model, folder)
             add(task, path, str(model))
+            taken.append(path)
         else:
             reports.append(_describe_onnx(model, folder, contract, seed, progress))
             add(reports[-1].task, Path(reports[-1].onnx), str(model))
@@ -723,7 +727,7 @@ def _deployable(
         for report in export(checkpoints, folder, classes=names, seed=seed, progress=progress).reports:
             reports.append(report)
             add(report.task, Path(report.onnx), str(report.onnx))
-    return Exported(reports), [ready[task] for task in TASKS]
+    return Exported(reports, taken)
 
 
 def _carded_onnx(model: Path, folder: Path) -> Tuple[Path, str]:

@@ -121,7 +121,7 @@ def module_to_onnx(
     seed: int = 0,
     images: Sequence[Path] = (),
 ) -> ExportReport:
-    """Trace `model` (an nn.Module taking NCHW float32) to a checked, cleaned ONNX whose outputs
+    """Trace `model` (an nn.Module taking float32 in the contract's channels and layout) to a checked, cleaned ONNX whose outputs
     match PyTorch within FP32_TOLERANCE on every input set, then write it and its card."""
     torch = require("torch", "export")
     started = time.perf_counter()
