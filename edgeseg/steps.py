@@ -108,8 +108,9 @@ def export(
     returning the nn.Module, `weights` its state dict). The contract of an outside model (task,
     size (height, width), mean, std, geometry, classes, activation, input layout "NCHW"/"NHWC")
     comes from these arguments or from an existing `card`; the image channels (1 gray or 3 RGB) from
-    `channels` for a factory (default 1), from the graph for an ONNX. `classes` renames a checkpoint segmenter's classes. `fp16` adds
-    <name>.fp16.onnx of each model; `images` (a folder of strips) joins the parity inputs.
+    `channels` for a factory (default 1), from the graph for an ONNX. `classes` renames a checkpoint
+    segmenter's classes. `fp16` adds <name>.fp16.onnx of each model; `images` (a folder of strips)
+    joins the parity inputs.
     """
     from edgeseg.files import ensure_writable_dir
 
