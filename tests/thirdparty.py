@@ -120,6 +120,15 @@ def strips(count: int, seed: int, clean_every: int = 3) -> Tuple[List[np.ndarray
     return frames, np.stack(masks).astype(np.float32)
 
 
+def fit(task: str, seed: int = 0) -> nn.Module:
+    """The task's model, initialised from `seed` and trained with the steps the tests use (a
+    segmenter needs more steps per second of training than the classifier gets)."""
+    torch.manual_seed(seed)
+    model = resunet() if task == "segmenter" else densenet()
+    train(model, task, 50 if task == "segmenter" else 80, seed)
+    return model
+
+
 def train(model: nn.Module, task: str, steps: int, seed: int = 0, channels: int = 1, layout: str = "NCHW") -> float:
     """`steps` of Adam on synthetic strips, inputs made by edgeseg's `preprocess`; returns the
     last loss. One thread: on a shared 2-core machine that is the fastest."""
