@@ -71,14 +71,14 @@ class CalibrationSet:
         return whole + (1 if rest and not drop_last else 0)
 
     def batches(self, batch_size: int, spec: Preprocess, drop_last: bool = False) -> Iterator[np.ndarray]:
-        """float32 NCHW batches of `spec`'s input, made by the runtime's `preprocess`.
+        """float32 batches of `spec`'s input (its channels and layout), made by the runtime's `preprocess`.
 
         Each batch is a fresh array (consumers may keep it). drop_last: yield only full batches
         (a TensorRT calibrator's device buffer has one fixed batch size).
         """
         if batch_size < 1:
             raise EdgesegError(f"batch size must be at least 1, got {batch_size}")
-        buffer = np.empty((batch_size, 1, spec.height, spec.width), dtype=np.float32)
+        buffer = np.empty((batch_size,) + spec.item_shape, dtype=np.float32)
         filled = 0
         for frame in self.frames:
             tensors = preprocess(frame, spec)

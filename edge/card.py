@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgeseg import __version__
 from edgeseg.edge.artifacts import card_path, golden_path
-from edgeseg.edge.preprocess import GEOMETRIES, Preprocess
+from edgeseg.edge.preprocess import CHANNELS, GEOMETRIES, LAYOUTS, Preprocess
 from edgeseg.edge.registry import FLAVOURS, FORMATS, LOCAL_BACKENDS, PRECISIONS
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, sha256
@@ -42,7 +42,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FIX = "correct it in the card (or the checkpoint or export flag it came from), or rewrite the card with `edgeseg export` / `edgeseg build-engine`"
 
 __all__ = [
-    "Artifact", "CARD_SCHEMA", "Contract", "Golden", "Measured", "ModelCard", "Source", "TASKS", "TensorSpec", "card_path", "read_card", "write_card",
+    "Artifact", "CARD_SCHEMA", "Contract", "Golden", "Measured", "ModelCard", "Source", "TASKS", "TensorSpec", "card_path", "output_task", "read_card",
+    "write_card",
 ]
 
 
@@ -251,7 +252,7 @@ class Source:
     onnx_sha256: Optional[str] = None
     fp32_onnx: Optional[str] = None
     fp32_onnx_sha256: Optional[str] = None
-    layout: Optional[str] = None  # an outside ONNX's input layout: "NCHW" | "NHWC"
+    layout: Optional[str] = None  # read from older cards; the input layout is preprocess.layout
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -328,6 +329,14 @@ class Golden:
         )
 
 
+def output_task(shape: Sequence[Union[int, str]]) -> Optional[str]:
+    """The task an output shape says: one score per image (N,) or (N, 1) is a classifier's, maps
+    (N, C, H, W) a segmenter's; None for anything else."""
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return "classifier"
+    return "segmenter" if len(shape) == 4 else None
+
+
 @dataclass(frozen=True)
 class Contract:
     """The deployment meaning of a model, the part of its card no ONNX graph says: the task, how
@@ -350,17 +359,20 @@ class Contract:
     def check_output(self, shape: Sequence[int], where: str) -> None:
         """The model's output must be what the runtime post-processes for this task."""
         if self.task == "classifier":
-            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            if output_task(shape) != "classifier":
                 raise EdgesegError(
                     f"{where}: a classifier must output one defect score per image (N, 1), got {tuple(shape)}",
                     hint="export a single-logit head, or use --task segmenter for per-pixel maps",
                 )
             return
         if len(shape) != 4 or shape[1] != len(self.classes):
+            scores = output_task(shape) == "classifier"
             raise EdgesegError(
                 f"{where}: a segmenter must output (N, {len(self.classes)}, H, W) maps for classes "
                 f"{', '.join(self.classes)}, got {tuple(shape)}",
-                hint="give --classes with one name per output channel",
+                hint="it outputs one score per image: use --task classifier" if scores
+                else f"give --classes with one name per output map ({shape[1]} names)" if len(shape) == 4
+                else "export a model that outputs (N, classes, H, W) maps",
             )
 
 
@@ -450,13 +462,18 @@ def _classes(value: Any) -> List[str]:
 
 def _preprocess(data: Any) -> Preprocess:
     data = _object(data, "preprocess")
-    _known(data, "preprocess", ("height", "width", "mean", "std", "geometry"))
+    _known(data, "preprocess", ("height", "width", "mean", "std", "geometry", "channels", "layout"))
+    channels = _number(data.get("channels", 1), "preprocess.channels", 1, 3, integer=True)
+    if channels not in CHANNELS:
+        raise CardFieldError("preprocess.channels", "1 (gray) or 3 (RGB)", channels)
     return Preprocess(
         height=_number(data.get("height"), "preprocess.height", 1, MAX_SIDE, integer=True),
         width=_number(data.get("width"), "preprocess.width", 1, MAX_SIDE, integer=True),
         mean=float(_number(data.get("mean", 0.0), "preprocess.mean", -1e6, 1e6)),
         std=float(_number(data.get("std", 1.0), "preprocess.std", 1e-12, 1e6)),
         geometry=_text(data.get("geometry", "resize"), "preprocess.geometry", GEOMETRIES),
+        channels=channels,
+        layout=_text(data.get("layout", "NCHW"), "preprocess.layout", LAYOUTS),
     )
 
 

@@ -284,7 +284,7 @@ def _warm_up(backend: Backend) -> None:
     """One run on zeros: first-run allocations and kernel selection stay out of frame timings."""
     spec = backend.card.preprocess
     dtype = np.dtype(backend.card.input.dtype)
-    backend.infer({backend.card.input.name: np.zeros((1, 1, spec.height, spec.width), dtype=dtype)})
+    backend.infer({backend.card.input.name: np.zeros((1,) + spec.item_shape, dtype=dtype)})
 
 
 def _run(backend: Backend, tensors: List[np.ndarray]) -> Tuple[List[np.ndarray], Dict[str, float]]:

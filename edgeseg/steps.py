@@ -64,13 +64,15 @@ def silent(_description: str, _total: Optional[int]) -> Iterator[Advance]:
 # -- export ---------------------------------------------------------------------------------------
 @dataclass
 class Exported:
-    """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models)."""
+    """What `export` wrote: one report per ONNX (the FP16 variants after the FP32 models); for
+    `deploy`, also the ONNX models it took as they are (they came with their cards)."""
 
     reports: List[ExportReport]
+    taken: List[Path] = field(default_factory=list)
 
     @property
     def onnx(self) -> List[Path]:
-        return [Path(report.onnx) for report in self.reports]
+        return [Path(report.onnx) for report in self.reports] + self.taken
 
     def to_dict(self) -> List[Dict[str, Any]]:
         return [report.to_dict() for report in self.reports]
@@ -96,7 +98,8 @@ def export(
     activation: str = "sigmoid",
     input_name: Optional[str] = None,
     output_name: Optional[str] = None,
-    layout: str = "NCHW",
+    layout: Optional[str] = None,
+    channels: Optional[int] = None,
     card: Optional[PathLike] = None,
     seed: int = 0,
     progress: Progress = silent,
@@ -106,9 +109,11 @@ def export(
     Give exactly one source: edgeseg `checkpoints` (classifier and/or segmenter, each to
     <task>.onnx), an `onnx` model from elsewhere, or a torch `factory` ('package.module:function'
     returning the nn.Module, `weights` its state dict). The contract of an outside model (task,
-    size (height, width), mean, std, geometry, classes, activation) comes from these arguments or
-    from an existing `card`. `classes` renames a checkpoint segmenter's classes. `fp16` adds
-    <name>.fp16.onnx of each model; `images` (a folder of strips) joins the parity inputs.
+    size (height, width), mean, std, geometry, classes, activation, input layout "NCHW"/"NHWC")
+    comes from these arguments or from an existing `card`; the image channels (1 gray or 3 RGB) from
+    `channels` for a factory (default 1), from the graph for an ONNX. `classes` renames a checkpoint
+    segmenter's classes. `fp16` adds <name>.fp16.onnx of each model; `images` (a folder of strips)
+    joins the parity inputs.
     """
     from edgeseg.files import ensure_writable_dir
 
@@ -117,6 +122,8 @@ def export(
         raise UsageError("give checkpoints (one or two), or an ONNX model, or a factory", hint="edgeseg export --checkpoint / --onnx / --factory")
     if name and len(sources) > 1:
         raise UsageError("--name applies to one model; export several checkpoints without it")
+    if channels is not None and not factory:
+        raise UsageError("--channels applies to --factory; an ONNX's channels come from its graph, a checkpoint's from training")
     if opset > TRT_MAX_OPSET:
         log.warning("warning: opset %d is above %d: TensorRT 8.5/8.6 (JetPack 5 / 6.0) cannot parse it", opset, TRT_MAX_OPSET)
     names = _class_names(classes)
@@ -128,10 +135,10 @@ def export(
         from edgeseg.lazy import require
 
         require("onnx", "checking an ONNX model" if onnx else "exporting your model")  # one line of advice, not a traceback
-        contract = _contract(task, size, mean, std, geometry, names, activation, Path(card) if card else None)
+        contract = _contract(task, size, mean, std, geometry, names, activation, layout, channels, Path(card) if card else None)
         target = folder / f"{name or contract['task']}.onnx"
         if onnx:
-            reports = [_adopt(Path(onnx), target, contract, input_name, output_name, layout, seed, parity_images, progress)]
+            reports = [_adopt(Path(onnx), target, contract, input_name, output_name, seed, parity_images, progress)]
         else:
             reports = [_from_factory(str(factory), weights, target, contract, opset, seed, parity_images, progress)]
     if fp16:
@@ -178,15 +185,16 @@ def _export_checkpoints(
 
 def _adopt(
     source: Path, target: Path, contract: Dict[str, Any], input_name: Optional[str], output_name: Optional[str],
-    layout: str, seed: int, images: List[Path], progress: Progress,
+    seed: int, images: List[Path], progress: Progress,
 ) -> Any:
     from edgeseg.export.outside import adopt_onnx
 
     found = contract.pop("names")
+    contract.pop("channels")  # an ONNX's are its graph's
     with progress(f"checking {source} -> {target}", None):
         return adopt_onnx(
             source, target, **contract, input_name=input_name or found.get("input"),
-            output_name=output_name or found.get("output"), layout=layout, seed=seed, images=images,
+            output_name=output_name or found.get("output"), seed=seed, images=images,
         )
 
 
@@ -217,16 +225,16 @@ def _checkpoint_task(path: Path) -> Tuple[str, List[str]]:
     payload = read_payload(path)
     task = payload.get("task") if isinstance(payload, dict) else None
     if task not in TASKS:
-        raise EdgesegError(f"{path} is not an edgeseg checkpoint (no task)", hint="for your own model use --factory and --weights")
+        raise EdgesegError(f"{path} is not an edgeseg checkpoint (no task)", hint=f"for your own model use --factory module:function --weights {path}")
     return str(task), [str(c) for c in payload.get("classes") or []]
 
 
 def _contract(
     task: Optional[str], size: Optional[Tuple[int, int]], mean: float, std: float, geometry: str,
-    classes: Optional[List[str]], activation: str, card: Optional[Path],
+    classes: Optional[List[str]], activation: str, layout: Optional[str], channels: Optional[int], card: Optional[Path],
 ) -> Dict[str, Any]:
-    """Contract keyword arguments from `card`, else from the arguments (task, size and classes
-    given with a card win over the card's)."""
+    """Contract keyword arguments from `card`, else from the arguments (task, size, classes,
+    layout and channels given with a card win over the card's)."""
     if card is not None:
         from edgeseg.export.contract import contract_from_card
 
@@ -235,13 +243,13 @@ def _contract(
         return {
             "task": task or base.task, "size": size or (spec.height, spec.width), "mean": spec.mean, "std": spec.std,
             "geometry": spec.geometry, "classes": classes or base.classes, "thresholds": base.thresholds,
-            "activation": base.output_activation, "names": names,
+            "activation": base.output_activation, "layout": layout or spec.layout, "channels": channels or spec.channels, "names": names,
         }
     if task is None:
         raise UsageError("--onnx and --factory need --task classifier|segmenter (or --card)")
     return {
         "task": task, "size": size, "mean": mean, "std": std, "geometry": geometry, "classes": classes,
-        "thresholds": None, "activation": activation, "names": {},
+        "thresholds": None, "activation": activation, "layout": layout or "NCHW", "channels": channels or 1, "names": {},
     }
 
 
@@ -849,9 +857,18 @@ class Deployed:
 
 
 def deploy(
-    checkpoints: Sequence[PathLike],
+    models: Sequence[PathLike] = (),
     out_dir: PathLike = MODELS_DIR,
     *,
+    factories: Sequence[str] = (),
+    weights: Sequence[PathLike] = (),
+    size: Optional[Tuple[int, int]] = None,
+    mean: float = 0.0,
+    std: float = 1.0,
+    geometry: str = "resize",
+    activation: str = "sigmoid",
+    layout: Optional[str] = None,
+    channels: int = 1,
     precision: Optional[str] = None,
     data: Optional[PathLike] = None,
     validation: Optional[PathLike] = None,
@@ -864,21 +881,39 @@ def deploy(
     seed: int = 0,
     progress: Progress = silent,
 ) -> Deployed:
-    """Classifier and segmenter checkpoints -> the artifacts this machine runs fastest: `export`,
+    """A classifier and a segmenter -> the artifacts this machine runs fastest: `export`,
     `calibrate` and `build` for `backend`. INT8 calibrates on `data` and builds in the calibrate
     step, so that the accuracy gate (on `validation`, default `data`) scores the built artifacts
     on the backend that runs them, searching for layers to keep in float when the budget is
-    missed. precision: default `fastest_precision` (INT8 on CPU when `data` is given)."""
+    missed. precision: default `fastest_precision` (INT8 on CPU when `data` is given).
+
+    models: edgeseg checkpoints (.pt) and ONNX models; `factories` ('module:function') with their
+    `weights` (state dicts, paired in order) add torch models of your own. An ONNX with its card
+    beside it skips export; one without is described as `export --onnx` does, and a factory
+    exported as `export --factory` does, each outside model's task read from its output and its
+    contract from size (height, width), mean, std, geometry, activation, layout, `classes` and
+    (factories; an ONNX's come from its graph) channels.
+    """
     target = auto_backend(build=True) if backend == AUTO else backend
     chosen = precision or fastest_precision(target, data is not None)
     if chosen == "int8" and data is None:
         raise UsageError("--precision int8 calibrates on --data DIR (images, a Severstal folder or a video)")
-    if len(checkpoints) != len(TASKS):
-        raise UsageError("deploy builds the cascade: give the classifier and the segmenter checkpoints", hint="edgeseg deploy CLASSIFIER.pt SEGMENTER.pt ...")
+    if len(weights) > len(factories):
+        raise UsageError("each --weights belongs to a --factory (paired in order)", hint="add the --factory module:function that builds the model")
+    if len(models) + len(factories) != len(TASKS):
+        raise UsageError(
+            "deploy builds the cascade: give the classifier and the segmenter",
+            hint="edgeseg deploy CLASSIFIER SEGMENTER ... (each a checkpoint .pt or an ONNX), or --factory module:function --weights FILE for your own",
+        )
+    contract = {
+        "size": size, "mean": mean, "std": std, "geometry": geometry, "activation": activation, "layout": layout, "channels": channels,
+        "classes": classes,
+    }
+    pairs = [(factory, weights[i] if i < len(weights) else None) for i, factory in enumerate(factories)]
     seconds: Dict[str, float] = {}
     started = time.perf_counter()
-    log.info("1/3 export %s -> %s", ", ".join(map(str, checkpoints)), out_dir)
-    exported = export(checkpoints, out_dir, classes=classes, seed=seed, progress=progress)
+    log.info("1/3 export %s -> %s", ", ".join([*map(str, models), *factories]), out_dir)
+    exported = _deployable([Path(m) for m in models], pairs, Path(out_dir), contract, seed, progress)
     seconds["export"], started = time.perf_counter() - started, time.perf_counter()
     calibrated = None
     if chosen == "int8":
@@ -903,3 +938,115 @@ def deploy(
         built = build(exported.onnx, out_dir, backend=target, precision=chosen, progress=progress)
         seconds["build"] = time.perf_counter() - started
     return Deployed(exported, calibrated, built, seconds)
+
+
+def _deployable(
+    models: List[Path], factories: List[Tuple[str, Optional[PathLike]]], out_dir: Path, contract: Dict[str, Any], seed: int,
+    progress: Progress,
+) -> Exported:
+    """The FP32 ONNX models in out_dir that deploy builds from, one per task: checkpoints and
+    factories are exported, an ONNX with a card is taken as it is (copied into out_dir with its
+    card), one without is described."""
+    from edgeseg.files import ensure_writable_dir
+
+    folder = ensure_writable_dir(out_dir)
+    checkpoints = [m for m in models if m.suffix.lower() == ".pt"]
+    others = [m for m in models if m.suffix.lower() not in (".pt", ".onnx")]
+    if others:
+        raise UsageError(f"deploy takes edgeseg checkpoints (.pt) and ONNX models (.onnx), not {others[0].name}", hint="for your own torch model use --factory module:function --weights FILE")
+    from edgeseg.edge.card import card_path
+
+    reports: List[Any] = []
+    taken: List[Path] = []
+    ready: Dict[str, Path] = {}
+
+    def add(task: str, path: Path, given: str) -> None:
+        if task in ready:
+            raise EdgesegError(
+                f"deploy builds the cascade of a classifier and a segmenter; {given} is a second {task}",
+                hint="give one model of each task (an outside model's task is read from its output: one score per image, or per-class maps)",
+            )
+        ready[task] = path
+
+    for model in (m for m in models if m.suffix.lower() == ".onnx"):
+        if card_path(model).is_file():
+            path, task = _carded_onnx(model, folder)
+            add(task, path, str(model))
+            taken.append(path)
+        else:
+            reports.append(_describe_onnx(model, folder, contract, seed, progress))
+            add(reports[-1].task, Path(reports[-1].onnx), str(model))
+    for factory, weights in factories:
+        reports.append(_export_factory(factory, weights, folder, contract, seed, progress))
+        add(reports[-1].task, Path(reports[-1].onnx), factory)
+    if checkpoints:  # --classes renames a checkpoint segmenter's maps unless an outside segmenter took them
+        names = None if "segmenter" in ready else contract["classes"]
+        for report in export(checkpoints, folder, classes=names, seed=seed, progress=progress).reports:
+            reports.append(report)
+            add(report.task, Path(report.onnx), str(report.onnx))
+    return Exported(reports, taken)
+
+
+def _carded_onnx(model: Path, folder: Path) -> Tuple[Path, str]:
+    """An FP32 ONNX with its card, in `folder` (copied there, under its task's name, when elsewhere)."""
+    from edgeseg.edge.card import read_card, write_card
+    from edgeseg.files import atomic_output
+
+    card = read_card(model)
+    if (card.artifact.format, card.artifact.precision) != ("onnx", "fp32"):
+        raise UsageError(
+            f"{model} is a {card.artifact.precision} {card.artifact.format} artifact; deploy starts from the FP32 ONNX",
+            hint="pass the FP32 ONNX it was made from",
+        )
+    if model.parent.resolve() == folder.resolve():
+        return model, card.task
+    target = folder / f"{card.task}.onnx"
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(model.read_bytes())
+    write_card(target, card)
+    log.info("%s and its card: copied to %s", model, target)
+    return target, card.task
+
+
+def _describe_onnx(model: Path, folder: Path, contract: Dict[str, Any], seed: int, progress: Progress) -> Any:
+    """`export --onnx` for an ONNX without a card, its task read from the graph's output."""
+    from edgeseg.lazy import require
+
+    require("onnx", "checking an ONNX model")
+    from edgeseg.edge.card import output_task
+    from edgeseg.export.graph import load_onnx, tensor_spec
+
+    task = output_task(tensor_spec(load_onnx(model), None, "output").shape)
+    if task is None:
+        raise EdgesegError(
+            f"{model} has no model card and its output is neither one score per image nor per-class maps",
+            hint=f"describe it first: `edgeseg export --onnx {model} --task classifier|segmenter --output-name NAME`, then deploy the ONNX it writes",
+        )
+    names = _class_names(contract["classes"]) if task == "segmenter" else None
+    values = _contract(task, contract["size"], contract["mean"], contract["std"], contract["geometry"], names, contract["activation"], contract["layout"], None, None)
+    return _adopt(model, folder / f"{task}.onnx", values, None, None, seed, [], progress)
+
+
+def _export_factory(factory: str, weights: Optional[PathLike], folder: Path, contract: Dict[str, Any], seed: int, progress: Progress) -> Any:
+    """`export --factory` for deploy, its task read from the model's output on one frame."""
+    from edgeseg.lazy import require
+
+    require("torch", "exporting your model", extra="export")
+    from edgeseg.edge.card import output_task
+    from edgeseg.export.contract import user_contract
+    from edgeseg.export.torch_onnx import load_factory, module_to_onnx, output_shape
+
+    if contract["size"] is None:
+        raise UsageError("--factory needs the input size: --height and --width")
+    model, source = load_factory(factory, Path(weights) if weights else None)
+    options = {k: contract[k] for k in ("mean", "std", "geometry", "activation", "channels")}
+    options["layout"] = contract["layout"] or "NCHW"
+    shape = output_shape(model, user_contract("classifier", contract["size"], **options).preprocess)
+    task = output_task(shape)
+    if task is None:
+        raise EdgesegError(f"{factory} outputs {shape}: neither one score per image (N, 1) nor per-class maps (N, C, H, W)")
+    classes = (_class_names(contract["classes"]) or [str(c + 1) for c in range(shape[1])]) if task == "segmenter" else None
+    spec = user_contract(task, contract["size"], classes=classes, **options)
+    target = folder / f"{task}.onnx"
+    with progress(f"exporting {factory} -> {target}", None):
+        return module_to_onnx(model, target, spec, source=source, seed=seed)

@@ -35,12 +35,14 @@ def user_contract(
     classes: Optional[Sequence[str]] = None,
     thresholds: Optional[Dict[str, Any]] = None,
     activation: str = "sigmoid",
+    channels: int = 1,
+    layout: str = "NCHW",
 ) -> Contract:
     """The contract of a model that does not come with one (flags of `edgeseg export`)."""
     names = list(classes) if classes else (["defect"] if task == "classifier" else ["1", "2", "3", "4"])
     return Contract(
         task,
-        Preprocess(size[0], size[1], mean, std, geometry),
+        Preprocess(size[0], size[1], mean, std, geometry, channels, layout),
         names,
         thresholds or default_thresholds(task, len(names)),
         activation,

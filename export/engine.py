@@ -35,7 +35,6 @@ from edgeseg.edge.artifacts import base_name, built_path, fp16_path, weights_pat
 from edgeseg.edge.card import Artifact, ModelCard, TensorSpec, read_card, write_card
 from edgeseg.export.golden import add_golden
 from edgeseg.edge.cuda_context import GpuIdentity, gpu_identity, host_platform
-from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.registry import LOCAL_BACKENDS, ONNXRUNTIME, OPENVINO, PRECISIONS, TENSORRT
 from edgeseg.errors import EdgesegError
 from edgeseg.files import PathLike, atomic_output, disk_full_as_error, ensure_writable_dir, sha256
@@ -159,15 +158,17 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class Profile:
-    """The input shapes an artifact is built for; `size` is (height, width)."""
+    """The input shapes an artifact is built for; `size` is (height, width), `layout` the card's."""
 
     input: str
     channels: int
     size: Tuple[int, int]
     batch: Tuple[int, int, int]
+    layout: str = "NCHW"
 
     def shapes(self) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
-        return tuple((b, self.channels) + self.size for b in self.batch)  # type: ignore[return-value]
+        item = self.size + (self.channels,) if self.layout == "NHWC" else (self.channels,) + self.size
+        return tuple((b,) + item for b in self.batch)  # type: ignore[return-value]
 
 
 def load_source(onnx: PathLike, precision: str, calibration: str) -> Tuple[Path, ModelCard]:
@@ -193,12 +194,14 @@ def load_source(onnx: PathLike, precision: str, calibration: str) -> Tuple[Path,
 def input_profile(path: Path, card: ModelCard, options: BuildOptions) -> Profile:
     """The shapes to build for, checked against what the graph fixes (batch and spatial sizes)."""
     shape = list(card.input.shape)
-    if len(shape) != 4 or not isinstance(shape[1], int):
-        raise EdgesegError(f"{path}: input {card.input.name!r} must be NCHW with fixed channels, its card says {shape}")
-    height, width = options.size or (card.preprocess.height, card.preprocess.width)
-    for axis, (want, have) in enumerate(zip((height, width), shape[2:])):
+    pre = card.preprocess
+    if len(shape) != 4 or not isinstance(shape[pre.channel_axis], int):
+        raise EdgesegError(f"{path}: input {card.input.name!r} must be {pre.layout} with fixed channels, its card says {shape}")
+    height, width = options.size or (pre.height, pre.width)
+    spatial = shape[1:3] if pre.layout == "NHWC" else shape[2:]
+    for axis, (want, have) in enumerate(zip((height, width), spatial)):
         if isinstance(have, int) and have > 0 and have != want:
-            fixed = "x".join(str(d) for d in shape[2:])
+            fixed = "x".join(str(d) for d in spatial)
             raise EdgesegError(
                 f"{path.name} takes {fixed} inputs only (fixed in the graph), not {height}x{width}",
                 hint="drop --size, or re-export the model at that size (`edgeseg export -c CHECKPOINT.pt --height H --width W`)",
@@ -208,7 +211,7 @@ def input_profile(path: Path, card: ModelCard, options: BuildOptions) -> Profile
             f"{path.name} has a fixed batch of {shape[0]}",
             hint=f"use --min-batch {shape[0]} --opt-batch {shape[0]} --max-batch {shape[0]}, or re-export with a dynamic batch",
         )
-    return Profile(card.input.name, int(shape[1]), (int(height), int(width)), options.batch)
+    return Profile(card.input.name, int(shape[pre.channel_axis]), (int(height), int(width)), options.batch, pre.layout)
 
 
 def probe(path: Path, card: ModelCard, profile: Profile) -> Tuple[int, ...]:
@@ -235,16 +238,16 @@ def probe(path: Path, card: ModelCard, profile: Profile) -> Tuple[int, ...]:
 def derived_card(card: ModelCard, source: Path, profile: Profile, output_shape: Tuple[int, ...], artifact: Artifact) -> ModelCard:
     """The new artifact's card: the source card with this build's shapes, artifact fields and origin."""
     height, width = profile.size
-    pre = card.preprocess
+    pre = replace(card.preprocess, height=height, width=width)
     batch = card.input.shape[0] if profile.batch[0] != profile.batch[2] else profile.batch[0]
     origin = card.source
     if origin.onnx is not None:  # the source is itself derived (a QDQ model): keep its FP32 origin too
         origin = replace(origin, fp32_onnx=origin.onnx, fp32_onnx_sha256=origin.onnx_sha256)
     return replace(
         card,
-        input=TensorSpec(card.input.name, [batch, profile.channels, height, width], card.input.dtype),
+        input=TensorSpec(card.input.name, pre.input_shape(batch), card.input.dtype),
         output=TensorSpec(card.output.name, [batch] + list(output_shape[1:]), card.output.dtype),
-        preprocess=Preprocess(height, width, pre.mean, pre.std, pre.geometry),
+        preprocess=pre,
         artifact=artifact,
         source=replace(origin, onnx=source.name, onnx_sha256=sha256(source)),
     )
@@ -356,7 +359,7 @@ def onnx_to_openvino(onnx: PathLike, out_dir: PathLike, options: BuildOptions) -
         model = ov.convert_model(str(source))
         low, _, high = profile.batch
         batch = ov.Dimension(low) if low == high else ov.Dimension(low, high)
-        model.reshape({profile.input: ov.PartialShape([batch, ov.Dimension(profile.channels), *map(ov.Dimension, profile.size)])})
+        model.reshape({profile.input: ov.PartialShape([batch, *map(ov.Dimension, profile.shapes()[0][1:])])})
         xml = scratch / target.name
         with disk_full_as_error(target, writing=xml):  # OpenVINO reports it as "basic_ios::clear"
             ov.save_model(model, str(xml), compress_to_fp16=options.precision == "fp16")
@@ -472,8 +475,7 @@ def _calibrator(options: BuildOptions, card: ModelCard, model: Path, profile: Pr
 
     assert options.calibration_set is not None  # BuildOptions.check
     dataset = load_calibration_set(options.calibration_set)
-    pre = card.preprocess
-    spec = Preprocess(profile.size[0], profile.size[1], pre.mean, pre.std, pre.geometry)
+    spec = replace(card.preprocess, height=profile.size[0], width=profile.size[1])
     batch = profile.batch[1]  # TensorRT calibrates at the calibration profile's OPT shape
     with TrtCalibrator(
         lambda: dataset.batches(batch, spec, drop_last=True),

@@ -61,7 +61,7 @@ def compare(
 def parity_inputs(
     spec: Preprocess, *, seed: int = 0, strips: int = 4, random: int = 2, images: Sequence[Path] = ()
 ) -> Dict[str, np.ndarray]:
-    """{"strips"|"images"|"random": float32 NCHW batch} from frames run through `preprocess`.
+    """{"strips"|"images"|"random": float32 batch in the model's layout} from frames run through `preprocess`.
 
     Strips come from the synthetic generator (defect shapes and steel texture, i.e. realistic
     activations); random frames are uniform noise; `images` are the user's own strips.
@@ -77,15 +77,16 @@ def parity_inputs(
             rng = strip_rng(seed, index)
             frames["strips"].append(make_strip(rng, sample_defect_classes(rng), height, width)[0])
     if images:
-        frames["images"] = [_read_gray(path) for path in images]
+        frames["images"] = [_read_image(path, spec.channels) for path in images]
     if random:
         rng = np.random.default_rng([seed, 1 << 20])
         frames["random"] = [rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(random)]
     return {name: np.concatenate([preprocess(f, spec) for f in batch]) for name, batch in frames.items()}
 
 
-def _read_gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    """Gray for a 1-channel model; colour (BGR, as OpenCV reads it) for a 3-channel one."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if image is None:
         raise EdgesegError(f"cannot read image {path}", hint="pass PNG/JPEG strips to --images")
     return image

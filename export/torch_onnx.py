@@ -54,7 +54,7 @@ def torch_to_onnx(
     model, meta = load_checkpoint(checkpoint)
     spec = meta.preprocess
     if size is not None:
-        spec = Preprocess(size[0], size[1], spec.mean, spec.std, spec.geometry)
+        spec = replace(spec, height=size[0], width=size[1])
     if classes is not None and len(classes) != len(meta.classes):
         raise EdgesegError(
             f"{Path(str(checkpoint)).name} has {len(meta.classes)} output map(s) ({', '.join(meta.classes)}); got {len(classes)} class names",
@@ -78,6 +78,13 @@ def factory_to_onnx(
 ) -> ExportReport:
     """Export a user's model: `package.module:function` returns the nn.Module, `weights` is its
     state dict (a bare dict, or a dict with a "state_dict" entry)."""
+    model, source = load_factory(factory, weights)
+    return module_to_onnx(model, out_path, contract, source=source, opset=opset, seed=seed, images=images)
+
+
+def load_factory(factory: str, weights: Optional[PathLike]) -> Tuple[Any, Source]:
+    """The nn.Module `factory` returns, with `weights` loaded (checked against it first), and the
+    card's record of where it came from."""
     from edgeseg.models import check_state_dict
     from edgeseg.models.checkpoint import read_payload
 
@@ -95,7 +102,13 @@ def factory_to_onnx(
         check_state_dict(model, state, str(weights))
         model.load_state_dict(state)
         source = replace(source, weights=weights.name, checkpoint_sha256=sha256(weights))
-    return module_to_onnx(model, out_path, contract, source=source, opset=opset, seed=seed, images=images)
+    return model.eval(), source
+
+
+def output_shape(model: Any, spec: Preprocess) -> Tuple[int, ...]:
+    """The shape `model` outputs for one image of `spec` (e.g. to tell a classifier from a segmenter)."""
+    torch = require("torch", "export")
+    return tuple(_forward(model, np.zeros((1,) + spec.item_shape, np.float32), torch).shape)
 
 
 def module_to_onnx(
@@ -108,7 +121,7 @@ def module_to_onnx(
     seed: int = 0,
     images: Sequence[Path] = (),
 ) -> ExportReport:
-    """Trace `model` (an nn.Module taking NCHW float32) to a checked, cleaned ONNX whose outputs
+    """Trace `model` (an nn.Module taking float32 in the contract's channels and layout) to a checked, cleaned ONNX whose outputs
     match PyTorch within FP32_TOLERANCE on every input set, then write it and its card."""
     torch = require("torch", "export")
     started = time.perf_counter()
@@ -146,7 +159,8 @@ def _forward(model: Any, batch: np.ndarray, torch: Any) -> np.ndarray:
         first = str(exc).strip().splitlines()[0][:200]
         raise EdgesegError(
             f"the model cannot take a {tuple(batch.shape)} input: {first}",
-            hint="choose an input size the architecture supports (--height/--width)",
+            hint=f"give the channels it takes: --channels {3 if batch.shape[1] == 1 else 1}" if "channels" in first
+            else "choose an input size the architecture supports (--height/--width)",
         ) from exc
 
 

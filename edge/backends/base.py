@@ -144,11 +144,11 @@ def check_specs(artifact: Path, card: ModelCard, inputs: List[TensorSpec], outpu
                 hint="re-export the model or rebuild the engine so that card and model agree",
             )
     pre = card.preprocess
-    image = [1, pre.height, pre.width]  # what preprocess() feeds per batch item (C, H, W)
+    image = pre.item_shape  # what preprocess() feeds per batch item, in the card's layout
     for spec in (next(s for s in inputs if s.name == card.input.name), card.input):
         if len(spec.shape) == 4 and any(isinstance(d, int) and d > 0 and d != m for d, m in zip(spec.shape[1:], image)):
             raise EdgesegError(
-                f"{artifact}: its card preprocesses frames to {image[0]}x{pre.height}x{pre.width} but input "
+                f"{artifact}: its card preprocesses frames to {'x'.join(map(str, image))} ({pre.layout}) but input "
                 f"{card.input.name!r} takes {spec.shape}",
                 hint="fix preprocess in the card (or re-export the model) so that the size matches the model input",
             )

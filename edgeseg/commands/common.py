@@ -25,7 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 from typing_extensions import Annotated
 
 from edgeseg.edge.registry import BACKENDS, FLAVOURS, MODEL_BACKENDS, PRECISIONS
-from edgeseg.edge.preprocess import GEOMETRIES
+from edgeseg.edge.preprocess import GEOMETRIES, LAYOUTS
 from edgeseg.edge.videocodec import CODEC_CHOICES
 from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError
@@ -233,6 +233,22 @@ Backend = Literal[MODEL_BACKENDS]  # type: ignore[valid-type]  # all from edgese
 RunBackend = Literal[BACKENDS]  # type: ignore[valid-type]  # run alone also offers triton (the cascade on a server)
 Geometry = Literal[GEOMETRIES]  # type: ignore[valid-type]
 Codec = Literal[CODEC_CHOICES]  # type: ignore[valid-type]
+# The contract of a model from elsewhere (export --onnx/--factory, deploy): what its graph cannot say.
+HeightOption = Annotated[Optional[int], typer.Option("--height", min=1, help="Input height of --factory or a dynamic-size ONNX (export -c: overrides the checkpoint's).")]
+WidthOption = Annotated[Optional[int], typer.Option("--width", min=1, help="Input width of --factory or a dynamic-size ONNX (export -c: overrides the checkpoint's).")]
+MeanOption = Annotated[float, typer.Option("--mean", help="Contract: x = (pixel/255 - mean) / std.")]
+StdOption = Annotated[float, typer.Option("--std", help="Contract: x = (pixel/255 - mean) / std.")]
+GeometryOption = Annotated[Geometry, typer.Option("--geometry", help="Contract: 'resize' the frame to the input, or cut it in 'tile's.")]
+ActivationOption = Annotated[
+    Literal["sigmoid", "none"], typer.Option("--activation", help="Contract: 'sigmoid' for logits, 'none' if it outputs probabilities.")
+]
+LayoutOption = Annotated[
+    Optional[Literal[LAYOUTS]],  # type: ignore[valid-type]
+    typer.Option("--layout", help="Contract: input layout, channels second (NCHW) or last (NHWC); default: --card's, else NCHW."),
+]
+ChannelsOption = Annotated[
+    Optional[int], typer.Option("--channels", min=1, max=3, help="--factory: image channels, 1 (gray) or 3 (RGB; gray frames replicated). An ONNX's come from its graph.")
+]
 # edgeseg.calibration.qdq defines this (a test checks they agree); importing it here would make
 # `edgeseg --help` load the quantiser.
 METHODS = ("minmax", "entropy", "percentile")

@@ -13,8 +13,15 @@ from typing_extensions import Annotated
 
 from edgeseg.commands.common import (
     MODELS_DIR,
-    Geometry,
+    ActivationOption,
+    ChannelsOption,
+    GeometryOption,
+    HeightOption,
     JsonOption,
+    LayoutOption,
+    MeanOption,
+    StdOption,
+    WidthOption,
     OutDirOption,
     QuietOption,
     SeedOption,
@@ -49,21 +56,20 @@ def export(
         Optional[Path], typer.Option("--images", help="Folder of real strips (PNG/JPEG) added to the parity inputs (first 8).")
     ] = None,
     task: Annotated[Optional[Literal["classifier", "segmenter"]], typer.Option("--task", help="Contract of --onnx/--factory.")] = None,
-    height: Annotated[Optional[int], typer.Option("--height", min=1, help="Model input height (checkpoint: override its size).")] = None,
-    width: Annotated[Optional[int], typer.Option("--width", min=1, help="Model input width (checkpoint: override its size).")] = None,
-    mean: Annotated[float, typer.Option("--mean", help="Contract: x = (pixel/255 - mean) / std.")] = 0.0,
-    std: Annotated[float, typer.Option("--std", help="Contract: x = (pixel/255 - mean) / std.")] = 1.0,
-    geometry: Annotated[Geometry, typer.Option("--geometry", help="Contract: 'resize' the frame to the input, or cut it in 'tile's.")] = "resize",
+    height: HeightOption = None,
+    width: WidthOption = None,
+    mean: MeanOption = 0.0,
+    std: StdOption = 1.0,
+    geometry: GeometryOption = "resize",
     classes: Annotated[
         Optional[str],
         typer.Option("--classes", help="Comma-separated class names, one per output map (-c: renames the segmenter's classes in its card)."),
     ] = None,
-    activation: Annotated[
-        Literal["sigmoid", "none"], typer.Option("--activation", help="Contract: 'sigmoid' for logits, 'none' if it outputs probabilities.")
-    ] = "sigmoid",
+    activation: ActivationOption = "sigmoid",
+    channels: ChannelsOption = None,
     input_name: Annotated[Optional[str], typer.Option("--input-name", help="--onnx: the image input (if it has several).")] = None,
     output_name: Annotated[Optional[str], typer.Option("--output-name", help="--onnx: the output to use (if it has several).")] = None,
-    layout: Annotated[Literal["NCHW", "NHWC"], typer.Option("--layout", help="--onnx: input layout (a Transpose is put in front of NHWC).")] = "NCHW",
+    layout: LayoutOption = None,
     card: Annotated[Optional[Path], typer.Option("--card", help="--onnx/--factory: take the contract from this existing model card JSON.")] = None,
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -91,7 +97,7 @@ def export(
         checkpoint or [], out_dir, onnx=onnx, factory=factory, weights=weights, name=name, fp16=fp16, opset=opset, images=images,
         task=task, size=(height, width) if height and width else None, mean=mean, std=std, geometry=geometry,
         classes=classes.split(",") if classes is not None else None, activation=activation, input_name=input_name,
-        output_name=output_name, layout=layout, card=card, seed=seed, progress=progress_steps(json_output),
+        output_name=output_name, layout=layout, channels=channels, card=card, seed=seed, progress=progress_steps(json_output),
     )
     if json_output:
         print_json(done.to_dict())
