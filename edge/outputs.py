@@ -232,8 +232,6 @@ def _watchers(metrics: Optional[str], sources: Sequence[Source], sinks: Sequence
     """The run's health (edgeseg.edge.health) and what reports it: --metrics, and systemd's
     notifications when systemd started the run (it sets $NOTIFY_SOCKET). Health comes last, so
     its progress means every output took the frame."""
-    import os
-
     if metrics is None and not os.environ.get("NOTIFY_SOCKET"):
         return []
     from edgeseg.edge.health import Health

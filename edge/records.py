@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # runtime imports would be circular for nothing: only attribu
     from edgeseg.edge.card import ModelCard
     from edgeseg.edge.cascade import Cascade
     from edgeseg.edge.postprocess import FrameResult
-    from edgeseg.edge.sources import Frame
+    from edgeseg.edge.sources import Frame, Source
 
 SCHEMA = "edgeseg.record/1"
 GLASS_TO_GLASS = "glass_to_glass"
@@ -65,12 +65,18 @@ def model_entry(card: "ModelCard", artifact: Path, backend: str) -> Dict[str, An
 
 
 def header_record(
-    cascade: "Cascade", source: str, started: Optional[Tuple[float, float]] = None, verify: Optional[Mapping[str, str]] = None
+    cascade: "Cascade",
+    source: str,
+    started: Optional[Tuple[float, float]] = None,
+    verify: Optional[Mapping[str, str]] = None,
+    cameras: Sequence["Source"] = (),
 ) -> Dict[str, Any]:
     """The run's first record: `cascade`'s models and gate. `started`: (time.time(),
     time.perf_counter()) of the run start (default: now). `verify`: per role, what checking the
     model against its golden set gave (edgeseg.edge.verify: "passed", "no golden set"; a role
-    not named: "skipped"). Call it once the cascade is active, so `backend` names the providers."""
+    not named: "skipped"). `cameras`: the run's sources, each said up or down (a camera dead at
+    the start: the run goes on without it and keeps reconnecting). Call it once the cascade is
+    active, so `backend` names the providers."""
     wall, mono = started if started is not None else (time.time(), time.perf_counter())
     models = cascade.models()
     for role, entry in models.items():
@@ -86,6 +92,7 @@ def header_record(
         "gate": float(cascade.gate),
         "classes": list(cascade.segmenter_card.classes),
         "models": models,
+        "cameras": [{"camera": index, "uri": camera.uri, "down": bool(camera.stats.down)} for index, camera in enumerate(cameras)],
     }
 
 
@@ -99,9 +106,10 @@ class RunHeader:
     source: str
     started: Tuple[float, float] = field(default_factory=lambda: (time.time(), time.perf_counter()))
     verify: Mapping[str, str] = field(default_factory=dict)  # header_record's
+    cameras: Sequence["Source"] = ()  # header_record's: said up or down when the record is made
 
     def record(self) -> Dict[str, Any]:
-        return header_record(self.cascade, self.source, self.started, self.verify)
+        return header_record(self.cascade, self.source, self.started, self.verify, self.cameras)
 
 
 def to_json(record: Dict[str, Any]) -> str:
@@ -168,6 +176,7 @@ _HEADER_FIELDS: Dict[str, Any] = {
     "gate": _NUMBER,
     "classes": list,
     "models": dict,
+    "cameras": list,
 }
 _MODEL_FIELDS: Dict[str, Any] = {"path": str, "sha256": "sha256", "format": str, "precision": str, "backend": str, "verify": str}
 _FRAME_FIELDS: Dict[str, Any] = {

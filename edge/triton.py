@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edgeseg.edge.card import ModelCard, parse_card
+from edgeseg.edge.card import parse_card
 from edgeseg.edge.cascade import ROLES, Cascade, Inferred, Prepared, check_gate
 from edgeseg.edge.postprocess import MaskPostprocess, NotFinite, Segmentation
 from edgeseg.edge.preprocess import to_gray

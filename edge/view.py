@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeseg.edge.defects import crop_box
 from edgeseg.edge.postprocess import FrameResult
-from edgeseg.edge.records import GLASS_TO_GLASS, iso_utc
+from edgeseg.edge.records import iso_utc
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame
 from edgeseg.errors import EdgesegError, UsageError

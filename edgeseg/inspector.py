@@ -236,7 +236,7 @@ class Inspector:
         with contextlib.ExitStack() as stack:
             opened = [s if isinstance(s, Source) else stack.enter_context(open_source(s)) for s in listed]
             name = source_name if source_name is not None else ", ".join(source.uri for source in opened)
-            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()), self.verified)
+            header = RunHeader(self.cascade, name, started or (time.time(), time.perf_counter()), self.verified, opened)
             outputs = Outputs(sinks, header)
             settings: Dict[str, Any] = dict(max_frames=max_frames, max_batch=max_batch, batch_timeout=batch_timeout, on_result=on_result)
             try:

@@ -130,6 +130,8 @@ def test_a_camera_dead_at_the_start_does_not_stop_the_others(tiny_models, camera
     assert live["frames"] >= 20 and not live["source"]["down"]
     assert down["frames"] == 0 and down["source"]["down"] and down["source"]["reconnects"] >= 1 and not down["source"]["error"]
     assert f"camera 1 ({dead}) is down" in stderr
+    header = json.loads(jsonl.read_text().splitlines()[0])  # the line's own record says it too
+    assert [(c["camera"], c["uri"], c["down"]) for c in header["cameras"]] == [(0, camera.url, False), (1, dead, True)]
 
 
 def test_require_all_stops_at_a_dead_camera(tiny_models, camera):

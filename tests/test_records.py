@@ -16,7 +16,7 @@ from edgeseg.cli import app
 from edgeseg.edge.backends import open_backend
 from edgeseg.edge.card import ModelCard, TensorSpec
 from edgeseg.edge.cascade import LocalCascade
-from edgeseg.edge.postprocess import FrameResult, MaskPostprocess, Segmentation
+from edgeseg.edge.postprocess import FrameResult, MaskPostprocess
 from edgeseg.edge.preprocess import Preprocess
 from edgeseg.edge.records import SCHEMA, frame_record, header_record, to_json, validate_record
 from edgeseg.edge.rle import decode

@@ -17,7 +17,7 @@ from edgeseg.cli import app
 from edgeseg.commands.run import usable_cores
 from edgeseg.edge.card import card_path
 from edgeseg.edge.records import validate_record
-from full_disk import fill, jsonl_lines, tiny_tmpfs
+from full_disk import fill, tiny_tmpfs
 
 FRAMES = 8
 

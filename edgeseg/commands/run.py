@@ -17,19 +17,21 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import typer
 from rich.markup import escape
-from typing_extensions import Annotated
 
 from edgeseg import assets
-from edgeseg.commands import line_options as line
+from edgeseg.commands import run_options as opts
 from edgeseg.commands.common import (
-    Codec, JsonOption, QuietOption, RunBackend, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
+    JsonOption, QuietOption, VerboseOption, cli_errors, err, exit_after_signals, interrupt_exits_130, out, print_json, progress_bar,
     stop_on_signals,
 )
 from edgeseg.errors import EdgesegError, UsageError
+
+if TYPE_CHECKING:
+    from edgeseg.edge.outputs import Outputs
 
 DEMO_CLASSIFIER, DEMO_SEGMENTER, DEMO_CLIP = assets.CLASSIFIER, assets.SEGMENTER, assets.CLIP
 
@@ -42,10 +44,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _check_usage(gate: Optional[float], threads: int) -> None:
+def _check_usage(gate: Optional[float], threads: int, backend: str, url: Optional[str]) -> None:
     """Refuse option values that cannot work before anything is opened (exit 2)."""
     from edgeseg.edge.cascade import check_gate
 
+    if url is not None and backend != "triton":
+        raise typer.BadParameter("--url is for --backend triton")
     if gate is not None:
         try:
             check_gate(gate)
@@ -89,109 +93,45 @@ def _model_files(backend: str, classifier: Optional[Path], segmenter: Optional[P
 @cli_errors
 @interrupt_exits_130
 def run(
-    camera: Annotated[Optional[int], typer.Option("--camera", help="Camera index (V4L2 /dev/videoN on Linux).")] = None,
-    source: Annotated[
-        Optional[List[str]],
-        typer.Option(
-            "--source",
-            "-s",
-            help="Video file, image folder, glob ('strips/*.png'), /dev/videoN, csi://N, rtsp://... or a GStreamer "
-            "pipeline; repeat it for several cameras, batched together. Default: the bundled demo clip.",
-        ),
-    ] = None,
-    sources_file: Annotated[
-        Optional[Path], typer.Option("--sources", help="A text file of sources, one per line (# comments), added to --source.")
-    ] = None,
-    max_batch: Annotated[
-        Optional[int],
-        typer.Option("--max-batch", min=1, help="Most frames per inference batch across cameras (default: one per camera; capped by the engine's profile)."),
-    ] = None,
-    batch_timeout: Annotated[
-        float, typer.Option("--batch-timeout", min=0.0, help="Milliseconds a batch waits for the cameras that have not given it a frame yet.")
-    ] = 20.0,
-    classifier: Annotated[
-        Optional[Path], typer.Option("--classifier", help="Classifier .onnx or .engine (card beside it). Default: bundled demo.")
-    ] = None,
-    segmenter: Annotated[
-        Optional[Path], typer.Option("--segmenter", help="ResUNet .onnx or .engine (card beside it). Default: bundled demo.")
-    ] = None,
-    backend: Annotated[
-        RunBackend,
-        typer.Option(
-            "--backend",
-            "-b",
-            help="auto: by file (.engine -> tensorrt, .xml -> openvino, .onnx -> onnxruntime with CUDA, else openvino where "
-            "installed, else onnxruntime: edgeseg.edge.registry.auto_backend); triton: the cascade on the Triton server at --url (models come from the server).",
-        ),
-    ] = "auto",
-    url: Annotated[
-        Optional[str], typer.Option("--url", help="Triton server for --backend triton (default grpc://127.0.0.1:8001; `edgeseg serve` starts one).")
-    ] = None,
-    gate: Annotated[
-        Optional[float],
-        typer.Option("--gate", help="Defect probability from which the ResUNet runs (default: the classifier card's; 0 = always)."),
-    ] = None,
-    jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON line per frame here (flushed per line).")] = None,
-    video: Annotated[Optional[Path], typer.Option("--video", help="Write the annotated video here (.mp4, .avi, .mkv or .webm).")] = None,
-    codec: Annotated[
-        Codec, typer.Option("--codec", help="Video codec: auto = the container's (mp4v, MJPG, VP8); h264 plays in browsers where this OpenCV has it.")
-    ] = "auto",
-    save_defects: Annotated[
-        Optional[Path],
-        typer.Option("--save-defects", help="Save each gated frame (PNG), a crop per defect and DIR/index.jsonl here, for review."),
-    ] = None,
-    submission: Annotated[
-        Optional[Path],
-        typer.Option("--submission", help="Write a Kaggle Severstal submission CSV (ImageId_ClassId,EncodedPixels); image folder or glob sources."),
-    ] = None,
-    mqtt: Annotated[
-        Optional[str],
-        typer.Option("--mqtt", help="Publish each defective frame's record to mqtt://host[:port]/topic (QoS 1; heartbeat on topic/heartbeat)."),
-    ] = None,
-    mqtt_queue: Annotated[
-        int, typer.Option("--mqtt-queue", min=1, help="MQTT messages kept unacknowledged while the broker is away; beyond, new ones are dropped (counted).")
-    ] = 1000,
-    show: Annotated[bool, typer.Option("--show", help="Show annotated frames in a window (q or Esc stops).")] = False,
-    metrics: Annotated[
-        Optional[str],
-        typer.Option("--metrics", help="Serve Prometheus /metrics, /healthz and /readyz at [HOST:]PORT (loopback unless HOST is given, e.g. 0.0.0.0:9108)."),
-    ] = None,
-    view: line.ViewOption = None,
-    view_token: line.ViewTokenOption = None,
-    opcua: line.OpcuaOption = None,
-    opcua_node: line.OpcuaNodeOption = None,
-    opcua_queue: line.OpcuaQueueOption = 1000,
-    save_uncertain: line.SaveUncertainOption = None,
-    uncertain_band: line.UncertainBandOption = 0.1,
-    uncertain_pixels: line.UncertainPixelsOption = 0.25,
-    uncertain_rate: line.UncertainRateOption = 6.0,
-    loop: Annotated[bool, typer.Option("--loop", help="Start a file or folder again when it ends.")] = False,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop each camera after this many frames.")] = None,
-    rate: Annotated[
-        Optional[float],
-        typer.Option("--rate", help="Feed a file or folder at this many frames/s like a live camera (frames the pipeline cannot take are dropped)."),
-    ] = None,
-    source_timeout: Annotated[
-        float,
-        typer.Option("--source-timeout", min=0.1, help="Live sources: seconds without a frame before reconnecting; RTSP: also the connect and read limit."),
-    ] = 5.0,
-    reconnect: Annotated[
-        Optional[int],
-        typer.Option("--reconnect", min=0, help="Live sources: end with an error after this many failed reconnects in a row (default: keep trying, with back-off up to 5 s)."),
-    ] = None,
-    require_all: Annotated[
-        bool, typer.Option("--require-all", help="Several cameras: stop when one does not open at the start (default: run the others, keep trying it).")
-    ] = False,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="ONNX Runtime / OpenVINO threads per model (0 = one per core; at most the cores).")] = 0,
-    append: Annotated[bool, typer.Option("--append", help="Add this run's lines to an existing --jsonl instead of replacing it.")] = False,
-    models_from: Annotated[
-        Optional[Path],
-        typer.Option("--models-from", help="Watch this folder for a new model pair (named as --classifier / --segmenter, cards beside): verified, then swapped in between two frames without stopping; SIGHUP reloads."),
-    ] = None,
-    shadow: Annotated[int, typer.Option("--shadow", min=0, help="Run a new model pair beside the running one on this many live frames first and report their agreement.")] = 0,
-    skip_verify: Annotated[
-        bool, typer.Option("--skip-verify", help="Do not check the models on their golden sets first (`edgeseg verify`); the header record says so.")
-    ] = False,
+    camera: opts.CameraOption = None,
+    source: opts.SourceOption = None,
+    sources_file: opts.SourcesFileOption = None,
+    max_batch: opts.MaxBatchOption = None,
+    batch_timeout: opts.BatchTimeoutOption = 20.0,
+    classifier: opts.ClassifierOption = None,
+    segmenter: opts.SegmenterOption = None,
+    backend: opts.BackendOption = "auto",
+    url: opts.UrlOption = None,
+    gate: opts.GateOption = None,
+    jsonl: opts.JsonlOption = None,
+    video: opts.VideoOption = None,
+    codec: opts.CodecOption = "auto",
+    save_defects: opts.SaveDefectsOption = None,
+    submission: opts.SubmissionOption = None,
+    mqtt: opts.MqttOption = None,
+    mqtt_queue: opts.MqttQueueOption = 1000,
+    show: opts.ShowOption = False,
+    metrics: opts.MetricsOption = None,
+    view: opts.ViewOption = None,
+    view_token: opts.ViewTokenOption = None,
+    opcua: opts.OpcuaOption = None,
+    opcua_node: opts.OpcuaNodeOption = None,
+    opcua_queue: opts.OpcuaQueueOption = 1000,
+    save_uncertain: opts.SaveUncertainOption = None,
+    uncertain_band: opts.UncertainBandOption = 0.1,
+    uncertain_pixels: opts.UncertainPixelsOption = 0.25,
+    uncertain_rate: opts.UncertainRateOption = 6.0,
+    loop: opts.LoopOption = False,
+    max_frames: opts.MaxFramesOption = None,
+    rate: opts.RateOption = None,
+    source_timeout: opts.SourceTimeoutOption = 5.0,
+    reconnect: opts.ReconnectOption = None,
+    require_all: opts.RequireAllOption = False,
+    threads: opts.ThreadsOption = 0,
+    append: opts.AppendOption = False,
+    models_from: opts.ModelsFromOption = None,
+    shadow: opts.ShadowOption = 0,
+    skip_verify: opts.SkipVerifyOption = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -220,9 +160,7 @@ def run(
         raise typer.BadParameter(
             f"--video, --show and --submission take one source, not {len(uris)}; with several cameras use --jsonl (records name their camera)"
         )
-    if url is not None and backend != "triton":
-        raise typer.BadParameter("--url is for --backend triton")
-    _check_usage(gate, threads)
+    _check_usage(gate, threads, backend, url)
     wanted = OutputOptions(
         jsonl=jsonl, append=append, video=video, codec=codec, submission=submission, save_defects=save_defects, mqtt=mqtt, mqtt_queue=mqtt_queue, show=show,
         metrics=metrics,
@@ -255,11 +193,27 @@ def run(
                 on_result=lambda _result: progress.advance(task), source_name=", ".join(redact_uri(str(uri)) for uri in uris), started=started,
             )
     report.update(outputs.report())  # what is on disk now, not what was asked for
+    failures = _failures(report, outputs, stopped=bool(received))
+    _print_report(report, outputs, failures, json_output, demo)
+    if failures:
+        raise typer.Exit(1)
+    exit_after_signals(received)
+
+
+def _failures(report: Dict[str, Any], outputs: "Outputs", stopped: bool) -> List[str]:
+    """What makes the run a failure (exit 1): an output not fully written, a source error, no
+    frame processed (unless a signal stopped the run first)."""
     failures = outputs.failures()
     if report["source"]["error"]:
         failures.insert(0, report["source"]["error"])
-    if not report["frames"] and not received:
+    if not report["frames"] and not stopped:
         failures.append(f"no frame was processed ({report['stopped_by']}; {report['source']['corrupt']} unreadable frame(s) skipped), so nothing was written")
+    return failures
+
+
+def _print_report(report: Dict[str, Any], outputs: "Outputs", failures: List[str], json_output: bool, demo: bool) -> None:
+    """The report for a machine (--json) or a person (tables, what was written), then the
+    warnings and errors on stderr."""
     if json_output:
         print_json(dict(report, errors=failures))
     else:
@@ -269,8 +223,8 @@ def run(
         out.print(latency_table(report, title=title))
         if len(report["cameras"]) > 1:
             out.print(camera_table(report))
-        for line in outputs.lines():
-            out.print(escape(line))
+        for text in outputs.lines():
+            out.print(escape(text))
         if demo:  # the demo ran: README's flow starts here
             out.print("next: edgeseg data synth --count 400", highlight=False)
     for warning in outputs.warnings():
@@ -283,6 +237,3 @@ def run(
             err.print(f"warning: camera {status['camera']} ({escape(status['source']['uri'])}) is down: {status['frames']} frame(s), still reconnecting at the end", highlight=False, soft_wrap=True)
     for failure in failures:
         err.print(f"[bold red]error:[/] {escape(failure)}", highlight=False, soft_wrap=True)
-    if failures:
-        raise typer.Exit(1)
-    exit_after_signals(received)

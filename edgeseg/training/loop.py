@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
 from edgeseg.data.datasets import ClassificationDataset, SegmentationDataset
 from edgeseg.data.severstal import CLASS_NAMES, NUM_CLASSES, Sample, SeverstalData, load_images, scan
