@@ -553,7 +553,7 @@ class _Mapped:
         if not self._mapped:
             raise self._model.Error("cuMemHostGetDevicePointer failed: invalid value (memory not pinned with DEVICEMAP)")
         if self._address is None:
-            self._address = next(self._model._addresses)
+            self._address = self._model.address_for(len(self._data))
             self._model.memory[self._address] = self._data
         return self._address
 
@@ -603,14 +603,14 @@ class CudaModel(types.ModuleType):
         self.streams: Dict[int, "CudaModel.Stream"] = {}
         self.registered = 0
         self.allocated: Dict[int, int] = {}  # mem_alloc'd (not mapped host) memory: address -> bytes
-        self._addresses = itertools.count(1 << 20, 1 << 20)
+        self._next_address = 1 << 20
         self.host_alloc_flags = types.SimpleNamespace(PORTABLE=1, DEVICEMAP=2, WRITECOMBINED=4)
         self.mem_host_register_flags = types.SimpleNamespace(PORTABLE=1, DEVICEMAP=2)
         model = self
 
         class DeviceAllocation:
             def __init__(self, nbytes: int) -> None:
-                self.address = next(model._addresses)
+                self.address = model.address_for(nbytes)
                 model.memory[self.address] = bytearray(nbytes)
                 model.allocated[self.address] = nbytes
 
@@ -672,6 +672,13 @@ class CudaModel(types.ModuleType):
         self.Context = types.SimpleNamespace(pop=lambda: None)
 
     # memory
+    def address_for(self, nbytes: int) -> int:
+        """A fresh device address for `nbytes`, never reused and a 1 MiB gap past the previous
+        range: an access through a stale or foreign pointer never lands in another allocation."""
+        address = self._next_address
+        self._next_address += (int(nbytes) // (1 << 20) + 2) << 20
+        return address
+
     def _locate(self, address: int, nbytes: int) -> Tuple[bytearray, int]:
         for start, block in self.memory.items():
             if start <= address < start + max(len(block), 1):

@@ -121,7 +121,7 @@ MUTANTS: List[Mutant] = [
     m(COMPAT, "8.x context creation on every version",
       ('    if hasattr(trt, "ExecutionContextAllocationStrategy"):  # 10.0+\n        return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)\n', "")),
     m(COMPAT, "STATIC allocation strategy (the context allocates its own scratch)",
-      ("ExecutionContextAllocationStrategy.USER_MANAGED)", "ExecutionContextAllocationStrategy.STATIC)")),
+      ("trt.ExecutionContextAllocationStrategy.USER_MANAGED", "trt.ExecutionContextAllocationStrategy.STATIC")),
     m(COMPAT, "scratch size from the 8.x property on every version",
       ('int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size)', "int(engine.device_memory_size)")),
     m(COMPAT, "10.x scratch bound without its size", ("context.set_device_memory(address, size)", "context.set_device_memory(address)")),
