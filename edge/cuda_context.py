@@ -6,7 +6,9 @@ another ("explicit_context_dependent failed: invalid device context", "invalid r
 handle"). So one `CudaThread` retains the device's primary context — the context the CUDA
 runtime, and therefore TensorRT, uses — pushes it once, and runs every CUDA call submitted to it;
 any thread may submit. It frees what it made before popping and releasing the context, so pycuda
-never finds a non-empty context stack at exit.
+never finds a non-empty context stack at exit. `CudaThread.shared(device)` is the one thread a
+process's engines on that device share (classifier and segmenter run one after the other anyway):
+they then also share one execution-context scratch buffer (`scratch`), sized for the largest.
 
 pycuda facts used (doc/driver.rst, src/cpp/cuda.hpp of inducer/pycuda): Device.retain_primary_context()
 (pycuda 2020.1+) returns a context that is *not* current; Context.push()/Context.pop(); detach()
@@ -28,7 +30,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, TypeVar
 
 from edgeseg.edge.trt_compat import Platform
 from edgeseg.errors import EdgesegError
@@ -40,13 +42,15 @@ _CC_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR (cuda.h)
 _CC_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
 _MULTIPROCESSORS = 16  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 _INTEGRATED = 18  # CU_DEVICE_ATTRIBUTE_INTEGRATED: the GPU shares DRAM with the CPU (Jetson)
+_CAN_MAP_HOST_MEMORY = 19  # CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY: pinned host memory can be mapped
 _DEVICE_TREE_MODEL = "/proc/device-tree/model"  # "NVIDIA Jetson AGX Orin Developer Kit" on a Jetson
 
 
 @dataclass(frozen=True)
 class GpuIdentity:
     """What an engine is tied to: the GPU model and its compute capability ("8.7"); Orin modules
-    share 8.7 and differ in SM count. integrated: the GPU shares system memory (Jetson)."""
+    share 8.7 and differ in SM count. integrated: the GPU shares system memory (Jetson);
+    maps_host_memory: pinned host memory can be mapped into its address space."""
 
     index: int
     name: str
@@ -54,6 +58,14 @@ class GpuIdentity:
     total_memory: int
     multiprocessors: int = 0
     integrated: bool = False
+    maps_host_memory: bool = False
+
+    @property
+    def zero_copy(self) -> bool:
+        """Frames are best staged in mapped pinned memory that kernels read in place: on an
+        integrated GPU host and device memory are the same DRAM, so a host -> device copy only
+        duplicates the frame. A discrete GPU would read mapped memory over PCIe: copy there."""
+        return self.integrated and self.maps_host_memory
 
 
 def _driver() -> Optional[ctypes.CDLL]:
@@ -124,11 +136,12 @@ def _identity(lib: ctypes.CDLL, index: int) -> Optional[GpuIdentity]:
     ):
         return None
     lib.cuDeviceTotalMem_v2(ctypes.byref(memory), device)
-    sms, integrated = ctypes.c_int(0), ctypes.c_int(0)
+    sms, integrated, maps = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
     lib.cuDeviceGetAttribute(ctypes.byref(sms), _MULTIPROCESSORS, device)
     lib.cuDeviceGetAttribute(ctypes.byref(integrated), _INTEGRATED, device)
+    lib.cuDeviceGetAttribute(ctypes.byref(maps), _CAN_MAP_HOST_MEMORY, device)
     return GpuIdentity(
-        index, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", memory.value, sms.value, bool(integrated.value)
+        index, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", memory.value, sms.value, bool(integrated.value), bool(maps.value)
     )
 
 
@@ -156,8 +169,14 @@ class CudaThread:
     Use as a context manager.
     """
 
+    _shared: ClassVar[Dict[int, "CudaThread"]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, device: int = 0, name: str = "edgeseg-cuda") -> None:
         self.device = device
+        self._users = 0  # holders of the shared thread (`shared` / `release`)
+        self._scratch: Any = None  # DeviceAllocation behind `scratch`, freed before the context is popped
+        self._scratch_bytes = 0
         self._jobs: "queue.Queue[Optional[Tuple[Callable[..., Any], Tuple[Any, ...], Future]]]" = queue.Queue()
         started: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
@@ -188,8 +207,44 @@ class CudaThread:
                     except BaseException as exc:
                         result.set_exception(exc)
         finally:
+            if self._scratch is not None:
+                self._scratch.free()
             cuda.Context.pop()
             context.detach()
+
+    @classmethod
+    def shared(cls, device: int = 0) -> "CudaThread":
+        """The process's thread for `device`, started on first use; each caller `release`s it once."""
+        with cls._shared_lock:
+            thread = cls._shared.get(device)
+            if thread is None or not thread.alive:
+                thread = cls._shared[device] = cls(device)
+            thread._users += 1
+            return thread
+
+    def release(self) -> None:
+        """Give back a thread from `shared`; the last holder's release closes it."""
+        with self._shared_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if self._shared.get(self.device) is self:
+                del self._shared[self.device]
+        self.close()
+
+    def scratch(self, nbytes: int) -> int:
+        """Device address of at least `nbytes` of execution-context scratch, one buffer for every
+        engine run in this thread: they run one at a time, each call synchronised before the next.
+        Growing it frees the smaller buffer, so callers compare the address with the one they
+        bound before each run (call in this thread)."""
+        if self._scratch is None or nbytes > self._scratch_bytes:
+            cuda = require("pycuda.driver", "the TensorRT backend")
+            if self._scratch is not None:
+                self._scratch.free()
+                self._scratch = None
+            self._scratch_bytes = max(int(nbytes), 1)
+            self._scratch = cuda.mem_alloc(self._scratch_bytes)
+        return int(self._scratch)
 
     @property
     def alive(self) -> bool:

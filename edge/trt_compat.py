@@ -19,6 +19,12 @@ Sources (checked per version):
   Compatibility"; 11.1 "Engine Compatibility"). Hardware compatibility (AMPERE_PLUS) from 8.6.
 - Without either, a plan only loads on the exact TensorRT build and GPU it was made on
   (TensorRT support matrix, "Engine Portability").
+- Execution-context scratch supplied by the caller (checked on the 8.6.1, 10.3, 10.16, 11.0 and
+  11.4 bindings): 8.x `ICudaEngine.create_execution_context_without_device_memory()`,
+  `device_memory_size`, the write-only `IExecutionContext.device_memory` property; 10.x
+  `create_execution_context(ExecutionContextAllocationStrategy.USER_MANAGED)` (the 8.x call is
+  deprecated there and gone in 11.0), `device_memory_size_v2`, `set_device_memory(memory, size)`;
+  11.x has only the 10.x names.
 - STRONGLY_TYPED network flag: opt-in on 10.x (weak typing deprecated in 10.12), "deprecated,
   retained for API compatibility but ignored" on 11.0 (11.0 Python API, Builder page), so asking
   for it on 11.x is harmless. builder.num_DLA_cores remains on 11.x.
@@ -275,6 +281,28 @@ def dla_core(artifact: "Artifact") -> Optional[int]:
         if name == "dla_core":
             return int(value)
     return None
+
+
+def context_without_scratch(trt: Any, engine: Any) -> Any:
+    """An execution context whose scratch (activation) memory the caller supplies, with
+    `bind_scratch`, before it executes: engines run one after another can then share one buffer."""
+    if hasattr(trt, "ExecutionContextAllocationStrategy"):  # 10.0+
+        return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+    return engine.create_execution_context_without_device_memory()
+
+
+def scratch_size(engine: Any) -> int:
+    """Bytes of scratch the engine's contexts need, at its largest profile (device_memory_size is
+    gone in 11.0; its 64-bit `_v2` exists from 10.x)."""
+    return int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size)
+
+
+def bind_scratch(context: Any, address: int, size: int) -> None:
+    """Give a context from `context_without_scratch` its scratch: `size` bytes at device `address`."""
+    if hasattr(context, "set_device_memory"):  # 10.x+; the device_memory setter is deprecated there
+        context.set_device_memory(address, size)
+    else:
+        context.device_memory = address
 
 
 def builder_flag_names(plan: PrecisionPlan, extra: List[str]) -> List[str]:

@@ -55,6 +55,10 @@ class KernelContext:
         self.function.prepare("PPffi")
         self.scale, self.shift = scale, shift
         self.addresses, self.shapes, self.streams = {}, {}, {}
+        self.scratch = None  # (address, size) from set_device_memory (a USER_MANAGED context)
+
+    def set_device_memory(self, memory, size):
+        self.scratch = (memory, size)
 
     def set_input_shape(self, name, shape):
         if not 1 <= shape[0] <= SHAPE[0] or tuple(shape[1:]) != SHAPE[1:]:
@@ -70,6 +74,8 @@ class KernelContext:
         return True
 
     def execute_async_v3(self, stream_handle):
+        if self.scratch is None:
+            return False  # TensorRT refuses a USER_MANAGED context without its scratch
         if stream_handle not in self.streams:  # pycuda makes no Stream from a raw handle: find the backend's by it
             self.streams[stream_handle] = next(o for o in gc.get_objects() if isinstance(o, cuda.Stream) and o.handle == stream_handle)
         stream = self.streams[stream_handle]
@@ -85,6 +91,13 @@ def kernel_tensorrt(scale, shift):
     trt.Logger.WARNING = 2
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.DataType = types.SimpleNamespace(FLOAT="FLOAT")
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED="USER_MANAGED")
+    trt.contexts = []
+
+    def create_execution_context(strategy=None):
+        assert strategy == "USER_MANAGED", "the backend supplies the scratch itself"
+        trt.contexts.append(KernelContext(scale, shift))
+        return trt.contexts[-1]
     engine = types.SimpleNamespace(
         num_io_tensors=2,
         get_tensor_name=lambda i: ("x", "y")[i],
@@ -92,7 +105,8 @@ def kernel_tensorrt(scale, shift):
         get_tensor_shape=lambda name: ENGINE_SHAPE,
         get_tensor_dtype=lambda name: trt.DataType.FLOAT,
         get_tensor_profile_shape=lambda name, profile: [(1,) + SHAPE[1:], SHAPE, SHAPE],
-        create_execution_context=lambda: KernelContext(scale, shift),
+        create_execution_context=create_execution_context,
+        device_memory_size_v2=1 << 20,
     )
     trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda plan: engine)
     return trt
@@ -109,13 +123,16 @@ def kernel_engine(tmp_path, monkeypatch):
     plan.write_bytes(b"kernel")
     made = []
 
-    def make(cuda_thread, scale=2.0, shift=1.0):
-        monkeypatch.setitem(sys.modules, "tensorrt", kernel_tensorrt(scale, shift))
+    def make(cuda_thread, scale=2.0, shift=1.0, zero_copy=False):
+        trt = kernel_tensorrt(scale, shift)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
         artifact = {"format": "tensorrt", "precision": "fp32", "tensorrt_version": "10.3.0", "gpu_name": gpu.name,
                     "compute_capability": gpu.compute_capability, "build_flags": [], **host_platform(gpu).card_fields()}
         card = ModelCard.from_dict(dict(base, input=dict(spec, name="x"), output=dict(spec, name="y"), artifact=artifact))
         backend = TensorRTBackend(plan, card, cuda_thread=cuda_thread)
+        backend.zero_copy = zero_copy or backend.zero_copy  # mapped pinned memory works on any UVA GPU, not only a Jetson's
         backend.activate()
+        backend.contexts = trt.contexts
         made.append(backend)
         return backend
 
@@ -223,6 +240,31 @@ def test_buffers_are_reused_over_10000_frames_without_leaking(kernel_engine):
         assert abs(owner.call(lambda: cuda.mem_get_info()[0]) - free_before) <= 64 * MIB
         assert [b.host.ctypes.data for b in backend._bindings] == pointers
         backend.deactivate()
+
+
+def test_mapped_pinned_buffers_are_read_and_written_in_place(kernel_engine):
+    """Zero copy (the Jetson path, forced here): I/O in pinned host memory mapped with DEVICEMAP,
+    bound by its device pointer; no device buffers, no copies, outputs right."""
+    with CudaThread(0) as owner:
+        backend = kernel_engine(owner, zero_copy=True)
+        assert all(b.device is None and b.address == b.host.base.get_device_pointer() for b in backend._bindings)
+        for batch in (2, 1):
+            feed = {"x": frame(batch)["x"][:batch].copy()}
+            np.testing.assert_allclose(backend.infer(feed)["y"], 2.0 * feed["x"] + 1.0, rtol=1e-6)
+        backend.deactivate()
+
+
+def test_engines_in_one_process_share_a_thread_and_one_scratch(kernel_engine):
+    """Without an explicit thread, two engines run in the process's shared CUDA thread and their
+    contexts are given the same scratch buffer; it is freed when the last one closes."""
+    engines = [kernel_engine(None), kernel_engine(None, scale=-1.0, shift=0.5)]
+    for engine, (scale, shift) in zip(engines, ((2.0, 1.0), (-1.0, 0.5))):
+        feed = frame(7)
+        np.testing.assert_allclose(engine.infer(feed)["y"], scale * feed["x"] + shift, rtol=1e-6)
+    scratches = {engine.contexts[-1].scratch for engine in engines}
+    assert len(scratches) == 1 and next(iter(scratches))[0] != 0, scratches
+    for engine in engines:
+        engine.deactivate()
 
 
 def test_two_engines_share_one_context_thread(kernel_engine):

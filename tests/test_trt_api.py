@@ -66,7 +66,7 @@ def reports(environments, polygraphy_sites, edgeseg_uses):
 def test_the_extractor_finds_what_the_code_calls(edgeseg_uses):
     """Derived, not listed: the named-tensor API, the builder's config and pycuda's stream are found."""
     names = {u.name() for u in edgeseg_uses["tensorrt"]}
-    assert "tensorrt.Runtime().deserialize_cuda_engine().create_execution_context().execute_async_v3()" in names
+    assert "tensorrt.IExecutionContext.execute_async_v3()" in names and "tensorrt.ICudaEngine.create_execution_context()" in names
     assert "tensorrt.IBuilderConfig.set_flag()" in names and "tensorrt.MemoryPoolType.WORKSPACE" in names
     assert {"CreateConfig", "network_from_onnx_path", "engine_bytes_from_network"} <= {u.steps[0][1] for u in edgeseg_uses["polygraphy"]}
     assert "pycuda.driver.Stream().synchronize()" in {u.name() for u in edgeseg_uses["pycuda"]}

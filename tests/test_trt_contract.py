@@ -26,6 +26,8 @@ SCENARIOS = [
     "calibrator_overrides_match_the_base",
     "dla_engine_runs_on_its_core",
     "pagelocked_fallback",
+    "discrete_gpu_copies",
+    "engines_share_one_scratch",
     "jetson_platform_is_recorded_and_checked",
     "timing_cache_per_version_and_gpu",
 ]

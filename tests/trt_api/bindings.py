@@ -14,7 +14,13 @@ edgeseg's own TensorRT code without a GPU (imported inside one version's environ
 - `CudaModel`: pycuda.driver as edgeseg uses it. Device memory has the sizes allocated (a copy or a
   kernel past an allocation's end is an error), async copies, kernels and events happen only when
   their stream is synchronised (host memory is read then), freed memory is unusable, and
-  CUDA-owned pinned memory is overwritten when freed.
+  CUDA-owned pinned memory is overwritten when freed. Pinned memory allocated or registered with
+  DEVICEMAP is the same bytes at its device pointer (get_device_pointer), which is not its host
+  address; memory pinned without the flag has no device pointer.
+- Execution contexts need scratch of the engine's `device_memory_size(_v2)` (4 KiB per image of
+  the profile's largest batch here): their own (mem_alloc'd at creation) or, made without device
+  memory (8.x create_execution_context_without_device_memory, 10.x+ USER_MANAGED), the buffer
+  given by set_device_memory / the device_memory property; a kernel writes all of it when it runs.
 """
 from __future__ import annotations
 
@@ -205,6 +211,8 @@ class Tensor(Mirror):
         super().__init__(trt, trt.ITensor, name=name, shape=tuple(shape), dtype=trt.DataType.FLOAT, is_network_input=is_input)
 
 
+# Execution-context scratch per image of the profile's largest batch (device_memory_size).
+SCRATCH_PER_IMAGE = 4096
 # ONNX ops the model DLA takes; every other layer falls back to the GPU.
 DLA_OPS = {"Conv", "Relu", "MaxPool", "BatchNormalization", "Add", "Concat", "QuantizeLinear", "DequantizeLinear"}
 
@@ -397,7 +405,10 @@ class Runtime(Mirror):
 
 class Engine(Mirror):
     def __init__(self, trt: Any, real_class: type, plan: Dict[str, Any]) -> None:
-        super().__init__(trt, real_class, num_io_tensors=len(plan["inputs"]) + len(plan["outputs"]), num_optimization_profiles=1)
+        scratch = SCRATCH_PER_IMAGE * max(high[0] for _, _, high in plan["profiles"][0].values())
+        sizes = {name: scratch for name in ("device_memory_size", "device_memory_size_v2") if hasattr(real_class, name)}
+        super().__init__(trt, real_class, num_io_tensors=len(plan["inputs"]) + len(plan["outputs"]), num_optimization_profiles=1, **sizes)
+        object.__setattr__(self, "scratch", scratch)
         object.__setattr__(self, "plan", plan)
         object.__setattr__(self, "tensors", [(n, tuple(s), True) for n, s in plan["inputs"]] + [(n, tuple(s), False) for n, s in plan["outputs"]])
 
@@ -419,16 +430,22 @@ class Engine(Mirror):
     def do_get_tensor_profile_shape(self, name: str, profile_index: int) -> List[Tuple[int, ...]]:
         return [tuple(s) for s in self.plan["profiles"][profile_index][name]]
 
-    def do_create_execution_context(self) -> "Context":
-        return Context(self.trt, self.trt.IExecutionContext, self)
+    def do_create_execution_context(self, strategy: Any = None, runtime_config: Any = None) -> "Context":
+        user_managed = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
+        return Context(self.trt, self.trt.IExecutionContext, self, own_scratch=user_managed is None or strategy != user_managed.USER_MANAGED)
+
+    def do_create_execution_context_without_device_memory(self) -> "Context":
+        return Context(self.trt, self.trt.IExecutionContext, self, own_scratch=False)
 
 
 class Context(Mirror):
     """Shapes follow set_input_shape; execute_async_v3 enqueues the ONNX on the stream."""
 
-    def __init__(self, trt: Any, real_class: type, engine: Engine) -> None:
+    def __init__(self, trt: Any, real_class: type, engine: Engine, own_scratch: bool) -> None:
         super().__init__(trt, real_class)
         object.__setattr__(self, "engine", engine)
+        if own_scratch:  # TensorRT allocates it with the context
+            self.state.update(device_memory=int(trt.cuda.mem_alloc(engine.scratch)), scratch_size=engine.scratch)
         object.__setattr__(self, "shapes", {})
         object.__setattr__(self, "addresses", {})
         object.__setattr__(self, "session", None)
@@ -459,6 +476,9 @@ class Context(Mirror):
         feed = {n: np.zeros(self.shapes[n], np.float32) for n in inputs}
         return self._run_onnx(feed)[name].shape
 
+    def do_set_device_memory(self, memory: int, size: int) -> None:
+        self.state.update(device_memory=memory, scratch_size=size)
+
     def do_set_tensor_address(self, name: str, memory: int) -> bool:
         self.engine._tensor(name)
         self.addresses[name] = memory
@@ -475,8 +495,14 @@ class Context(Mirror):
         shapes = {n: self.shapes.get(n) for n, _, i in tensors if i}
         if any(s is None for s in shapes.values()):
             raise cuda.Error("execute_async_v3 before every input shape was set")
+        scratch = self.state.get("device_memory")
+        if scratch is None:
+            raise cuda.Error("execute_async_v3 on a context created without device memory before its scratch was set")
+        if self.state.get("scratch_size", self.engine.scratch) < self.engine.scratch:
+            raise cuda.Error(f"scratch of {self.state['scratch_size']} bytes set, the engine needs {self.engine.scratch}")
 
         def kernel() -> None:
+            cuda.write(scratch, b"\xa5" * self.engine.scratch)  # activations: the whole scratch is the engine's while it runs
             feed = {n: cuda.read(self.addresses[n], int(np.prod(s)) * 4).view(np.float32).reshape(s) for n, s in shapes.items()}
             for name, value in self._run_onnx(feed).items():
                 cuda.write(self.addresses[name], np.ascontiguousarray(value, np.float32).tobytes())
@@ -515,23 +541,52 @@ class FakeTensorRT(types.ModuleType):
 
 
 # -- CUDA ---------------------------------------------------------------------------------------------------
-class _Freeable(bytearray):
+class _Mapped:
+    """Page-locked host memory's HostPointer side: with DEVICEMAP, `get_device_pointer()` is an
+    address in the model's device memory that is these same bytes (no copy); unmapped when freed."""
+
+    def _map(self, model: "CudaModel", data: Any, mapped: bool) -> None:
+        self._model, self._data, self._address = model, data, None
+        self._mapped = mapped
+
+    def get_device_pointer(self) -> int:
+        if not self._mapped:
+            raise self._model.Error("cuMemHostGetDevicePointer failed: invalid value (memory not pinned with DEVICEMAP)")
+        if self._address is None:
+            self._address = self._model.address_for(len(self._data))
+            self._model.memory[self._address] = self._data
+        return self._address
+
+    def _unmap(self) -> None:
+        if self._address is not None:
+            self._model.memory.pop(self._address, None)
+            self._address = None
+
+
+class _Freeable(bytearray, _Mapped):
     """CUDA-owned pinned host memory (pagelocked_empty): free() poisons it, as reuse by CUDA would."""
 
+    def __init__(self, nbytes: int, model: "CudaModel", mapped: bool) -> None:
+        super().__init__(nbytes)
+        self._map(model, self, mapped)
+
     def free(self) -> None:
+        self._unmap()
         self[:] = b"\xff" * len(self)
 
 
-class _Registration:
+class _Registration(_Mapped):
     """register_host_memory's result base: the numpy memory, page-locked until unregister()."""
 
-    def __init__(self, array: np.ndarray, model: "CudaModel") -> None:
+    def __init__(self, array: np.ndarray, model: "CudaModel", mapped: bool) -> None:
         self.__array_interface__ = array.__array_interface__
         self.base = array
         self.model = model
         model.registered += 1
+        self._map(model, memoryview(array).cast("B"), mapped)
 
     def unregister(self) -> None:
+        self._unmap()
         self.model.registered -= 1
 
 
@@ -547,13 +602,17 @@ class CudaModel(types.ModuleType):
         self.memory: Dict[int, bytearray] = {}
         self.streams: Dict[int, "CudaModel.Stream"] = {}
         self.registered = 0
-        self._addresses = itertools.count(1 << 20, 1 << 20)
+        self.allocated: Dict[int, int] = {}  # mem_alloc'd (not mapped host) memory: address -> bytes
+        self._next_address = 1 << 20
+        self.host_alloc_flags = types.SimpleNamespace(PORTABLE=1, DEVICEMAP=2, WRITECOMBINED=4)
+        self.mem_host_register_flags = types.SimpleNamespace(PORTABLE=1, DEVICEMAP=2)
         model = self
 
         class DeviceAllocation:
             def __init__(self, nbytes: int) -> None:
-                self.address = next(model._addresses)
+                self.address = model.address_for(nbytes)
                 model.memory[self.address] = bytearray(nbytes)
+                model.allocated[self.address] = nbytes
 
             def __int__(self) -> int:
                 return self.address
@@ -562,6 +621,7 @@ class CudaModel(types.ModuleType):
 
             def free(self) -> None:
                 model.memory.pop(self.address, None)
+                model.allocated.pop(self.address, None)
 
         class Stream:
             def __init__(self, flags: int = 0) -> None:
@@ -612,6 +672,13 @@ class CudaModel(types.ModuleType):
         self.Context = types.SimpleNamespace(pop=lambda: None)
 
     # memory
+    def address_for(self, nbytes: int) -> int:
+        """A fresh device address for `nbytes`, never reused and a 1 MiB gap past the previous
+        range: an access through a stale or foreign pointer never lands in another allocation."""
+        address = self._next_address
+        self._next_address += (int(nbytes) // (1 << 20) + 2) << 20
+        return address
+
     def _locate(self, address: int, nbytes: int) -> Tuple[bytearray, int]:
         for start, block in self.memory.items():
             if start <= address < start + max(len(block), 1):
@@ -638,7 +705,7 @@ class CudaModel(types.ModuleType):
 
     def pagelocked_empty(self, shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
         count = int(np.prod(shape))
-        return np.ndarray(shape, dtype, buffer=_Freeable(count * np.dtype(dtype).itemsize))
+        return np.ndarray(shape, dtype, buffer=_Freeable(count * np.dtype(dtype).itemsize, self, bool(mem_flags & self.host_alloc_flags.DEVICEMAP)))
 
     def aligned_empty(self, shape: Any, dtype: Any = np.float32, order: str = "C", alignment: int = 4096) -> np.ndarray:
         return np.empty(shape, dtype)
@@ -646,7 +713,7 @@ class CudaModel(types.ModuleType):
     def register_host_memory(self, ary: np.ndarray, flags: int = 0) -> np.ndarray:
         if self.refuse_registration:
             raise self.Error("cuMemHostRegister failed: operation not supported")
-        return np.asarray(_Registration(ary, self))
+        return np.asarray(_Registration(ary, self, bool(flags & self.mem_host_register_flags.DEVICEMAP)))
 
     @staticmethod
     def _host(value: Any) -> np.ndarray:

@@ -25,11 +25,13 @@ import tensorrt as real_trt  # noqa: E402  (the real bindings of this environmen
 
 from bindings import CudaModel, FakeTensorRT, _params  # noqa: E402
 
-GPU = ("Orin (nvgpu)", "8.7", 8 << 30, 16, True)  # name, compute capability, memory, SMs, integrated
+GPU = ("Orin (nvgpu)", "8.7", 8 << 30, 16, True, True)  # name, compute capability, memory, SMs, integrated, maps host memory
 JETSON = ("aarch64", "NVIDIA Jetson AGX Orin Developer Kit", 16)
+DGPU = ("NVIDIA A2", "8.6", 16 << 30, 10, False, True)  # a discrete GPU in an x86_64 server
+SERVER = ("x86_64", None, 10)
 
 
-def install(refuse_registration: bool = False, gpu: Any = GPU) -> FakeTensorRT:
+def install(refuse_registration: bool = False, gpu: Any = GPU, machine: Any = JETSON) -> FakeTensorRT:
     """Make `tensorrt` and `pycuda.driver` the stand-ins for everything imported from here on."""
     from edgeseg.edge import cuda_context
     from edgeseg.edge.backends import tensorrt as backend
@@ -43,9 +45,10 @@ def install(refuse_registration: bool = False, gpu: Any = GPU) -> FakeTensorRT:
     from edgeseg.edge.trt_compat import Platform
 
     identity = cuda_context.GpuIdentity(0, *gpu)
-    for module in (backend, engine):  # the machine: a Jetson AGX Orin
+    trt.gpu = identity  # type: ignore[attr-defined]
+    for module in (backend, engine):  # the machine: a Jetson AGX Orin unless told otherwise
         module.gpu_identity = lambda index=0: identity  # type: ignore[attr-defined]
-        module.host_platform = lambda gpu: Platform(*JETSON)  # type: ignore[attr-defined]
+        module.host_platform = lambda gpu: Platform(*machine)  # type: ignore[attr-defined]
     return trt
 
 
@@ -70,7 +73,9 @@ def build(request: Dict[str, Any], name: str, source: str = "fp32", **options: A
 
 def run_engine(trt: FakeTensorRT, engine: Path, batches: Any, atol: float = 1e-5) -> None:
     """Load through TensorRTBackend, infer each batch, compare with ONNX Runtime on the parsed model;
-    outputs stay valid after deactivate and every allocation is released."""
+    outputs stay valid after deactivate and every allocation is released. On an integrated GPU
+    (Jetson) the I/O lives in mapped host memory: no device buffers, no copies; a discrete GPU
+    has one device buffer per tensor. The context's scratch is not its own (allocated at the run)."""
     from edgeseg.edge.backends.tensorrt import TensorRTBackend
     from edgeseg.edge.card import read_card
 
@@ -78,6 +83,8 @@ def run_engine(trt: FakeTensorRT, engine: Path, batches: Any, atol: float = 1e-5
     backend = TensorRTBackend(engine, card)
     results = []
     with backend:
+        io_buffers = 0 if trt.gpu.integrated else len(backend.inputs) + len(backend.outputs)
+        assert len(trt.cuda.allocated) == io_buffers, f"{len(trt.cuda.allocated)} device allocations after activation, expected {io_buffers}"
         for batch in batches:
             out = backend.infer({card.input.name: batch})[card.output.name]
             expected = reference(base64.b64decode(plan_of(engine)["onnx"]), batch)
@@ -222,10 +229,45 @@ def dla_engine_runs_on_its_core(request: Dict[str, Any]) -> None:
 
 
 def pagelocked_fallback(request: Dict[str, Any]) -> None:
-    """Registration refused (as on some Jetson kernels): CUDA-owned pinned buffers, outputs copied out."""
+    """Registration refused (as on some Jetson kernels): CUDA-owned pinned buffers (mapped on the
+    Jetson), outputs copied out."""
     trt = install(refuse_registration=True)
     engine = build(request, "pagelocked", precision="fp32", batch=(1, 1, 2))
     run_engine(trt, engine, frames(input_shape(engine), 2, 1))
+
+
+def discrete_gpu_copies(request: Dict[str, Any]) -> None:
+    """On a discrete GPU (x86_64 server) frames go host -> device -> host through device buffers."""
+    trt = install(gpu=DGPU, machine=SERVER)
+    engine = build(request, "dgpu", precision="fp32", batch=(1, 2, 4))
+    assert plan_of(engine)["pools"] == {"WORKSPACE": 8192 << 20}, "workspace: half of a discrete GPU's 16 GiB"
+    run_engine(trt, engine, frames(input_shape(engine), 3, 1, 4))
+
+
+def engines_share_one_scratch(request: Dict[str, Any]) -> None:
+    """Two engines opened in one process (classifier and segmenter) run in one CUDA thread and share
+    one scratch buffer of the larger engine's size; the smaller one, run again after the larger one
+    grew the buffer, runs on the new buffer. Outputs match ONNX Runtime throughout."""
+    from bindings import SCRATCH_PER_IMAGE
+    from edgeseg.edge.backends.tensorrt import TensorRTBackend
+    from edgeseg.edge.card import read_card
+
+    trt = install()
+    small = build(request, "scratch-small", precision="fp32", batch=(1, 1, 1))
+    large = build(request, "scratch-large", precision="fp32", batch=(1, 2, 4))
+    backends = [TensorRTBackend(path, read_card(path)) for path in (small, large)]
+    for backend in backends:
+        backend.activate()
+    try:
+        for backend, path, n in ((backends[0], small, 1), (backends[1], large, 4), (backends[0], small, 1)):
+            batch = frames(input_shape(path), n)[0]
+            out = backend.infer({backend.card.input.name: batch})[backend.card.output.name]
+            np.testing.assert_allclose(out, reference(base64.b64decode(plan_of(path)["onnx"]), batch), atol=1e-5, rtol=1e-5)
+        assert sorted(trt.cuda.allocated.values()) == [4 * SCRATCH_PER_IMAGE], f"device allocations {trt.cuda.allocated}: expected one scratch of the larger engine"
+    finally:
+        for backend in backends:
+            backend.deactivate()
+    assert trt.cuda.memory == {}, f"device memory not freed: {len(trt.cuda.memory)} allocations"
 
 
 def jetson_platform_is_recorded_and_checked(request: Dict[str, Any]) -> None:
@@ -283,6 +325,8 @@ SCENARIOS: Dict[str, Callable[[Dict[str, Any]], None]] = {
         calibrator_overrides_match_the_base,
         dla_engine_runs_on_its_core,
         pagelocked_fallback,
+        discrete_gpu_copies,
+        engines_share_one_scratch,
         jetson_platform_is_recorded_and_checked,
         timing_cache_per_version_and_gpu,
     )

@@ -48,6 +48,7 @@ NAMING = {
     "builder_config": "IBuilderConfig",
     "runtime": "Runtime",
     "engine": "ICudaEngine",
+    "context": "IExecutionContext",
     "layer": "ILayer",
 }
 # A function parameter of this name is that module (helpers that take the module as an argument).

@@ -42,6 +42,7 @@ def m(file: str, kind: str, *edits: Tuple[str, str]) -> Mutant:
 
 
 BACKEND, ENGINE, CALIB, COMPAT = "edge/backends/tensorrt.py", "export/engine.py", "calibration/trt_calibrator.py", "edge/trt_compat.py"
+CUDA = "edge/cuda_context.py"
 MUTANTS: List[Mutant] = [
     # -- runtime: arity / argument types, ordering, sizing, shapes ------------------------------------
     m(BACKEND, "stream object where a handle is expected", ("execute_async_v3(self._stream.handle)", "execute_async_v3(self._stream)")),
@@ -50,11 +51,11 @@ MUTANTS: List[Mutant] = [
       ("copied_out.record(self._stream)\n        self._stream.synchronize()\n", "copied_out.record(self._stream)\n")),
     m(BACKEND, "output shape read from the engine (-1) instead of the context",
       ("shape = tuple(self._context.get_tensor_shape(b.name))", "shape = tuple(self._engine.get_tensor_shape(b.name))")),
-    m(BACKEND, "buffers sized from the profile's min shape", ("host_buffer(cuda, int(np.prod(high)), dtype)", "host_buffer(cuda, int(np.prod(low)), dtype)")),
+    m(BACKEND, "buffers sized from the profile's min shape", ("int(np.prod(high)), dtype, mapped", "int(np.prod(low)), dtype, mapped")),
     m(BACKEND, "shapes set at the profile's min before sizing outputs",
       ("self._set_shape(name, self._profile(name)[1])", "self._set_shape(name, self._profile(name)[0])")),
     m(BACKEND, "set_tensor_address arguments swapped",
-      ("set_tensor_address(name, int(binding.device))", "set_tensor_address(int(binding.device), name)")),
+      ("set_tensor_address(name, binding.address)", "set_tensor_address(binding.address, name)")),
     m(BACKEND, "device-to-host copy with source and destination swapped",
       ("cuda.memcpy_dtoh_async(view, b.device, self._stream)", "cuda.memcpy_dtoh_async(b.device, view, self._stream)")),
     m(BACKEND, "pagelocked outputs handed out without a copy",
@@ -62,7 +63,7 @@ MUTANTS: List[Mutant] = [
     m(BACKEND, "DLA core not set on the runtime", ("runtime.DLA_core = core", "pass")),
     m(BACKEND, "profile shape queried without the profile index",
       ("self._engine.get_tensor_profile_shape(name, 0)", "self._engine.get_tensor_profile_shape(name)")),
-    m(BACKEND, "device buffers not freed on deactivate", ("            b.device.free()\n", "")),
+    m(BACKEND, "device buffers not freed on deactivate", ("            if b.device is not None:\n                b.device.free()\n", "")),
     m(BACKEND, "feed written into the pinned input after its async copy is enqueued (race)",
       ('                np.copyto(b.host[: array.size].reshape(array.shape), array, casting="same_kind")\n', ""),
       ("                cuda.memcpy_htod_async(b.device, b.host[: feed[b.name].size], self._stream)\n",
@@ -102,6 +103,28 @@ MUTANTS: List[Mutant] = [
       ("timing_cache=options.timing_cache and keyed_timing_cache(options.timing_cache, trt.__version__, gpu)", "timing_cache=options.timing_cache")),
     m(BACKEND, "platform left out of the load check",
       ("gpu.compute_capability if gpu else None, host_platform(gpu)", "gpu.compute_capability if gpu else None")),
+    # -- Jetson zero copy: mapped pinned memory ------------------------------------------------------------
+    m(BACKEND, "mapped buffer bound by its host address instead of its device pointer", ("int(host.base.get_device_pointer())", "host.ctypes.data")),
+    m(BACKEND, "zero-copy host buffers pinned without DEVICEMAP", ("dtype, mapped=self.zero_copy)", "dtype)")),
+    m(CUDA, "zero copy chosen wherever host memory can be mapped (discrete GPUs too)",
+      ("return self.integrated and self.maps_host_memory", "return self.maps_host_memory")),
+    # -- one execution-context scratch shared by the engines ---------------------------------------------
+    m(BACKEND, "scratch never given to the context (set_device_memory forgotten)",
+      ("            trt_compat.bind_scratch(self._context, scratch, self._scratch_size)\n", "")),
+    m(BACKEND, "scratch bound once, not again after another engine grew it", ("if scratch != self._scratch_bound:", "if self._scratch_bound is None:")),
+    m(BACKEND, "context created with its own device memory",
+      ("trt_compat.context_without_scratch(trt, self._engine)", "self._engine.create_execution_context()")),
+    m(BACKEND, "each engine in a CUDA thread of its own (nothing shared)", ("CudaThread.shared(self.device)", "CudaThread(self.device)")),
+    m(CUDA, "shared scratch sized by the first engine only", ("if self._scratch is None or nbytes > self._scratch_bytes:", "if self._scratch is None:")),
+    m(CUDA, "smaller scratch not freed when it grows",
+      ("            if self._scratch is not None:\n                self._scratch.free()\n                self._scratch = None\n", "")),
+    m(COMPAT, "8.x context creation on every version",
+      ('    if hasattr(trt, "ExecutionContextAllocationStrategy"):  # 10.0+\n        return engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)\n', "")),
+    m(COMPAT, "STATIC allocation strategy (the context allocates its own scratch)",
+      ("trt.ExecutionContextAllocationStrategy.USER_MANAGED", "trt.ExecutionContextAllocationStrategy.STATIC")),
+    m(COMPAT, "scratch size from the 8.x property on every version",
+      ('int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size)', "int(engine.device_memory_size)")),
+    m(COMPAT, "10.x scratch bound without its size", ("context.set_device_memory(address, size)", "context.set_device_memory(address)")),
 ]
 
 

@@ -137,21 +137,32 @@ def failures(report: Dict[str, Any], part: str = "edgeseg") -> List[str]:
 # -- pycuda -------------------------------------------------------------------------------------------------
 _CLASS = re.compile(r'py::class_<.*?>\s*\(\s*"(\w+)"', re.S)
 _MEMBER = re.compile(r'\.(?:def|def_static|add_property|def_readonly|def_readwrite|staticmethod)\s*\(\s*"(\w+)"|\.DEF_SIMPLE_(?:METHOD|RO_MEMBER)(?:_WITH_ARGS)?\s*\(\s*(\w+)')
+_NAMED_CLASS = re.compile(r'py::class_<[^>]*>\s*(\w+)\s*\(\s*"(\w+)"')
+_CONSTANT = re.compile(r'(\w+)\.attr\s*\(\s*"(\w+)"\s*\)\s*=')
 _FUNCTION = re.compile(r'py::def\s*\(\s*"(\w+)"|(?:DEF_SIMPLE_FUNCTION(?:_WITH_ARGS)?|DECLARE_EXC)\s*\(\s*(\w+)')
 
 
 def pycuda_names(sources: Path) -> Dict[str, Set[str]]:
     """{"": module functions and classes, "Stream": its members, ...} of pycuda.driver, read from
     the C++ wrapper (src/wrapper/*.cpp: each ``py::class_<...>("Name")`` statement with its .def /
-    DEF_SIMPLE_METHOD / add_property / staticmethod members; py::def and DEF_SIMPLE_FUNCTION
-    functions; DECLARE_EXC exceptions) and pycuda/driver.py's own top-level definitions (it re-exports the extension)."""
+    DEF_SIMPLE_METHOD / add_property / staticmethod members, a ``py::class_<...> var("Name")`` with
+    its later ``var.attr("MEMBER") = ...`` constants (host_alloc_flags); py::def and
+    DEF_SIMPLE_FUNCTION functions; DECLARE_EXC exceptions) and pycuda/driver.py's own top-level definitions (it re-exports the extension)."""
     names: Dict[str, Set[str]] = defaultdict(set)
     for cpp in sorted((sources / "src" / "wrapper").glob("*.cpp")):
+        variables: Dict[str, str] = {}
         for statement in cpp.read_text(errors="replace").split(";"):
             found = _CLASS.search(statement)
             if found:
                 names[""].add(found.group(1))
                 names[found.group(1)].update(a or b for a, b in _MEMBER.findall(statement[found.end():]))
+            named = _NAMED_CLASS.search(statement)
+            if named:
+                variables[named.group(1)] = named.group(2)
+                names[""].add(named.group(2))
+            for variable, member in _CONSTANT.findall(statement):
+                if variable in variables:
+                    names[variables[variable]].add(member)
             names[""].update(a or b for a, b in _FUNCTION.findall(statement))
     driver = (sources / "pycuda" / "driver.py").read_text()
     names[""].update(re.findall(r"^def (\w+)", driver, re.M))
