@@ -332,6 +332,14 @@ def _within(inner: Path, outer: Path) -> bool:
 _EXTERNAL_LOCATION = re.compile(rb"\n\x08location\x12")
 
 
+def _names_golden(card: Path) -> bool:
+    """The card (when readable) names a golden set: then it is one of the model's files."""
+    try:
+        return json.loads(card.read_text(encoding="utf-8")).get("golden") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def model_files(artifact: PathLike) -> List[Path]:
     """The files a model is read from: the artifact, its card, its golden set, an OpenVINO IR's
     .bin and an ONNX's external data files (found in the protobuf without the onnx package,
@@ -339,7 +347,9 @@ def model_files(artifact: PathLike) -> List[Path]:
     from edgeseg.edge.artifacts import card_path, golden_path
 
     path = Path(artifact)
-    files = [path, card_path(path), golden_path(path)]
+    files = [path, card_path(path)]
+    if golden_path(path).exists() or _names_golden(card_path(path)):
+        files.append(golden_path(path))
     if path.suffix == ".xml":
         files.append(path.with_suffix(".bin"))
     elif path.suffix == ".onnx" and path.is_file() and path.stat().st_size:

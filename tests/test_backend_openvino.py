@@ -154,8 +154,17 @@ def test_compiled_models_are_cached_where_configured(tiny_models, tmp_path, monk
     for _ in range(2):
         with OpenVINOBackend(tiny_models["classifier"], read_card(tiny_models["classifier"]), cache_dir=cache):
             pass
-    blobs = list(cache.glob("*.blob"))
+    blobs = list(cache.glob("*/*.blob"))
     assert len(blobs) == 1  # the second activation imported the first one's blob
+    rewritten = tmp_path / "rewritten"  # the same name, other bytes: compiled again, never the old blob
+    rewritten.mkdir()
+    for suffix in (".onnx", ".json", ".golden.npz"):
+        shutil.copy2(tiny_models["classifier"].with_name("classifier" + suffix), rewritten)
+    model = rewritten / "classifier.onnx"
+    model.write_bytes(model.read_bytes())
+    with OpenVINOBackend(model, read_card(model), cache_dir=cache):
+        pass
+    assert len(list(cache.glob("*/*.blob"))) == 2
     monkeypatch.setenv("EDGESEG_OPENVINO_CACHE", "off")
     assert default_cache_dir() is None
     monkeypatch.setenv("EDGESEG_OPENVINO_CACHE", str(tmp_path / "elsewhere"))

@@ -215,7 +215,7 @@ def test_a_card_preprocess_size_the_model_cannot_take_is_refused_at_load(tiny_mo
     card_path(model).write_text(json.dumps(card))
     result = _run("--source", clip, "--classifier", model, "--segmenter", tiny_models["segmenter"])
     assert result.exit_code == 1, result.output
-    _one_error_line(result, f"{model}: its card preprocesses frames to 1x48x160 but input 'image' takes")
+    _one_error_line(result, f"{model}: its card preprocesses frames to 1x48x160 (NCHW) but input 'image' takes")
 
 
 def _rewrite(source, target, change):

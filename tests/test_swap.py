@@ -33,9 +33,10 @@ ROLES = ("classifier", "segmenter")
 
 def _copy_pair(pair, folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
-    for path in pair:
-        for f in (path, path.with_suffix(".json")):
-            shutil.copy2(f, folder / f.name)
+    for path in pair:  # the card last: a watcher takes the pair once its card names what is there
+        for f in (path, path.with_name(f"{path.stem}.golden.npz"), path.with_suffix(".json")):
+            if f.exists():
+                shutil.copy2(f, folder / f.name)
     return tuple(folder / path.name for path in pair)
 
 
@@ -282,6 +283,9 @@ def test_watcher_waits_for_complete_files_and_reload_forces_a_check(pairs, tmp_p
     with ModelWatcher(*paths, lambda c, s: offered.append((c, s)), lambda: running, interval=0.05, settle=0.2):
         for path in pairs["B"]:
             shutil.copy2(path, folder / path.name)  # the cards are not there yet
+            golden = path.with_name(f"{path.stem}.golden.npz")
+            if golden.exists():
+                shutil.copy2(golden, folder / golden.name)
         time.sleep(0.6)
         assert offered == []
         for path in pairs["B"]:

@@ -16,6 +16,7 @@ restart imports the compiled blob instead of compiling again.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -182,6 +183,16 @@ class OpenVINOBackend(Backend):
         self._request: Any = None
         self._output_ports: List[Any] = []
 
+    def _cache_folder(self) -> Path:
+        """The cache folder of these model files as they are now: OpenVINO keys a blob compiled
+        from a path by the path, so a model rewritten in place (new weights, same name) would
+        import the old blob; a folder per files' size and mtime makes it compile again."""
+        from edgeseg.files import model_files
+
+        assert self.cache_dir is not None
+        stamp = "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in model_files(self.artifact) if f.exists() for s in [f.stat()])
+        return Path(self.cache_dir) / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+
     def config(self) -> Dict[str, Any]:
         """The compile_model properties these settings make."""
         config: Dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
@@ -192,7 +203,7 @@ class OpenVINOBackend(Backend):
         if self.streams is not None:
             config["NUM_STREAMS"] = self.streams
         if self.cache_dir is not None:
-            config["CACHE_DIR"] = str(self.cache_dir)
+            config["CACHE_DIR"] = str(self._cache_folder())
         if self.profiling:
             config["PERF_COUNT"] = True
         return config
@@ -227,7 +238,7 @@ class OpenVINOBackend(Backend):
             )
         if self.cache_dir is not None:
             try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                self._cache_folder().mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise EdgesegError(
                     f"cannot create the OpenVINO cache folder {self.cache_dir} ({exc.strerror})",
