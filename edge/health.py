@@ -54,9 +54,9 @@ class Health(Sink):
 
     def __init__(self, sources: Sequence[Source], models_ready: Optional[Callable[[], bool]] = None, stall_s: float = STALL_S) -> None:
         self.sources = list(sources)
-        self.models_ready = models_ready or (lambda: self._started)
         self.stall_s = stall_s
         self._started = False
+        self.models_ready = models_ready or (lambda: self._started)
         self._lock = threading.Lock()
         self._progress = time.monotonic()  # the last result, or the last time nothing was waiting
 

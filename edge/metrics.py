@@ -96,7 +96,7 @@ class MetricsSink(Sink):
         except OSError as exc:
             raise EdgesegError(f"cannot serve --metrics on {host}:{port}: {exc.strerror}", hint="pick another port, e.g. --metrics 127.0.0.1:9109") from exc
         self._server.daemon_threads = True
-        bound_host, bound_port = self._server.server_address[:2]
+        bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
         self.url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
         self.written = self.url
         self._thread = threading.Thread(target=self._server.serve_forever, name="edgeseg-metrics", daemon=True)

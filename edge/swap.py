@@ -178,7 +178,8 @@ class ModelSlot:
         """Free every pair the slot holds; safe to call twice."""
         with self._lock:
             offered, self._offered = self._offered, None
-        for pair in (offered and offered.cascade, self._shadowing and self._shadowing.cascade, self._previous, self.active):
+        pairs = (offered.cascade if offered else None, self._shadowing.cascade if self._shadowing else None, self._previous, self.active)
+        for pair in pairs:
             if pair is not None:
                 pair.deactivate()
         self._shadowing = self._trial = self._previous = None

@@ -224,8 +224,8 @@ class ViewSink(Sink):
         # (OpenCV aborts then); a stalled client's write gives up after the handler's timeout.
         self._server.daemon_threads = False
         self._server.block_on_close = True
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{'[%s]' % bound_host if ':' in str(bound_host) else bound_host}:{bound_port}/"
+        bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
+        self.url = f"http://{'[%s]' % bound_host if ':' in bound_host else bound_host}:{bound_port}/"
         if not token and not str(bound_host).startswith(LOOPBACK):
             self.warning = f"the live view {self.url} was open to the network without --view-token"
         self._thread = threading.Thread(target=self._server.serve_forever, name="edgeseg-view", daemon=True)

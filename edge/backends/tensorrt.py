@@ -37,7 +37,7 @@ memcpy_dtoh_async (pycuda 2026.1 doc/driver.rst, src/wrapper/wrap_cudadrv.cpp). 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 
@@ -102,10 +102,11 @@ def host_buffer(cuda: Any, count: int, dtype: np.dtype, mapped: bool = False) ->
 
 def release_host_buffer(host: np.ndarray, registered: bool) -> None:
     """Unregister (the numpy memory stays valid for views still held) or free pagelocked memory."""
+    owner: Any = host.base  # pycuda's RegisteredHostMemory / HostAllocation
     if registered:
-        host.base.unregister()
+        owner.unregister()
     else:
-        host.base.free()
+        owner.free()
 
 
 def rebuild_hint(card: ModelCard) -> str:
@@ -180,8 +181,7 @@ class TensorRTBackend(Backend):
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise EdgesegError(f"TensorRT could not deserialise {self.artifact} (see its log above)", hint=rebuild_hint(self.card))
-        context: "trt.IExecutionContext" = trt_compat.context_without_scratch(trt, self._engine)
-        self._context = context
+        self._context = trt_compat.context_without_scratch(trt, self._engine)
         self._scratch_size = trt_compat.scratch_size(self._engine)
         self._stream = cuda.Stream()
         self._events = [cuda.Event() for _ in range(4)]
@@ -200,7 +200,7 @@ class TensorRTBackend(Backend):
             host, registered = host_buffer(cuda, int(np.prod(high)), dtype, mapped=self.zero_copy)
             try:
                 device = None if self.zero_copy else cuda.mem_alloc(host.nbytes)
-                address = int(device) if device is not None else int(host.base.get_device_pointer())
+                address = int(device) if device is not None else int(cast(Any, host.base).get_device_pointer())
             except BaseException:
                 release_host_buffer(host, registered)
                 raise
