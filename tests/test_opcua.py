@@ -135,7 +135,8 @@ def test_a_server_lost_mid_run_never_stops_it_and_the_loss_is_counted(tiny_model
     written = sum(r["type"] == "frame" for r in map(json.loads, jsonl.read_text().splitlines()))
     assert written == report["frames"] and report["frames"] + report["source"]["dropped"] == 50  # the run went on to the end
     stats = report["opcua"]
-    assert stats["acknowledged"] >= 3 and stats["dropped"] + stats["unsent"] >= 1
+    # frame ids skip what --rate dropped: a frame id of 3 at the server means at least one verdict, not three
+    assert stats["acknowledged"] >= 1 and stats["dropped"] + stats["unsent"] >= 1
     assert stats["acknowledged"] + stats["dropped"] + stats["unsent"] == stats["published"] == report["frames"]
     assert stats["disconnects"] >= 1
     assert any(f"OPC UA server {server.url}" in e and "dropped beyond --opcua-queue 3" in e for e in report["errors"])

@@ -181,7 +181,8 @@ class TensorRTBackend(Backend):
         self._engine = runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise EdgesegError(f"TensorRT could not deserialise {self.artifact} (see its log above)", hint=rebuild_hint(self.card))
-        self._context = trt_compat.context_without_scratch(trt, self._engine)
+        context: "trt.IExecutionContext" = trt_compat.context_without_scratch(trt, self._engine)  # type: ignore[name-defined]  # (tests/trt_api reads the type)
+        self._context = context
         self._scratch_size = trt_compat.scratch_size(self._engine)
         self._stream = cuda.Stream()
         self._events = [cuda.Event() for _ in range(4)]
