@@ -49,9 +49,12 @@ def test_atomic_output_files_follow_umask(tmp_path):
 
 
 # A finder that sends this process SIGINT when the named module starts loading: Ctrl-C at a
-# known point of `edgeseg`'s start-up, without guessing a delay.
+# known point of `edgeseg`'s start-up, without guessing a delay. Python's own SIGINT handler is
+# put in place first, as in a terminal: a suite started as a background job (`cmd &` in a
+# script) hands its processes SIGINT ignored, and Python then installs none.
 _INTERRUPT_AT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == {module!r}:
