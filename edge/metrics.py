@@ -17,9 +17,7 @@ needs prometheus_client.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
 import socket
 import threading
 import time
@@ -30,11 +28,11 @@ from edgeseg.edge.health import Health, Status, not_delivering
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame
-from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.edge.uri import listen_address
+from edgeseg.errors import EdgesegError
 from edgeseg.lazy import require
 
 _log = logging.getLogger(__name__)
-DEFAULT_HOST = "127.0.0.1"  # loopback unless the address names another host
 # Seconds; the line budget is 12-50 ms a strip end to end, so the buckets resolve around it.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
 _SOURCE_COUNTERS = (
@@ -46,20 +44,8 @@ _SOURCE_COUNTERS = (
 
 
 def parse_address(text: str) -> Tuple[str, int]:
-    """(host, port) of "HOST:PORT", "[IPv6]:PORT", ":PORT" or "PORT"; the host defaults to
-    loopback, so the endpoint is reachable from elsewhere only when a host says so. Port 0: any
-    free port (`MetricsSink.url` tells which)."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]") if sep else ""
-    if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--metrics {text!r} is not HOST:PORT", hint="e.g. --metrics 127.0.0.1:9108, or 0.0.0.0:9108 to be scraped from other hosts")
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
-                raise UsageError(f"--metrics {text!r}: {host!r} is not a host name or address") from None
-    return host or DEFAULT_HOST, int(port)
+    """(host, port) of a --metrics address (edgeseg.edge.uri.listen_address)."""
+    return listen_address(text, "--metrics", 9108)
 
 
 class MetricsSink(Sink):
@@ -203,4 +189,4 @@ def _handler(sink: MetricsSink, prometheus: Any) -> Any:
     return Handler
 
 
-__all__ = ["BUCKETS", "DEFAULT_HOST", "MetricsSink", "parse_address"]
+__all__ = ["BUCKETS", "MetricsSink", "parse_address"]

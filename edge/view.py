@@ -35,11 +35,10 @@ from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.records import iso_utc
 from edgeseg.edge.sinks import Sink
 from edgeseg.edge.sources import Frame
-from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.edge.uri import listen_address
+from edgeseg.errors import EdgesegError
 
 _log = logging.getLogger("edgeseg")
-DEFAULT_HOST = "127.0.0.1"
-ADDRESS_FORM = "[host:]port, e.g. 8080 or 127.0.0.1:8080"
 TOKEN_HEADER = "X-Edgeseg-Token"
 BOUNDARY = "edgeseg-frame"
 LOOPBACK = ("127.", "::1", "localhost")
@@ -48,16 +47,8 @@ RECENT = 50  # frames over which the latency mean and fps are taken
 
 
 def parse_address(text: str) -> Tuple[str, int]:
-    """`[host:]port` (IPv6 as `[::1]:8080`) -> (host, port); UsageError when it is not one."""
-    host, sep, port_text = text.strip().rpartition(":")
-    host = host.strip("[]") if sep else DEFAULT_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535 or (sep and not host):
-        raise UsageError(f"bad --view address {text!r}", hint=f"use {ADDRESS_FORM}")
-    return host, port
+    """(host, port) of a --view address (edgeseg.edge.uri.listen_address)."""
+    return listen_address(text, "--view", 8080)
 
 
 class _Camera:

@@ -133,8 +133,8 @@ def test_the_token_is_required_and_the_stream_is_mjpeg(live_run):
 def test_addresses():
     assert parse_address("8080") == ("127.0.0.1", 8080)  # loopback unless told otherwise
     assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
-    assert parse_address("[::1]:8080") == ("::1", 8080)
-    for bad in ("", "host:", "host:http", ":80", "70000"):
+    assert parse_address("[::1]:8080") == ("::1", 8080) and parse_address(":80") == ("127.0.0.1", 80)
+    for bad in ("", "host:", "host:http", "a b:80", "70000"):
         with pytest.raises(UsageError):
             parse_address(bad)
 
