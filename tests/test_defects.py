@@ -1,6 +1,7 @@
 """`edgeseg run --save-defects DIR`: every gated frame as a lossless PNG, a crop per defect box and
 an index line with its record; nothing before the first gated frame; earlier files kept."""
 import json
+import time
 
 import cv2
 import numpy as np
@@ -110,7 +111,7 @@ def test_a_full_disk_keeps_whole_files_and_whole_index_lines(tmp_path):
         with pytest.raises(EdgesegError, match="disk full writing .* free there"):
             for i in range(100):  # incompressible 64 KiB frames: the disk fills within a few
                 image = rng.integers(0, 256, (128, 512), dtype=np.uint8)
-                frame = Frame(i, image, 10.0 + i, "cam", item=None, captured_at=1.7e9 + i)
+                frame = Frame(i, image, time.perf_counter(), "cam", item=None, captured_at=1.7e9 + i)  # completed: now
                 segmentation = Segmentation(areas={"1": 0})
                 sink.write(frame, FrameResult(i, "cam", frame.timestamp, 128, 512, 0.9, True, segmentation, gate=0.5))
         sink.close()

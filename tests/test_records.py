@@ -3,6 +3,7 @@ every line of real `edgeseg run` outputs (video file, folder with a corrupt file
 import copy
 import json
 import math
+import time
 from datetime import datetime
 
 import cv2
@@ -181,6 +182,7 @@ def test_a_model_output_that_is_not_a_number_makes_an_error_record_in_strict_jso
     post = MaskPostprocess(_card())
     maps = np.zeros((1, 2, 32, 160), np.float32)
     maps[0, 1, 5, 5] = np.nan
+    frame.timestamp = time.perf_counter()  # its result completes now: the latency counts from a capture just before
     for probability, segmenter_maps, message in ((math.nan, None, "classifier output is not a number"), (0.9, maps, "segmenter output is not a number for class(es) ['patch']")):
         result = post.frame_result(frame, segmenter_maps, probability, True, {}, 0.5)
         assert message in result.error and not any(result.segmentation.areas.values())
