@@ -1,15 +1,19 @@
 """Real network services for the line-integration tests, started on 127.0.0.1 and stopped by them:
 a Mosquitto broker (Debian `mosquitto`) and an RTSP server (GStreamer's gst-rtsp-server, driven
 by Debian's python3-gi), each a separate process that a test can stop and start again on the
-same port to stage an outage. CI installs both (.ci/run); elsewhere a missing one skips."""
+same port to stage an outage, and an OPC UA server (asyncua) on a thread of its own. CI installs
+them (.ci/run); elsewhere a missing one skips. The benchmarks use them too."""
+import asyncio
 import getpass
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -144,3 +148,61 @@ def rtsp_server_available() -> bool:
         return False
     probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+
+
+class OpcUaServer:
+    """An asyncua Server at opc.tcp://127.0.0.1:port/line1/ with the object `edgeseg` holding the
+    verdict variables of `classes` (edgeseg.edge.opcua.variables), typed as a PLC's data block
+    would be: narrower integers than Python's, a Float probability. Runs on a thread of its own."""
+
+    def __init__(self, classes: Sequence[str], port: Optional[int] = None) -> None:
+        import asyncua
+
+        from edgeseg.edge.opcua import variables
+
+        self._asyncua = asyncua
+        self.names = variables(classes)
+        self.url = f"opc.tcp://127.0.0.1:{port or free_port()}/line1/"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.nodes: Dict[str, Any] = {}
+        self._call(self._start())
+
+    def _call(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        ua = self._asyncua.ua
+        types = {"defect": ua.VariantType.Boolean, "frame": ua.VariantType.UInt32, "source": ua.VariantType.String,
+                 "captured_at": ua.VariantType.DateTime, "defect_probability": ua.VariantType.Float}
+        self.server = self._asyncua.Server()
+        await self.server.init()
+        self.server.set_endpoint(self.url)
+        ns = await self.server.register_namespace("urn:edgeseg:test-line")
+        folder = await self.server.nodes.objects.add_object(ns, "edgeseg")
+        for name in self.names:
+            kind = types.get(name, ua.VariantType.Int32)
+            initial = {ua.VariantType.DateTime: datetime(2000, 1, 1), ua.VariantType.String: ""}.get(kind, 0)
+            node = await folder.add_variable(ns, name, ua.Variant(initial, kind))
+            await node.set_writable()
+            self.nodes[name] = node
+        await self.server.start()
+
+    def values(self) -> Dict[str, Any]:
+        async def read() -> Dict[str, Any]:
+            return {name: await node.read_value() for name, node in self.nodes.items()}
+
+        return self._call(read())
+
+    def stop(self) -> None:
+        self._call(self.server.stop())
+
+    def close(self) -> None:
+        """Stop the server if it still runs, then its loop."""
+        try:
+            self.stop()
+        except Exception:
+            pass  # stopped already (a test's outage)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -1,80 +1,27 @@
 """OPC UA verdicts against a real asyncua server on 127.0.0.1 (its own thread and loop, variables
 typed as a PLC's data block would be): every frame's verdict arrives; a server stopped mid-run
 never stops the run, and the verdicts lost are counted and fail it."""
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
-from datetime import datetime
 
 import pytest
 
 from edge_media import frames, write_video
-from edgeseg.edge.opcua import parse_opcua_url, variables
+from edgeseg.edge.opcua import parse_opcua_url
 from edgeseg.errors import UsageError
-from services import free_port
+from services import OpcUaServer
 
-asyncua = pytest.importorskip("asyncua")
-ua = asyncua.ua
+pytest.importorskip("asyncua")
 EDGESEG = [sys.executable, "-c", "from edgeseg.cli import main; main()"]
 CLASSES = ["1", "2", "3", "4"]
-# A PLC's types: narrower integers than Python's, a float probability.
-TYPES = {"defect": ua.VariantType.Boolean, "frame": ua.VariantType.UInt32, "source": ua.VariantType.String,
-         "captured_at": ua.VariantType.DateTime, "defect_probability": ua.VariantType.Float}
-
-
-class OpcServer:
-    """An asyncua Server with the object `edgeseg` and its variables, run on a thread of its own."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"opc.tcp://127.0.0.1:{port}/line1/"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.nodes = {}
-        self._call(self._start())
-
-    def _call(self, coroutine, timeout=30):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    async def _start(self):
-        self.server = asyncua.Server()
-        await self.server.init()
-        self.server.set_endpoint(self.url)
-        ns = await self.server.register_namespace("urn:edgeseg:test-line")
-        folder = await self.server.nodes.objects.add_object(ns, "edgeseg")
-        for name in variables(CLASSES):
-            kind = TYPES.get(name, ua.VariantType.Int32)
-            initial = {ua.VariantType.DateTime: datetime(2000, 1, 1), ua.VariantType.String: ""}.get(kind, 0)
-            node = await folder.add_variable(ns, name, ua.Variant(initial, kind))
-            await node.set_writable()
-            self.nodes[name] = node
-        await self.server.start()
-
-    def values(self):
-        async def read():
-            return {name: await node.read_value() for name, node in self.nodes.items()}
-
-        return self._call(read())
-
-    def stop(self):
-        self._call(self.server.stop())
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
 def server():
-    service = OpcServer(free_port())
+    service = OpcUaServer(CLASSES)
     yield service
-    try:
-        service.stop()
-    except Exception:
-        pass  # stopped by the test
     service.close()
 
 
