@@ -310,7 +310,7 @@ class OpcUaSink(Sink):
                 continue
             try:
                 values = [self._variant(value, kind) for value, kind in zip(verdict, types)]
-                await asyncio.wait_for(client.write_values(nodes, values), self.request_timeout)
+                await client.write_values(nodes, values)  # bounded by the client's own request timeout
             except BaseException:
                 with self._lock:
                     self._inflight = 0
