@@ -128,7 +128,7 @@ def on_peer_thread(make: Callable[[], T]) -> T:
     thread.start()
     thread.join()
     if not made:
-        raise SystemExit("the OPC UA test server did not start (see above)")
+        raise SystemExit("a peer of the line did not start (see above)")
     return made[0]
 
 
@@ -149,7 +149,8 @@ def _delivered(counts: Dict[str, float]) -> str:
 
 def fill(text: str, opcua: Optional[str]) -> List[str]:
     """The run options of `text`: each `{port}` a free port of its own, `{opcua}` the server URL."""
-    return [word.replace("{port}", str(free_port())).replace("{opcua}", opcua or "{opcua}") for word in shlex.split(text)]
+    words = [word.replace("{opcua}", opcua) if opcua else word for word in shlex.split(text)]
+    return [word.replace("{port}", str(free_port())) if "{port}" in word else word for word in words]
 
 
 def _cpu(before: Any, after: Any) -> float:

@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlsplit
 
 from edgeseg.edge.delivery import DeliveryStats
 from edgeseg.edge.postprocess import FrameResult
-from edgeseg.edge.sinks import Sink
+from edgeseg.edge.sinks import Sink, background_thread
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.uri import redact_uri
 from edgeseg.errors import EdgesegError, UsageError
@@ -216,6 +216,7 @@ class OpcUaSink(Sink):
                 self._loop.call_soon_threadsafe(self._wake.set)  # type: ignore[union-attr]
 
     def _run(self) -> None:
+        background_thread()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)  # before the Event: Python < 3.10 binds it to this thread's loop
         self._loop = loop

@@ -12,6 +12,9 @@ run's set of them.
 from __future__ import annotations
 
 import abc
+import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
@@ -26,6 +29,24 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import LineFile, PathLike, StagedOutput, disk_full_error, free_space_text, nearly_full
 
 SinkT = TypeVar("SinkT", bound="Sink")
+# How far an output's own worker threads (live-view encoding, OPC UA writes) stand back from
+# inference. On a machine the models keep busy, an output thread that wakes preempts one of the
+# inference library's workers, and the others then wait for it at their next barrier: the output
+# costs the run a multiple of its own CPU time. At +10 a thread gets about a tenth of the share of
+# one at 0, so the outputs' work fills the gaps inference leaves and still runs when it does not.
+BACKGROUND_NICE = 10
+
+
+def background_thread() -> None:
+    """Lower the calling thread's CPU priority by BACKGROUND_NICE. On Linux a nice value belongs
+    to a thread; elsewhere it would move the whole process, so nothing is done there."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICE))
+    except OSError:
+        pass  # not allowed here (a seccomp profile): the thread runs at the run's priority
 
 class Sink(abc.ABC):
     """One output of a run: receives every processed frame, in order, on the pipeline's output

@@ -33,7 +33,7 @@ import numpy as np
 from edgeseg.edge.defects import crop_box
 from edgeseg.edge.postprocess import FrameResult
 from edgeseg.edge.records import iso_utc
-from edgeseg.edge.sinks import Sink
+from edgeseg.edge.sinks import Sink, background_thread
 from edgeseg.edge.sources import Frame
 from edgeseg.edge.uri import listen_address
 from edgeseg.errors import EdgesegError
@@ -252,6 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 5.0  # seconds a client may leave a read or write of ours hanging
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        background_thread()  # the request's own thread: it annotates and encodes
         parts = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         if self.token is not None:

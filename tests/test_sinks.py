@@ -2,6 +2,8 @@
 nothing on disk before the first frame and the previous output kept until a run produced one."""
 import json
 import os
+import sys
+import threading
 
 import cv2
 import numpy as np
@@ -201,3 +203,23 @@ def test_window_sink_on_headless_opencv_says_what_to_install():
         pass
     with pytest.raises(EdgesegError, match="pip install opencv-python"):
         WindowSink(CLASSES, on_quit=lambda: None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value belongs to a thread only on Linux")
+def test_an_output_worker_thread_stands_back_from_inference_alone():
+    """background_thread lowers its own thread's priority by BACKGROUND_NICE (capped at 19) and
+    leaves the rest of the process, the inference threads among them, where they were."""
+    from edgeseg.edge.sinks import BACKGROUND_NICE, background_thread
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def worker():
+        background_thread()
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["worker"] == min(19, main_before + BACKGROUND_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
