@@ -48,6 +48,7 @@ def background_thread() -> None:
     except OSError:
         pass  # not allowed here (a seccomp profile): the thread runs at the run's priority
 
+
 class Sink(abc.ABC):
     """One output of a run: receives every processed frame, in order, on the pipeline's output
     thread; a context manager (`close` on exit).

@@ -41,7 +41,7 @@ from edgeseg.errors import EdgesegError
 _log = logging.getLogger("edgeseg")
 TOKEN_HEADER = "X-Edgeseg-Token"
 BOUNDARY = "edgeseg-frame"
-LOOPBACK = ("127.", "::1", "localhost")
+LOOPBACK_PREFIXES = ("127.", "::1", "localhost")  # a bound address starting so is this machine only
 JPEG_QUALITY = 80
 RECENT = 50  # frames over which the latency mean and fps are taken
 
@@ -217,7 +217,7 @@ class ViewSink(Sink):
         self._server.block_on_close = True
         bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
         self.url = f"http://{'[%s]' % bound_host if ':' in bound_host else bound_host}:{bound_port}/"
-        if not token and not str(bound_host).startswith(LOOPBACK):
+        if not token and not bound_host.startswith(LOOPBACK_PREFIXES):
             self.warning = f"the live view {self.url} was open to the network without --view-token"
         self._thread = threading.Thread(target=self._server.serve_forever, name="edgeseg-view", daemon=True)
         self._thread.start()
